@@ -1,0 +1,2 @@
+//! rswarm container runtime, behind the Executor/Controller seam.
+#![forbid(unsafe_code)]

@@ -1,0 +1,1 @@
+//! rswarm e2e harness.

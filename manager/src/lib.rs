@@ -1,0 +1,2 @@
+//! rswarm manager.
+#![forbid(unsafe_code)]

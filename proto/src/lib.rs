@@ -1,0 +1,19 @@
+//! rswarm wire types.
+//!
+//! # Layout
+//! - [`api`]: the generated protobuf messages and gRPC clients/servers (control,
+//!   node CA, Raft transport, dispatcher) and the cluster's stored objects.
+//! - [`validate`]: parsing and validation of user input (sizes, ports, constraints,
+//!   env), shared by the CLI and the managers so both give the same errors.
+//! - [`tls`]: certificate roles, join tokens and rustls configurations for mTLS
+//!   between nodes; shared by managers and workers, which never depend on each other.
+#![forbid(unsafe_code)]
+
+/// Generated protobuf and gRPC code (package `rswarm`).
+pub mod api {
+    #![allow(clippy::all, missing_docs)]
+    tonic::include_proto!("rswarm");
+}
+
+pub mod tls;
+pub mod validate;
