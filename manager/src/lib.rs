@@ -1,2 +1,8 @@
-//! rswarm manager.
+//! rswarm manager: the cluster's desired state and the services around it.
+//!
+//! # Layout
+//! - [`store`]: the in-memory store of nodes, services, tasks and the cluster
+//!   object; the Raft state machine's contents, with transactional reads and watches.
 #![forbid(unsafe_code)]
+
+pub mod store;
