@@ -132,6 +132,14 @@ pub enum ValidationError {
     },
 }
 
+/// Bad input is the caller's mistake: `invalid_argument`, with the message as is, so
+/// that the CLI shows the same text whichever side refused the input.
+impl From<ValidationError> for tonic::Status {
+    fn from(err: ValidationError) -> Self {
+        tonic::Status::invalid_argument(err.to_string())
+    }
+}
+
 /// Parses a replica count: a whole number ≥ 0 (`"3"`, `"0"`).
 pub fn parse_replicas(input: &str) -> Result<u64, ValidationError> {
     let s = input.trim();
@@ -226,6 +234,16 @@ pub fn validate_service_name(input: &str) -> Result<(), ValidationError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn becomes_invalid_argument() {
+        let status = tonic::Status::from(ValidationError::Replicas("-1".into()));
+        assert_eq!(status.code(), tonic::Code::InvalidArgument);
+        assert_eq!(
+            status.message(),
+            "invalid replicas \"-1\": must be a whole number ≥ 0"
+        );
+    }
 
     #[test]
     fn replicas_accepted() {
