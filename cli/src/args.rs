@@ -375,7 +375,11 @@ pub struct ServiceCreateArgs {
     pub image: String,
     /// Command and arguments, passed to the image's entrypoint (as `docker service
     /// create IMAGE ARG...` does).
-    #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+    #[arg(
+        trailing_var_arg = true,
+        allow_hyphen_values = true,
+        value_name = "COMMAND"
+    )]
     pub args: Vec<String>,
 }
 

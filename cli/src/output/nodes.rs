@@ -47,17 +47,21 @@ pub fn node_rows(nodes: &[Node], cluster: &ClusterStatus) -> Vec<NodeRow> {
                 role: names::role(node.role),
                 status: names::node_state(node.status.as_ref().map_or(0, |s| s.state)),
                 availability: names::availability(node.spec.as_ref().map_or(0, |s| s.availability)),
-                addr: node
-                    .status
-                    .as_ref()
-                    .map(|s| s.addr.clone())
-                    .unwrap_or_default(),
+                addr: node_addr(node),
                 manager_status,
             }
         })
         .collect();
     rows.sort_by(|a, b| (&a.hostname, &a.id).cmp(&(&b.hostname, &b.id)));
     rows
+}
+
+/// The address the node reports, or for a manager that has not reported yet, the
+/// one the Raft group knows it by.
+fn node_addr(node: &Node) -> String {
+    let reported = node.status.as_ref().map_or("", |s| s.addr.as_str());
+    let raft = node.manager_status.as_ref().map_or("", |m| m.addr.as_str());
+    if reported.is_empty() { raft } else { reported }.to_string()
 }
 
 /// The cluster-status entry describing `node`.
@@ -203,6 +207,15 @@ mod tests {
         assert_eq!(value[4]["role"], "worker");
         assert_eq!(value[4]["status"], "down");
         assert_eq!(value[4]["availability"], "drain");
+    }
+
+    #[test]
+    fn addr_falls_back_to_the_raft_address() {
+        let mut fresh = node("m5", "manager-5", NodeRole::Manager, 5);
+        fresh.status = None;
+        let rows = node_rows(&[fresh], &ClusterStatus::default());
+        assert_eq!(rows[0].addr, "127.0.0.5:4242");
+        assert_eq!(rows[0].status, "unknown");
     }
 
     use serde_json::Value;
