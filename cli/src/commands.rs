@@ -1,0 +1,99 @@
+//! Client commands: each builds its request (validating user input first, so that
+//! bad input is refused before any connection is made), calls the control API and
+//! writes the reply.
+
+pub mod cluster;
+pub mod join_token;
+pub mod node;
+pub mod service;
+#[cfg(test)]
+pub mod test_support;
+
+use std::fmt;
+use std::io::Write;
+use std::path::PathBuf;
+
+use rswarm_proto::api::control_client::ControlClient;
+use tonic::transport::Channel;
+
+use crate::args::{Format, Host};
+use crate::client;
+
+/// What every client command needs besides its own arguments.
+#[derive(Debug, Clone)]
+pub struct Context {
+    /// The manager to talk to.
+    pub host: Host,
+    /// The admin certificate directory, for TCP hosts.
+    pub cert_dir: PathBuf,
+    /// How to print results.
+    pub format: Format,
+}
+
+impl Context {
+    /// Connects to the control API.
+    pub async fn control(&self) -> anyhow::Result<ControlClient<Channel>> {
+        Ok(ControlClient::new(
+            client::connect(&self.host, &self.cert_dir).await?,
+        ))
+    }
+}
+
+/// Turns a failed call into an error carrying the server's message alone, which is
+/// what the user needs to read (`Error: <message>`).
+pub fn rpc_error(status: tonic::Status) -> anyhow::Error {
+    if status.message().is_empty() {
+        anyhow::anyhow!("{}", status.code().description())
+    } else {
+        anyhow::anyhow!("{}", status.message())
+    }
+}
+
+/// Some of several requests failed, and each failure was already printed.
+#[derive(Debug)]
+pub struct Reported {
+    /// How many failed.
+    pub failed: usize,
+}
+
+impl fmt::Display for Reported {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{} request(s) failed", self.failed)
+    }
+}
+
+impl std::error::Error for Reported {}
+
+/// Collects the failures of a command acting on several objects, so that one bad
+/// reference neither stops nor hides the others (as in docker).
+#[derive(Debug, Default)]
+struct Failures {
+    /// How many were reported.
+    failed: usize,
+}
+
+impl Failures {
+    /// Prints the failure on stderr now.
+    fn report(&mut self, err: &anyhow::Error) {
+        eprintln!("Error: {err:#}");
+        self.failed += 1;
+    }
+
+    /// An error if anything failed.
+    fn finish(self) -> anyhow::Result<()> {
+        if self.failed == 0 {
+            Ok(())
+        } else {
+            Err(Reported {
+                failed: self.failed,
+            }
+            .into())
+        }
+    }
+}
+
+/// Writes `text` and a newline.
+fn write_line(out: &mut dyn Write, text: &str) -> anyhow::Result<()> {
+    writeln!(out, "{text}")?;
+    Ok(())
+}

@@ -1,0 +1,202 @@
+//! Port publications: `8080:80`, `8080:80/udp`, or the long form
+//! `published=8080,target=80,protocol=udp,mode=host`.
+
+use super::ValidationError;
+use crate::api::{PortConfig, PortProtocol, PublishMode};
+
+/// What a user sees when the form itself is wrong.
+const EXPECTED: &str = "expected PUBLISHED:TARGET[/PROTOCOL] or \
+                        published=PORT,target=PORT[,protocol=tcp|udp][,mode=ingress|host]";
+
+/// Parses a port publication, short (`8080:80`, `8080:80/udp`: ingress mode) or long
+/// (`published=8080,target=80,protocol=tcp|udp,mode=ingress|host`). Both ports are
+/// required and must be in 1..=65535; unknown or repeated keys are refused.
+pub fn parse_publish(input: &str) -> Result<PortConfig, ValidationError> {
+    let err = |reason: String| ValidationError::Publish {
+        input: input.to_string(),
+        reason,
+    };
+    let s = input.trim();
+    if s.contains('=') {
+        parse_long(s).map_err(err)
+    } else {
+        parse_short(s).map_err(err)
+    }
+}
+
+/// `PUBLISHED:TARGET[/PROTOCOL]`.
+fn parse_short(s: &str) -> Result<PortConfig, String> {
+    let (ports, protocol) = match s.split_once('/') {
+        Some((ports, protocol)) => (ports, parse_protocol(protocol)?),
+        None => (s, PortProtocol::Tcp),
+    };
+    let (published, target) = ports.split_once(':').ok_or_else(|| EXPECTED.to_string())?;
+    Ok(PortConfig {
+        protocol: protocol.into(),
+        target_port: parse_port("target", target)?,
+        published_port: parse_port("published", published)?,
+        publish_mode: PublishMode::Ingress.into(),
+    })
+}
+
+/// `published=P,target=T[,protocol=tcp|udp][,mode=ingress|host]`, keys in any order.
+fn parse_long(s: &str) -> Result<PortConfig, String> {
+    let mut published = None;
+    let mut target = None;
+    let mut protocol = None;
+    let mut mode = None;
+    for field in s.split(',') {
+        let (key, value) = field
+            .split_once('=')
+            .ok_or_else(|| format!("expected KEY=VALUE, found \"{field}\""))?;
+        let key = key.trim();
+        let value = value.trim();
+        let first = match key.to_ascii_lowercase().as_str() {
+            "published" => published.replace(parse_port("published", value)?).is_none(),
+            "target" => target.replace(parse_port("target", value)?).is_none(),
+            "protocol" => protocol.replace(parse_protocol(value)?).is_none(),
+            "mode" => mode.replace(parse_mode(value)?).is_none(),
+            _ => {
+                return Err(format!(
+                    "unknown key \"{key}\": expected published, target, protocol or mode"
+                ));
+            }
+        };
+        if !first {
+            return Err(format!("\"{key}\" is given more than once"));
+        }
+    }
+    Ok(PortConfig {
+        protocol: protocol.unwrap_or(PortProtocol::Tcp).into(),
+        target_port: target.ok_or("the target port is required")?,
+        published_port: published.ok_or("the published port is required")?,
+        publish_mode: mode.unwrap_or(PublishMode::Ingress).into(),
+    })
+}
+
+/// A port number in 1..=65535.
+fn parse_port(which: &str, value: &str) -> Result<u32, String> {
+    let value = value.trim();
+    match value.parse::<u32>() {
+        Ok(port @ 1..=65535) if value.bytes().all(|b| b.is_ascii_digit()) => Ok(port),
+        _ => Err(format!(
+            "{which} port \"{value}\" must be a number between 1 and 65535"
+        )),
+    }
+}
+
+/// `tcp` or `udp`, any case.
+fn parse_protocol(value: &str) -> Result<PortProtocol, String> {
+    match value.trim().to_ascii_lowercase().as_str() {
+        "tcp" => Ok(PortProtocol::Tcp),
+        "udp" => Ok(PortProtocol::Udp),
+        _ => Err(format!("unknown protocol \"{value}\": must be tcp or udp")),
+    }
+}
+
+/// `ingress` or `host`, any case.
+fn parse_mode(value: &str) -> Result<PublishMode, String> {
+    match value.trim().to_ascii_lowercase().as_str() {
+        "ingress" => Ok(PublishMode::Ingress),
+        "host" => Ok(PublishMode::Host),
+        _ => Err(format!("unknown mode \"{value}\": must be ingress or host")),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn port(published: u32, target: u32, protocol: PortProtocol, mode: PublishMode) -> PortConfig {
+        PortConfig {
+            protocol: protocol.into(),
+            target_port: target,
+            published_port: published,
+            publish_mode: mode.into(),
+        }
+    }
+
+    #[test]
+    fn short_form() {
+        use PortProtocol::*;
+        use PublishMode::*;
+        assert_eq!(parse_publish("8080:80"), Ok(port(8080, 80, Tcp, Ingress)));
+        assert_eq!(
+            parse_publish("8080:80/tcp"),
+            Ok(port(8080, 80, Tcp, Ingress))
+        );
+        assert_eq!(parse_publish("53:53/udp"), Ok(port(53, 53, Udp, Ingress)));
+        assert_eq!(parse_publish("53:53/UDP"), Ok(port(53, 53, Udp, Ingress)));
+        assert_eq!(parse_publish("1:65535"), Ok(port(1, 65535, Tcp, Ingress)));
+    }
+
+    #[test]
+    fn long_form() {
+        use PortProtocol::*;
+        use PublishMode::*;
+        assert_eq!(
+            parse_publish("published=8080,target=80"),
+            Ok(port(8080, 80, Tcp, Ingress))
+        );
+        assert_eq!(
+            parse_publish("target=53,published=5353,protocol=udp,mode=host"),
+            Ok(port(5353, 53, Udp, Host))
+        );
+        assert_eq!(
+            parse_publish("published = 8080, target = 80, mode = ingress"),
+            Ok(port(8080, 80, Tcp, Ingress))
+        );
+    }
+
+    #[test]
+    fn refused() {
+        for bad in [
+            "",
+            "80",
+            "8080",
+            "0:80",
+            "8080:0",
+            "65536:80",
+            "8080:65536",
+            "-1:80",
+            "+80:80",
+            "a:80",
+            "8080:80/sctp",
+            "8080:80/",
+            "8080:80:90",
+            "published=8080",
+            "target=80",
+            "published=8080,target=80,protocol=sctp",
+            "published=8080,target=80,mode=bridge",
+            "published=8080,target=80,foo=bar",
+            "published=8080,target=80,target=81",
+            "published=8080,target=80,",
+            "published=8080,target",
+        ] {
+            let err = parse_publish(bad).unwrap_err();
+            assert!(matches!(err, ValidationError::Publish { .. }), "{bad:?}");
+            assert!(err.to_string().contains(&format!("\"{bad}\"")), "{err}");
+        }
+    }
+
+    #[test]
+    fn messages_name_the_problem() {
+        assert_eq!(
+            parse_publish("0:80").unwrap_err().to_string(),
+            "invalid port publication \"0:80\": published port \"0\" must be a number \
+             between 1 and 65535"
+        );
+        assert!(
+            parse_publish("published=1,target=2,foo=bar")
+                .unwrap_err()
+                .to_string()
+                .contains("unknown key \"foo\"")
+        );
+        assert!(
+            parse_publish("8080")
+                .unwrap_err()
+                .to_string()
+                .contains("expected PUBLISHED:TARGET")
+        );
+    }
+}
