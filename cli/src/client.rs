@@ -19,10 +19,10 @@ pub async fn connect(host: &Host, cert_dir: &Path) -> anyhow::Result<Channel> {
                  (`rswarm daemon`)"
             )
         }),
-        Host::Tcp(_addr) => {
-            let _ = cert_dir;
-            // wired to rswarm_proto::tls::admin_channel
-            anyhow::bail!("TCP hosts are not supported yet")
+        Host::Tcp(addr) => {
+            let channel = rswarm_proto::tls::admin_channel(&addr.to_string(), cert_dir)
+                .map_err(|err| anyhow::anyhow!("cannot connect to {host}: {err}"))?;
+            Ok(channel)
         }
     }
 }
@@ -109,9 +109,14 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn tcp_is_not_wired_yet() {
+    async fn tcp_without_admin_certificate_names_the_directory() {
         let host = Host::Tcp("127.0.0.1:4242".parse().unwrap());
-        let err = connect(&host, Path::new("/nonexistent")).await.unwrap_err();
-        assert_eq!(err.to_string(), "TCP hosts are not supported yet");
+        let err = connect(&host, Path::new("/nonexistent-rswarm-certs"))
+            .await
+            .unwrap_err();
+        assert!(
+            err.to_string().contains("/nonexistent-rswarm-certs"),
+            "{err}"
+        );
     }
 }
