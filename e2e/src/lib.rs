@@ -1,1 +1,33 @@
-//! rswarm e2e harness.
+//! rswarm e2e harness: clusters of real `rswarm` node processes, each in its own
+//! network namespace with its own address, killed, restarted and cut off on purpose.
+//!
+//! Needs root (namespaces) and iproute2; tests call [`skip_reason`] and return early
+//! with a notice when either is missing.
+//!
+//! # Layout
+//! - [`cluster`]: [`Cluster`], a segment with nodes, and the waits tests compose
+//!   (leader agreement, ready nodes); prints daemon logs when a test fails.
+//! - [`node`]: [`Node`], one daemon: start (`init`, `join`, `daemon`), signals,
+//!   network cuts, client commands through its control socket.
+//! - [`network`]: the private L2 segment (hub namespace with a bridge, a veth per
+//!   namespace) and removal of namespaces left by crashed runs.
+//! - [`client`]: a tokio runtime whose threads live in the cluster's client
+//!   namespace, for gRPC calls from the test process itself.
+//! - [`binary`]: finds or builds the `rswarm` binary.
+//! - [`command`], [`wait`]: commands and polls with time limits.
+//! - `sys`: the only unsafe code (setns, kill), kept to two calls.
+#![deny(unsafe_code)]
+
+pub mod binary;
+pub mod client;
+pub mod cluster;
+pub mod command;
+pub mod network;
+pub mod node;
+mod sys;
+pub mod wait;
+
+pub use client::ClientRuntime;
+pub use cluster::{Cluster, leader_addr, skip_reason};
+pub use node::{Node, Role};
+pub use wait::wait_until;
