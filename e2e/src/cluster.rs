@@ -54,6 +54,8 @@ pub struct Cluster {
     root: TempDir,
     /// What the nodes run.
     binary: PathBuf,
+    /// Extra flags given to every node's `init` or `join`.
+    node_flags: Vec<String>,
     /// Held for the cluster's lifetime; see [`ONE_CLUSTER`].
     _exclusive: MutexGuard<'static, ()>,
 }
@@ -81,6 +83,7 @@ impl Cluster {
             network,
             root,
             binary,
+            node_flags: Vec::new(),
             _exclusive: exclusive,
         })
     }
@@ -88,10 +91,21 @@ impl Cluster {
     /// A running cluster: `managers` managers (the first one initialises it) and
     /// `workers` workers, all reported ready by the managers.
     pub fn start(managers: usize, workers: usize) -> anyhow::Result<Cluster> {
+        Cluster::start_with(managers, workers, &[])
+    }
+
+    /// [`Cluster::start`] with extra flags for every `init` and `join` (such as
+    /// `--election-min-ms 300`).
+    pub fn start_with(
+        managers: usize,
+        workers: usize,
+        node_flags: &[String],
+    ) -> anyhow::Result<Cluster> {
         if managers == 0 {
             bail!("a cluster needs at least one manager");
         }
         let mut cluster = Cluster::new()?;
+        cluster.node_flags = node_flags.to_vec();
         match cluster.bootstrap(managers, workers) {
             Ok(()) => Ok(cluster),
             Err(err) => {
@@ -130,13 +144,14 @@ impl Cluster {
         let attachment = self.network.attach(host)?;
         let name = format!("node-{host}");
         let dir = self.root.path().join(&name);
-        let node = Node::new(
+        let mut node = Node::new(
             name,
             &attachment,
             self.network.hub(),
             dir,
             self.binary.clone(),
         )?;
+        node.extra_args = self.node_flags.clone();
         self.nodes.push(node);
         Ok(index)
     }

@@ -65,6 +65,8 @@ pub struct Node {
     bin: PathBuf,
     /// The running daemon.
     child: Option<Child>,
+    /// Extra flags for `init` and `join` (Raft timing, for instance).
+    pub extra_args: Vec<String>,
 }
 
 impl Node {
@@ -89,6 +91,7 @@ impl Node {
             hub_link: attachment.hub_link.clone(),
             bin,
             child: None,
+            extra_args: Vec::new(),
         })
     }
 
@@ -163,7 +166,13 @@ impl Node {
         self.exec_in_netns(&self.join_args(token, manager), timeout)
     }
 
-    /// `SUBCOMMAND --data-dir D --listen A --advertise A --hostname NAME`.
+    /// Runs `rswarm init` in the foreground, expecting it to be refused: returns its
+    /// output once it exits, or an error if it still runs after `timeout` (killed).
+    pub fn try_init(&self, timeout: Duration) -> anyhow::Result<Output> {
+        self.exec_in_netns(&self.node_args("init"), timeout)
+    }
+
+    /// `SUBCOMMAND --data-dir D --listen A --advertise A --hostname NAME EXTRA...`.
     fn node_args(&self, subcommand: &str) -> Vec<OsString> {
         let addr = self.addr.to_string();
         vec![
@@ -177,6 +186,9 @@ impl Node {
             "--hostname".into(),
             self.name.clone().into(),
         ]
+        .into_iter()
+        .chain(self.extra_args.iter().map(Into::into))
+        .collect()
     }
 
     /// Starts `rswarm ARGS` in the node's namespace, output appended to the log.
