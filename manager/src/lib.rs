@@ -7,10 +7,12 @@
 //! - [`ca`]: the cluster's root CA; signs node and admin certificates.
 //! - [`nodeca`]: the join endpoint: root CA and certificates for valid join tokens.
 //! - [`dispatcher`]: node heartbeats on the leader; nodes that stop are marked down.
+//! - [`raft`]: the managers' Raft group replicating the store, and its transport.
 #![forbid(unsafe_code)]
 
 pub mod ca;
 pub mod controlapi;
 pub mod dispatcher;
 pub mod nodeca;
+pub mod raft;
 pub mod store;
