@@ -25,6 +25,9 @@ use super::{NodeId, TypeConfig, decode, encode};
 pub(crate) const MAX_MESSAGE_BYTES: usize = 64 * 1024 * 1024;
 
 /// Creates a channel to a peer's address; the daemon's connector sets up mTLS.
+///
+/// Called once per address (the channel is cached) under a lock, so it must return at
+/// once: build a lazy channel (`connect_lazy`), do not connect eagerly.
 pub type Connector = Arc<dyn Fn(&str) -> Result<Channel, ConnectError> + Send + Sync>;
 
 /// A connector could not create a channel to a peer.
