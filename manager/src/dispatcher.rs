@@ -11,7 +11,7 @@ use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
 use rswarm_proto::api::dispatcher_server::Dispatcher;
-use rswarm_proto::api::{HeartbeatRequest, HeartbeatResponse, NodeState, NodeStatus};
+use rswarm_proto::api::{HeartbeatRequest, HeartbeatResponse, NodeRole, NodeState, NodeStatus};
 use tokio_util::sync::CancellationToken;
 use tonic::{Request, Response, Status};
 use tracing::{info, warn};
@@ -91,6 +91,7 @@ impl<P: Proposer + 'static, R: RaftView> DispatcherService<P, R> {
                 self.lock().leading_since = None;
                 continue;
             }
+            self.reconcile_roles().await;
             let expired = self.expired_nodes(Instant::now());
             for node_id in expired {
                 warn!(node.id = %node_id, "heartbeats missed: marking node down");
@@ -100,6 +101,63 @@ impl<P: Proposer + 'static, R: RaftView> DispatcherService<P, R> {
                 if let Err(err) = result {
                     warn!(node.id = %node_id, %err, "could not mark node down");
                 }
+            }
+        }
+    }
+
+    /// Carries out `node promote` / `node demote` on the group's side: a demoted
+    /// manager leaves the Raft group, then its record says worker; a promoted node's
+    /// record says manager once it has joined the group as a voter.
+    async fn reconcile_roles(&self) {
+        let status = self.raft.status();
+        let is_voter = |raft_id: u64| status.voters.iter().any(|(id, _)| *id == raft_id);
+        let changes: Vec<(String, NodeRole, Option<u64>)> = self.store.view(|tx| {
+            tx.nodes()
+                .filter_map(|n| {
+                    let desired = n.spec.as_ref().map_or(0, |s| s.desired_role);
+                    let raft_id = n.manager_status.as_ref().map(|m| m.raft_id);
+                    if desired == n.role {
+                        return None;
+                    }
+                    if desired == NodeRole::Worker as i32 {
+                        Some((n.id.clone(), NodeRole::Worker, raft_id))
+                    } else if raft_id.is_some_and(is_voter) {
+                        Some((n.id.clone(), NodeRole::Manager, raft_id))
+                    } else {
+                        None
+                    }
+                })
+                .collect()
+        });
+        for (node_id, role, raft_id) in changes {
+            if role == NodeRole::Worker
+                && let Some(raft_id) = raft_id.filter(|id| is_voter(*id))
+            {
+                if status.voters.len() <= 1 {
+                    continue;
+                }
+                info!(node.id = %node_id, raft_id, "demotion: removing the manager from the Raft group");
+                if let Err(err) = self.raft.remove_voter(raft_id).await {
+                    warn!(node.id = %node_id, %err, "demotion: cannot leave the Raft group yet");
+                    continue;
+                }
+            }
+            let result = update(&self.store, self.proposer.as_ref(), |tx| {
+                let Some(node) = tx.node(&node_id) else {
+                    return Ok(vec![]);
+                };
+                let mut node = node.clone();
+                node.role = role as i32;
+                if role == NodeRole::Worker {
+                    node.manager_status = None;
+                }
+                node.meta.get_or_insert_default().updated_at = now_ms();
+                Ok::<_, crate::store::ProposeError>(vec![StoreAction::UpdateNode(node)])
+            })
+            .await;
+            match result {
+                Ok(()) => info!(node.id = %node_id, role = ?role, "node role changed"),
+                Err(err) => warn!(node.id = %node_id, %err, "cannot record the node's new role"),
             }
         }
     }

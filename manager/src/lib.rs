@@ -8,11 +8,13 @@
 //! - [`nodeca`]: the join endpoint: root CA and certificates for valid join tokens.
 //! - [`dispatcher`]: node heartbeats on the leader; nodes that stop are marked down.
 //! - [`raft`]: the managers' Raft group replicating the store, and its transport.
+//! - [`node`]: a running manager: Raft plus its services on one mTLS listener.
 #![forbid(unsafe_code)]
 
 pub mod ca;
 pub mod controlapi;
 pub mod dispatcher;
+pub mod node;
 pub mod nodeca;
 pub mod raft;
 pub mod store;

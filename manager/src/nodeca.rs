@@ -12,7 +12,7 @@ use rswarm_proto::api::node_ca_server::NodeCa;
 use rswarm_proto::api::{
     GetRootCaRequest, GetRootCaResponse, IssueNodeCertificateRequest, IssueNodeCertificateResponse,
     ManagerStatus, Meta, Node, NodeAvailability, NodeDescription, NodeRole, NodeSpec, NodeState,
-    NodeStatus,
+    NodeStatus, RenewNodeCertificateRequest,
 };
 use rswarm_proto::tls::{JoinToken, Role};
 use tonic::{Request, Response, Status};
@@ -21,7 +21,7 @@ use tracing::info;
 use crate::ca::RootCa;
 use crate::controlapi::manager_addrs;
 use crate::controlapi::{RaftView, new_id, now_ms};
-use crate::store::{Proposer, Store, StoreAction};
+use crate::store::{Proposer, Store, StoreAction, update};
 
 /// The node CA service.
 pub struct NodeCaService<P, R> {
@@ -180,6 +180,73 @@ impl<P: Proposer + 'static, R: RaftView> NodeCa for NodeCaService<P, R> {
             cluster_id,
             manager_addrs: manager_addrs(&status.voters, status.leader),
             raft_id,
+        }))
+    }
+
+    async fn renew_node_certificate(
+        &self,
+        req: Request<RenewNodeCertificateRequest>,
+    ) -> Result<Response<IssueNodeCertificateResponse>, Status> {
+        let peer = rswarm_proto::tls::require_node(&req)?;
+        let csr_pem = req.into_inner().csr_pem;
+        let fresh_raft_id = self.new_raft_id();
+        // A node promoted to manager gets its Raft id with its new certificate.
+        update(&self.store, self.proposer.as_ref(), |tx| {
+            let node = tx.node(&peer.node_id).ok_or_else(|| {
+                Status::permission_denied(format!(
+                    "node {} has been removed from the cluster",
+                    peer.node_id
+                ))
+            })?;
+            let wants_manager = node
+                .spec
+                .as_ref()
+                .is_some_and(|s| s.desired_role == NodeRole::Manager as i32);
+            if !wants_manager || node.manager_status.is_some() {
+                return Ok(vec![]);
+            }
+            let mut node = node.clone();
+            node.manager_status = Some(ManagerStatus {
+                raft_id: fresh_raft_id,
+                addr: node
+                    .status
+                    .as_ref()
+                    .map(|s| s.addr.clone())
+                    .unwrap_or_default(),
+            });
+            node.meta.get_or_insert_default().updated_at = now_ms();
+            Ok::<_, Status>(vec![StoreAction::UpdateNode(node)])
+        })
+        .await?;
+        let (node, cluster) = self
+            .store
+            .view(|tx| (tx.node(&peer.node_id).cloned(), tx.cluster().cloned()));
+        let (Some(node), Some(cluster)) = (node, cluster) else {
+            return Err(Status::permission_denied(format!(
+                "node {} has been removed from the cluster",
+                peer.node_id
+            )));
+        };
+        let desired = node.spec.as_ref().map_or(0, |s| s.desired_role);
+        let role = if desired == NodeRole::Manager as i32 {
+            Role::Manager
+        } else {
+            Role::Worker
+        };
+        let ca = RootCa::from_pem(&cluster.ca_cert_pem, &cluster.ca_key_pem)
+            .map_err(|e| Status::internal(format!("the cluster CA is unusable: {e}")))?;
+        let cert_pem = ca
+            .sign_node_csr(&csr_pem, &node.id, role, &cluster.id)
+            .map_err(|e| Status::invalid_argument(e.to_string()))?;
+        info!(node.id = %node.id, role = %role, "node certificate renewed");
+        let status = self.raft.status();
+        Ok(Response::new(IssueNodeCertificateResponse {
+            node_id: node.id.clone(),
+            cert_pem,
+            role: desired,
+            cluster_id: cluster.id,
+            manager_addrs: manager_addrs(&status.voters, status.leader),
+            raft_id: node.manager_status.map_or(0, |m| m.raft_id),
         }))
     }
 }

@@ -143,12 +143,11 @@ impl Session {
                         connected = true;
                     }
                     target = Some(addr);
-                    if !resp.manager_addrs.is_empty() {
-                        if let Ok(mut m) = self.managers.write() {
-                            if *m != resp.manager_addrs {
-                                *m = resp.manager_addrs.clone();
-                            }
-                        }
+                    if !resp.manager_addrs.is_empty()
+                        && let Ok(mut m) = self.managers.write()
+                        && *m != resp.manager_addrs
+                    {
+                        *m = resp.manager_addrs.clone();
                     }
                     let desired_role =
                         NodeRole::try_from(resp.desired_role).unwrap_or(NodeRole::Worker);

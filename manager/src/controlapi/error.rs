@@ -69,3 +69,9 @@ impl From<ControlError> for Status {
         }
     }
 }
+
+impl From<ProposeError> for Status {
+    fn from(err: ProposeError) -> Status {
+        ControlError::from(err).into()
+    }
+}

@@ -46,6 +46,9 @@ pub trait RaftView: Send + Sync + 'static {
     fn status(&self) -> RaftStatus;
     /// Whether the manager at `addr` answers, within a short timeout.
     fn ping(&self, addr: &str) -> impl Future<Output = bool> + Send;
+    /// Removes a voter from the group (leader only): the step that carries out a
+    /// demotion.
+    fn remove_voter(&self, raft_id: u64) -> impl Future<Output = Result<(), String>> + Send;
 }
 
 /// The control service.

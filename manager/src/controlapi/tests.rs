@@ -22,6 +22,9 @@ impl RaftView for FakeRaft {
     async fn ping(&self, addr: &str) -> bool {
         addr == "10.0.0.1:4242"
     }
+    async fn remove_voter(&self, _raft_id: u64) -> Result<(), String> {
+        Err("not in unit tests".into())
+    }
 }
 
 fn api() -> (ControlApi<DirectProposer, FakeRaft>, Store) {

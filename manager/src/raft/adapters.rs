@@ -9,7 +9,7 @@ use crate::controlapi::{RaftStatus, RaftView};
 use crate::store::{ProposeError as StoreProposeError, Proposer, StoreAction};
 
 /// How long a ping of another manager may take before it counts as down.
-const PING_TIMEOUT: Duration = Duration::from_secs(1);
+const PING_TIMEOUT: Duration = Duration::from_millis(500);
 
 impl Proposer for RaftNode {
     async fn propose(&self, actions: Vec<StoreAction>) -> Result<(), StoreProposeError> {
@@ -45,5 +45,9 @@ impl RaftView for RaftNode {
             tokio::time::timeout(PING_TIMEOUT, client.ping(PingRequest {})).await,
             Ok(Ok(_))
         )
+    }
+
+    async fn remove_voter(&self, raft_id: u64) -> Result<(), String> {
+        self.remove_member(raft_id).await.map_err(|e| e.to_string())
     }
 }
