@@ -130,13 +130,44 @@ impl RaftSettings {
         Duration::from_millis(self.election_max_ms.saturating_mul(10).max(5_000))
     }
 
+    /// openraft's `(heartbeat_interval, election_timeout_min, election_timeout_max)`
+    /// for our settings.
+    ///
+    /// Our `election_min_ms..election_max_ms` is the window, after its last contact
+    /// with the leader, in which a follower stands for election. openraft 0.9 differs
+    /// in three ways, which this mapping undoes:
+    /// - it acts on a tick of 1.5 × its heartbeat interval, and sends heartbeats only
+    ///   on ticks: its interval is set to 2/3 of ours so that both happen every
+    ///   `heartbeat_ms`;
+    /// - a follower that knows a leader waits the *leader lease* (openraft's
+    ///   `election_timeout_max`) plus its own randomized timeout (drawn once from
+    ///   openraft's min..max), and refuses votes during the lease: passing our
+    ///   numbers through would make a failover take 1.5–2 s;
+    /// - so the lease is half of our max less one tick, and openraft's min is what
+    ///   remains of our min above the lease (at least one openraft heartbeat, which
+    ///   it requires).
+    ///
+    /// With the defaults (100 ms, 500–1000 ms) a follower stands 517–1000 ms after
+    /// the leader's last heartbeat, tick included.
+    pub fn openraft_timings(&self) -> (u64, u64, u64) {
+        let heartbeat = (self.heartbeat_ms * 2 / 3).max(1);
+        let lease = self.election_max_ms.saturating_sub(self.heartbeat_ms) / 2;
+        let min = self
+            .election_min_ms
+            .saturating_sub(lease)
+            .max(heartbeat + 1);
+        (heartbeat, min, lease)
+    }
+
     /// Builds and validates the openraft configuration.
     pub fn to_config(&self) -> Result<openraft::Config, Box<openraft::ConfigError>> {
+        let (heartbeat_interval, election_timeout_min, election_timeout_max) =
+            self.openraft_timings();
         let config = openraft::Config {
             cluster_name: "rswarm".to_string(),
-            heartbeat_interval: self.heartbeat_ms,
-            election_timeout_min: self.election_min_ms,
-            election_timeout_max: self.election_max_ms,
+            heartbeat_interval,
+            election_timeout_min,
+            election_timeout_max,
             // A snapshot chunk is written to the receiver's buffer; a few seconds per chunk
             // is ample on a LAN and still detects a stuck peer.
             install_snapshot_timeout: self.election_max_ms.max(1000) * 4,
@@ -171,9 +202,12 @@ mod settings_tests {
     #[test]
     fn default_settings_make_a_valid_config() {
         let config = RaftSettings::default().to_config().expect("valid");
-        assert_eq!(config.heartbeat_interval, 100);
-        assert_eq!(config.election_timeout_min, 500);
-        assert_eq!(config.election_timeout_max, 1000);
+        // Ticks (and heartbeats) every 66 × 3/2 = 99 ms; lease 450 ms + a timeout of
+        // 67..450 ms + up to one tick: a follower stands 517..999 ms after the
+        // leader's last heartbeat.
+        assert_eq!(config.heartbeat_interval, 66);
+        assert_eq!(config.election_timeout_min, 67);
+        assert_eq!(config.election_timeout_max, 450);
         assert_eq!(config.max_in_snapshot_log_to_keep, 1000);
         assert_eq!(config.purge_batch_size, 256);
     }
