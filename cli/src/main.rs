@@ -41,7 +41,7 @@ async fn main() -> ExitCode {
 /// Logs go to stderr, so that stdout holds only the command's output. `RUST_LOG`
 /// overrides the default level: `info` for a node daemon, `warn` for a client.
 fn init_tracing(daemon: bool) {
-    let default = if daemon { "info" } else { "warn" };
+    let default = if daemon { "info,openraft=warn" } else { "warn" };
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(default));
     // Fails only if a subscriber is already set, which nothing else here does.
     let _ = tracing_subscriber::fmt()

@@ -3,8 +3,18 @@
 //! # Layout
 //! - [`store`]: the in-memory store of nodes, services, tasks and the cluster
 //!   object; the Raft state machine's contents, with transactional reads and watches.
+//! - [`controlapi`]: the control API served to `rswarm` clients.
 //! - [`ca`]: the cluster's root CA; signs node and admin certificates.
+//! - [`nodeca`]: the join endpoint: root CA and certificates for valid join tokens.
+//! - [`dispatcher`]: node heartbeats on the leader; nodes that stop are marked down.
+//! - [`raft`]: the managers' Raft group replicating the store, and its transport.
+//! - [`node`]: a running manager: Raft plus its services on one mTLS listener.
 #![forbid(unsafe_code)]
 
 pub mod ca;
+pub mod controlapi;
+pub mod dispatcher;
+pub mod node;
+pub mod nodeca;
+pub mod raft;
 pub mod store;

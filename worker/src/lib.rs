@@ -1,2 +1,12 @@
-//! rswarm worker agent (the dispatcher session and task runners arrive with orchestration).
+//! rswarm worker agent: what every node (worker or manager) runs to take part in
+//! the cluster.
+//!
+//! # Layout
+//! - [`session`]: the node's session with the leader's dispatcher (heartbeats,
+//!   following the leader across failovers, the managers' addresses).
+//! - [`control`]: the control API as a worker's local socket answers it: every call
+//!   is refused with the managers' addresses.
 #![forbid(unsafe_code)]
+
+pub mod control;
+pub mod session;

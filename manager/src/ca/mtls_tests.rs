@@ -8,6 +8,7 @@ use rswarm_proto::api::node_ca_client::NodeCaClient;
 use rswarm_proto::api::node_ca_server::{NodeCa, NodeCaServer};
 use rswarm_proto::api::{
     GetRootCaRequest, GetRootCaResponse, IssueNodeCertificateRequest, IssueNodeCertificateResponse,
+    RenewNodeCertificateRequest,
 };
 use rswarm_proto::tls::{
     Caller, Identity, JoinToken, Role, bootstrap_channel, caller, local_channel,
@@ -60,6 +61,13 @@ impl NodeCa for EchoCa {
             },
         };
         Ok(Response::new(resp))
+    }
+
+    async fn renew_node_certificate(
+        &self,
+        _req: Request<RenewNodeCertificateRequest>,
+    ) -> Result<Response<IssueNodeCertificateResponse>, Status> {
+        Err(Status::unimplemented("not used by these tests"))
     }
 }
 

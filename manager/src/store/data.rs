@@ -38,7 +38,7 @@ enum Undo {
     Cluster(Option<Cluster>),
 }
 
-fn meta_mut<'a>(meta: &'a mut Option<Meta>) -> &'a mut Meta {
+fn meta_mut(meta: &mut Option<Meta>) -> &mut Meta {
     meta.get_or_insert_with(Meta::default)
 }
 

@@ -1,0 +1,273 @@
+//! Running a node until SIGTERM/SIGINT: its servers, its dispatcher session, and a
+//! clean stop (servers drained, Raft shut down, the socket removed).
+
+use std::os::unix::fs::PermissionsExt;
+use std::sync::{Arc, RwLock};
+use std::time::Duration;
+
+use anyhow::Context as _;
+use rswarm_manager::node::Manager;
+use rswarm_manager::raft::RaftNode;
+use rswarm_proto::api::control_server::ControlServer;
+use rswarm_proto::tls::{Identity, server_tls_config};
+use rswarm_worker::control::WorkerControl;
+use rswarm_worker::session::{ManagerList, Session, SessionState};
+use tokio::net::{TcpListener, UnixListener};
+use tokio::task::JoinHandle;
+use tokio_stream::wrappers::{TcpListenerStream, UnixListenerStream};
+use tokio_util::sync::CancellationToken;
+use tonic::transport::Server;
+use tracing::{error, info, warn};
+
+use super::bootstrap;
+use super::state::{DataDir, NodeRecord};
+use super::system;
+
+/// The node's heartbeat period towards the dispatcher.
+const NODE_HEARTBEAT: Duration = Duration::from_secs(1);
+
+/// How a manager comes up.
+pub enum Start {
+    /// Created the cluster: print the join commands once serving.
+    Init,
+    /// Certified by the cluster: ask to become a Raft voter, then save the record.
+    Join,
+    /// Restarted from its data dir.
+    Restart,
+}
+
+/// Why a node's run ended.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Exit {
+    /// SIGTERM/SIGINT: the daemon stops.
+    Stopped,
+    /// The managers want this node in the other role (`node promote` / `demote`).
+    ChangeRole,
+}
+
+/// Cancels `token` on SIGTERM or SIGINT.
+pub fn on_signal(token: CancellationToken) -> anyhow::Result<()> {
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut term = signal(SignalKind::terminate())?;
+    let mut int = signal(SignalKind::interrupt())?;
+    tokio::spawn(async move {
+        tokio::select! {
+            _ = term.recv() => info!("SIGTERM: stopping"),
+            _ = int.recv() => info!("SIGINT: stopping"),
+        }
+        token.cancel();
+    });
+    Ok(())
+}
+
+/// Binds the control socket, private to root (mode 0600).
+fn bind_socket(dir: &DataDir) -> anyhow::Result<UnixListener> {
+    let path = dir.socket();
+    // A socket left by a killed daemon refuses connections; replace it.
+    let _ = std::fs::remove_file(&path);
+    let listener = UnixListener::bind(&path)
+        .with_context(|| format!("cannot bind the control socket {}", path.display()))?;
+    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600))
+        .with_context(|| format!("cannot restrict {}", path.display()))?;
+    Ok(listener)
+}
+
+/// Starts the dispatcher session and persists the managers' addresses it learns,
+/// so that a node restarted after a manager change still finds the cluster.
+fn start_session(
+    dir: &DataDir,
+    record: &NodeRecord,
+    identity: &Identity,
+    managers: ManagerList,
+    shutdown: CancellationToken,
+    role_change: CancellationToken,
+) -> JoinHandle<()> {
+    let (session, mut states) = Session::new(
+        identity.clone(),
+        record.advertise.to_string(),
+        system::describe(&record.hostname),
+        managers,
+    );
+    let session = tokio::spawn(session.run(shutdown.clone()));
+    let dir = dir.clone();
+    let mut saved = record.clone();
+    let role = record.role.clone();
+    tokio::spawn(async move {
+        while states.changed().await.is_ok() {
+            let Some(SessionState {
+                managers,
+                desired_role,
+            }) = states.borrow_and_update().clone()
+            else {
+                continue;
+            };
+            let wanted = if desired_role == rswarm_proto::api::NodeRole::Manager {
+                "manager"
+            } else {
+                "worker"
+            };
+            if wanted != role && !role_change.is_cancelled() {
+                info!(role, wanted, "the managers ask this node to change role");
+                role_change.cancel();
+            }
+            if !managers.is_empty() && managers != saved.manager_addrs {
+                saved.manager_addrs = managers;
+                if let Err(err) = dir.save(&saved) {
+                    warn!(%err, "cannot record the managers' addresses");
+                }
+            }
+        }
+    });
+    session
+}
+
+/// Runs a manager.
+pub async fn manager(
+    dir: &DataDir,
+    record: &NodeRecord,
+    identity: &Identity,
+    raft: RaftNode,
+    start: Start,
+    stop: &CancellationToken,
+) -> anyhow::Result<Exit> {
+    let mut record = record.clone();
+    // Servers stop on SIGTERM and on a role change; the latter keeps the daemon.
+    let shutdown = stop.child_token();
+    let role_change = CancellationToken::new();
+    let manager = Manager::new(raft.clone());
+    let tcp = TcpListener::bind(record.listen)
+        .await
+        .with_context(|| format!("cannot listen on {}", record.listen))?;
+    let tls = server_tls_config(identity)?;
+    let tcp_server = manager
+        .tcp_router(
+            Server::builder().tls_config(tls)?,
+            NODE_HEARTBEAT,
+            shutdown.clone(),
+        )
+        .serve_with_incoming_shutdown(
+            TcpListenerStream::new(tcp),
+            shutdown.clone().cancelled_owned(),
+        );
+    let tcp_server = tokio::spawn(tcp_server);
+    let local = bind_socket(dir)?;
+    let local_server = tokio::spawn(
+        manager
+            .local_router(Server::builder())
+            .serve_with_incoming_shutdown(
+                UnixListenerStream::new(local),
+                shutdown.clone().cancelled_owned(),
+            ),
+    );
+    match start {
+        Start::Init => print_join_commands(&manager, &record),
+        Start::Join => {
+            if let Err(err) = bootstrap::admit(&raft, &record, &record.manager_addrs.clone()).await
+            {
+                shutdown.cancel();
+                let _ = raft.shutdown().await;
+                return Err(err);
+            }
+            dir.save(&record)?;
+            info!(node.id = %record.node_id, "joined the cluster as a manager");
+        }
+        Start::Restart => {}
+    }
+    if record.manager_addrs.is_empty() {
+        record.manager_addrs.push(record.advertise.to_string());
+    }
+    let managers: ManagerList = Arc::new(RwLock::new(record.manager_addrs.clone()));
+    let session = start_session(
+        dir,
+        &record,
+        identity,
+        managers,
+        shutdown.clone(),
+        role_change.clone(),
+    );
+    info!(node.id = %record.node_id, addr = %record.advertise, "manager running");
+    let exit = tokio::select! {
+        _ = shutdown.cancelled() => Exit::Stopped,
+        _ = role_change.cancelled() => Exit::ChangeRole,
+    };
+    shutdown.cancel();
+    for (name, server) in [("tcp", tcp_server), ("local", local_server)] {
+        match server.await {
+            Ok(Err(err)) => error!(server = name, %err, "server failed"),
+            Err(err) => error!(server = name, %err, "server task failed"),
+            Ok(Ok(())) => {}
+        }
+    }
+    let _ = session.await;
+    if let Err(err) = raft.shutdown().await {
+        warn!(%err, "Raft did not stop cleanly");
+    }
+    let _ = std::fs::remove_file(dir.socket());
+    info!(?exit, "manager stopped");
+    Ok(exit)
+}
+
+fn print_join_commands(manager: &Arc<Manager>, record: &NodeRecord) {
+    let tokens = manager.store().view(|tx| {
+        (
+            rswarm_manager::controlapi::join_token(tx, false),
+            rswarm_manager::controlapi::join_token(tx, true),
+        )
+    });
+    let (Ok(worker), Ok(mgr)) = tokens else {
+        warn!("cannot read the join tokens back");
+        return;
+    };
+    println!(
+        "Swarm initialized: current node ({}) is now a manager.\n\n\
+         To add a worker to this swarm, run the following command:\n\n    \
+         rswarm join --token {worker} {addr}\n\n\
+         To add a manager to this swarm, run the following command:\n\n    \
+         rswarm join --token {mgr} {addr}\n",
+        record.node_id,
+        addr = record.advertise
+    );
+}
+
+/// Runs a worker: its session with the managers and a local socket that points
+/// control commands at them.
+pub async fn worker(
+    dir: &DataDir,
+    record: &NodeRecord,
+    identity: &Identity,
+    stop: &CancellationToken,
+) -> anyhow::Result<Exit> {
+    let shutdown = stop.child_token();
+    let role_change = CancellationToken::new();
+    let managers: ManagerList = Arc::new(RwLock::new(record.manager_addrs.clone()));
+    let local = bind_socket(dir)?;
+    let local_server = tokio::spawn(
+        Server::builder()
+            .add_service(ControlServer::new(WorkerControl::new(managers.clone())))
+            .serve_with_incoming_shutdown(
+                UnixListenerStream::new(local),
+                shutdown.clone().cancelled_owned(),
+            ),
+    );
+    let session = start_session(
+        dir,
+        record,
+        identity,
+        managers,
+        shutdown.clone(),
+        role_change.clone(),
+    );
+    info!(node.id = %record.node_id, addr = %record.advertise, "worker running");
+    let exit = tokio::select! {
+        _ = shutdown.cancelled() => Exit::Stopped,
+        _ = role_change.cancelled() => Exit::ChangeRole,
+    };
+    shutdown.cancel();
+    if let Ok(Err(err)) = local_server.await {
+        error!(%err, "local server failed");
+    }
+    let _ = session.await;
+    let _ = std::fs::remove_file(dir.socket());
+    info!(?exit, "worker stopped");
+    Ok(exit)
+}

@@ -1,0 +1,321 @@
+use std::sync::Arc;
+
+use rswarm_proto::api::control_server::Control;
+use rswarm_proto::api::*;
+use tonic::{Code, Request};
+
+use super::*;
+use crate::store::{DirectProposer, StoreAction};
+
+struct FakeRaft;
+
+impl RaftView for FakeRaft {
+    fn status(&self) -> RaftStatus {
+        RaftStatus {
+            term: 3,
+            last_applied: 10,
+            leader: Some(1),
+            self_id: 1,
+            voters: vec![(1, "10.0.0.1:4242".into()), (2, "10.0.0.2:4242".into())],
+        }
+    }
+    async fn ping(&self, addr: &str) -> bool {
+        addr == "10.0.0.1:4242"
+    }
+    async fn remove_voter(&self, _raft_id: u64) -> Result<(), String> {
+        Err("not in unit tests".into())
+    }
+}
+
+fn api() -> (ControlApi<DirectProposer, FakeRaft>, Store) {
+    let store = Store::new();
+    let proposer = Arc::new(DirectProposer::new(store.clone()));
+    let seed = vec![
+        StoreAction::CreateCluster(Cluster {
+            id: "c1".into(),
+            ca_cert_pem: crate::ca::RootCa::generate("c1").unwrap().cert_pem,
+            worker_token_secret: "w".repeat(32),
+            manager_token_secret: "m".repeat(32),
+            ..Default::default()
+        }),
+        StoreAction::CreateNode(node(
+            "abc111",
+            "alpha",
+            NodeRole::Manager,
+            NodeState::Ready,
+            1,
+        )),
+        StoreAction::CreateNode(node(
+            "abc222",
+            "beta",
+            NodeRole::Worker,
+            NodeState::Ready,
+            0,
+        )),
+        StoreAction::CreateNode(node(
+            "def333",
+            "gamma",
+            NodeRole::Worker,
+            NodeState::Down,
+            0,
+        )),
+    ];
+    store.apply(1, &seed).unwrap();
+    (
+        ControlApi::new(store.clone(), proposer, Arc::new(FakeRaft)),
+        store,
+    )
+}
+
+fn node(id: &str, host: &str, role: NodeRole, state: NodeState, raft_id: u64) -> Node {
+    Node {
+        id: id.into(),
+        role: role as i32,
+        spec: Some(NodeSpec {
+            desired_role: role as i32,
+            ..Default::default()
+        }),
+        description: Some(NodeDescription {
+            hostname: host.into(),
+            ..Default::default()
+        }),
+        status: Some(NodeStatus {
+            state: state as i32,
+            ..Default::default()
+        }),
+        manager_status: (raft_id != 0).then(|| ManagerStatus {
+            raft_id,
+            addr: "10.0.0.1:4242".into(),
+        }),
+        ..Default::default()
+    }
+}
+
+fn spec(name: &str) -> ServiceSpec {
+    ServiceSpec {
+        name: name.into(),
+        task: Some(TaskSpec {
+            container: Some(ContainerSpec {
+                image: "demo".into(),
+                ..Default::default()
+            }),
+            ..Default::default()
+        }),
+        mode: Some(service_spec::Mode::Replicated(ReplicatedService {
+            replicas: 3,
+        })),
+        ..Default::default()
+    }
+}
+
+/// Requests in unit tests come through no transport: give them the local-socket
+/// marker the real Unix listener adds.
+fn local<T>(msg: T) -> Request<T> {
+    let mut req = Request::new(msg);
+    req.extensions_mut()
+        .insert(tonic::transport::server::UdsConnectInfo {
+            peer_addr: None,
+            peer_cred: None,
+        });
+    req
+}
+
+#[tokio::test]
+async fn a_tcp_caller_without_certificate_is_refused() {
+    let (api, _) = api();
+    let err = Control::list_nodes(&api, Request::new(ListNodesRequest {}))
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Code::Unauthenticated);
+}
+
+#[tokio::test]
+async fn create_list_and_duplicate_service() {
+    let (api, store) = api();
+    let svc = Control::create_service(
+        &api,
+        local(CreateServiceRequest {
+            spec: Some(spec("web")),
+        }),
+    )
+    .await
+    .unwrap()
+    .into_inner();
+    assert_eq!(svc.id.len(), 25);
+    let err = Control::create_service(
+        &api,
+        local(CreateServiceRequest {
+            spec: Some(spec("web")),
+        }),
+    )
+    .await
+    .unwrap_err();
+    assert_eq!(err.code(), Code::FailedPrecondition);
+    assert!(
+        err.message().contains("\"web\" already exists"),
+        "{}",
+        err.message()
+    );
+    let list = Control::list_services(&api, local(ListServicesRequest {}))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(list.services.len(), 1);
+    assert_eq!(list.services[0].replicas_desired, 3);
+    assert_eq!(list.services[0].replicas_running, 0);
+    assert_eq!(store.view(|tx| tx.services().count()), 1);
+}
+
+#[tokio::test]
+async fn invalid_spec_writes_nothing() {
+    let (api, store) = api();
+    let mut bad = spec("web");
+    bad.task.as_mut().unwrap().placement = Some(Placement {
+        constraints: vec!["node.labels.zone=eu".into()],
+        ..Default::default()
+    });
+    let err = Control::create_service(&api, local(CreateServiceRequest { spec: Some(bad) }))
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Code::InvalidArgument);
+    assert!(
+        err.message().contains("node.labels.zone=eu"),
+        "{}",
+        err.message()
+    );
+    assert_eq!(store.view(|tx| tx.services().count()), 0);
+}
+
+#[tokio::test]
+async fn nodes_resolve_by_id_prefix_and_hostname() {
+    let (api, _) = api();
+    let get = |r: &str| {
+        Control::get_node(
+            &api,
+            local(GetNodeRequest {
+                reference: r.into(),
+            }),
+        )
+    };
+    assert_eq!(get("beta").await.unwrap().into_inner().id, "abc222");
+    assert_eq!(get("def").await.unwrap().into_inner().id, "def333");
+    let err = get("abc").await.unwrap_err();
+    assert_eq!(err.code(), Code::InvalidArgument);
+    assert!(err.message().contains("ambiguous"));
+    assert_eq!(get("nope").await.unwrap_err().code(), Code::NotFound);
+}
+
+#[tokio::test]
+async fn update_node_labels_and_availability() {
+    let (api, store) = api();
+    let n = Control::update_node(
+        &api,
+        local(UpdateNodeRequest {
+            reference: "beta".into(),
+            availability: "drain".into(),
+            label_add: vec!["zone=eu".into()],
+            label_rm: vec![],
+        }),
+    )
+    .await
+    .unwrap()
+    .into_inner();
+    let spec = n.spec.unwrap();
+    assert_eq!(spec.availability, NodeAvailability::Drain as i32);
+    assert_eq!(spec.labels["zone"], "eu");
+    let err = Control::update_node(
+        &api,
+        local(UpdateNodeRequest {
+            reference: "beta".into(),
+            availability: "sleepy".into(),
+            label_add: vec!["a=b".into()],
+            label_rm: vec![],
+        }),
+    )
+    .await
+    .unwrap_err();
+    assert_eq!(err.code(), Code::InvalidArgument);
+    assert!(err.message().contains("sleepy"));
+    let labels = store.view(|tx| tx.node("abc222").unwrap().spec.clone().unwrap().labels);
+    assert!(
+        !labels.contains_key("a"),
+        "a refused update must write nothing"
+    );
+}
+
+#[tokio::test]
+async fn remove_node_rules() {
+    let (api, store) = api();
+    let rm = |r: &str, force| {
+        Control::remove_node(
+            &api,
+            local(RemoveNodeRequest {
+                reference: r.into(),
+                force,
+            }),
+        )
+    };
+    let err = rm("alpha", true).await.unwrap_err();
+    assert!(
+        err.message().contains("demote it first"),
+        "{}",
+        err.message()
+    );
+    let err = rm("beta", false).await.unwrap_err();
+    assert!(err.message().contains("--force"), "{}", err.message());
+    rm("gamma", false).await.unwrap();
+    rm("beta", true).await.unwrap();
+    assert_eq!(store.view(|tx| tx.nodes().count()), 1);
+}
+
+#[tokio::test]
+async fn demoting_the_quorum_away_is_refused() {
+    let (api, _) = api();
+    // Voters 1 and 2; 2 is unreachable: demoting 1 would leave 0 reachable of 1.
+    let err = Control::demote_node(
+        &api,
+        local(GetNodeRequest {
+            reference: "alpha".into(),
+        }),
+    )
+    .await
+    .unwrap_err();
+    assert_eq!(err.code(), Code::FailedPrecondition);
+    assert!(err.message().contains("quorum"), "{}", err.message());
+}
+
+#[tokio::test]
+async fn status_marks_leader_and_reachability() {
+    let (api, _) = api();
+    let s = Control::get_cluster_status(&api, local(GetClusterStatusRequest {}))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(s.cluster_id, "c1");
+    assert_eq!(s.raft_term, 3);
+    assert_eq!(s.node_id, "abc111");
+    assert_eq!(s.managers.len(), 2);
+    assert!(s.managers[0].leader && s.managers[0].reachable);
+    assert!(!s.managers[1].leader && !s.managers[1].reachable);
+}
+
+#[tokio::test]
+async fn rotating_a_token_changes_only_that_token() {
+    let (api, _) = api();
+    let get = |role: &str, rotate| {
+        Control::get_join_token(
+            &api,
+            local(JoinTokenRequest {
+                role: role.into(),
+                rotate,
+            }),
+        )
+    };
+    let w1 = get("worker", false).await.unwrap().into_inner();
+    let m1 = get("manager", false).await.unwrap().into_inner().token;
+    assert!(w1.token.starts_with("RSWTKN-1-"));
+    assert_eq!(w1.manager_addrs[0], "10.0.0.1:4242");
+    let w2 = get("worker", true).await.unwrap().into_inner().token;
+    assert_ne!(w1.token, w2);
+    assert_eq!(get("manager", false).await.unwrap().into_inner().token, m1);
+}

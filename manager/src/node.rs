@@ -1,0 +1,83 @@
+//! A manager as the node daemon runs it: the Raft member plus the services other
+//! nodes and clients call.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use rswarm_proto::api::control_server::ControlServer;
+use rswarm_proto::api::dispatcher_server::DispatcherServer;
+use rswarm_proto::api::node_ca_server::NodeCaServer;
+use tokio_util::sync::CancellationToken;
+use tonic::service::interceptor::InterceptedService;
+use tonic::transport::server::Router;
+
+use crate::controlapi::ControlApi;
+use crate::dispatcher::DispatcherService;
+use crate::nodeca::NodeCaService;
+use crate::raft::RaftNode;
+use crate::store::Store;
+
+/// A running manager: its Raft member, which is also how it proposes writes and
+/// sees the group.
+pub struct Manager {
+    /// The Raft member (and through it, the store).
+    raft: Arc<RaftNode>,
+}
+
+impl Manager {
+    /// Wraps a started Raft member.
+    pub fn new(raft: RaftNode) -> Arc<Manager> {
+        Arc::new(Manager {
+            raft: Arc::new(raft),
+        })
+    }
+
+    /// This manager's store.
+    pub fn store(&self) -> &Store {
+        self.raft.store()
+    }
+
+    /// The services served over mTLS TCP: control (managers and admins), node CA
+    /// (anyone: the join endpoint), Raft (managers only), dispatcher (nodes). The
+    /// dispatcher's monitor runs until `shutdown`.
+    pub fn tcp_router(
+        &self,
+        mut server: tonic::transport::Server,
+        heartbeat: Duration,
+        shutdown: CancellationToken,
+    ) -> Router {
+        let store = self.store().clone();
+        let dispatcher = Arc::new(DispatcherService::new(
+            store.clone(),
+            self.raft.clone(),
+            self.raft.clone(),
+            heartbeat,
+        ));
+        tokio::spawn(dispatcher.clone().run(shutdown));
+        server
+            .add_service(ControlServer::new(ControlApi::new(
+                store.clone(),
+                self.raft.clone(),
+                self.raft.clone(),
+            )))
+            .add_service(NodeCaServer::new(NodeCaService::new(
+                store,
+                self.raft.clone(),
+                self.raft.clone(),
+            )))
+            .add_service(InterceptedService::new(
+                self.raft.service(),
+                rswarm_proto::tls::manager_interceptor,
+            ))
+            .add_service(DispatcherServer::from_arc(dispatcher))
+    }
+
+    /// The control API alone, for the local Unix socket.
+    pub fn local_router(&self, mut server: tonic::transport::Server) -> Router {
+        server.add_service(ControlServer::new(ControlApi::new(
+            self.store().clone(),
+            self.raft.clone(),
+            self.raft.clone(),
+        )))
+    }
+}
