@@ -11,10 +11,12 @@ use tempfile::TempDir;
 
 use crate::binary::rswarm_binary;
 use crate::client::ClientRuntime;
-use crate::network::{Attachment, Network, process_prefix};
+use crate::network::{Attachment, Network, PREFIX, process_prefix};
 use crate::node::{Node, Role};
-use crate::wait::wait_until;
+use crate::wait::{Probe, poll_until, wait_until};
 
+/// Set (to anything) to keep every cluster's files after it is dropped.
+pub const KEEP_ENV: &str = "RSWARM_E2E_KEEP";
 /// Host number of the test's own client namespace on the segment.
 const CLIENT_HOST: u8 = 250;
 /// Lines of each daemon log printed when a test fails.
@@ -200,21 +202,22 @@ impl Cluster {
     pub fn init(&mut self, index: usize) -> anyhow::Result<()> {
         self.nodes[index].start_init()?;
         let node = &mut self.nodes[index];
-        wait_until(
+        poll_until(
             START_TIMEOUT,
             &format!("{} to lead the new cluster", node.name),
             || {
                 if !node.is_running() {
-                    return Err(format!("the daemon exited: {}", node.log_tail(10)));
+                    let log = node.log_tail(10);
+                    return Err(Probe::Fail(format!("the daemon exited: {log}")));
                 }
                 let status = node
                     .cli_json(&["cluster", "status"])
-                    .map_err(|e| format!("{e:#}"))?;
+                    .map_err(|e| Probe::Retry(format!("{e:#}")))?;
                 let leader = leader_addr(&status);
                 if leader.as_deref() == Some(node.addr.to_string().as_str()) {
                     Ok(())
                 } else {
-                    Err(format!("cluster status: {status}"))
+                    Err(Probe::Retry(format!("cluster status: {status}")))
                 }
             },
         )
@@ -369,6 +372,22 @@ impl Cluster {
         }
     }
 
+    /// Moves the nodes' files (data dirs, logs) out of the way of cleanup, to
+    /// `$TMPDIR/rswarm-e2e-kept-<pid>-<name>`, which stale-run removal leaves alone.
+    fn keep_files(&mut self) {
+        let Some(name) = self.root.path().file_name() else {
+            return;
+        };
+        let kept = std::env::temp_dir().join(format!(
+            "{PREFIX}kept-{}",
+            name.to_string_lossy().trim_start_matches(PREFIX)
+        ));
+        match std::fs::rename(self.root.path(), &kept) {
+            Ok(()) => eprintln!("e2e: node files kept in {}", kept.display()),
+            Err(err) => eprintln!("e2e: cannot keep the node files: {err}"),
+        }
+    }
+
     /// Stops every daemon: SIGTERM to all, then SIGKILL to those still running
     /// after the grace period.
     pub fn stop_all(&mut self) {
@@ -400,6 +419,9 @@ impl Drop for Cluster {
             self.dump_logs();
         }
         self.stop_all();
+        if std::env::var_os(KEEP_ENV).is_some() {
+            self.keep_files();
+        }
         // Fields drop next: nodes, then the network (namespaces), then the directory.
     }
 }

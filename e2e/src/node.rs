@@ -217,6 +217,8 @@ impl Node {
         command
             .args(&args)
             .env("RUST_BACKTRACE", "1")
+            // Plain text: the log is read in files and test output, not on a terminal.
+            .env("NO_COLOR", "1")
             .stdin(Stdio::null())
             .stdout(log.try_clone()?)
             .stderr(log);

@@ -286,17 +286,19 @@ fn failover_rounds(
         cluster.node_mut(leader).kill9()?;
         let killed = Instant::now();
         let failover = runtime.run(first_ack(survivors, killed, round))??;
+        cluster.node_mut(leader).start_daemon()?;
+        let restarted = Instant::now();
+        wait_rejoined(cluster, leader)?;
         eprintln!(
-            "round {:>2}: {} killed, write acknowledged after {:>7.1} ms ({} failed attempts)",
+            "round {:>2}: {} killed, write acknowledged after {:>7.1} ms ({} failed attempts); \
+             restarted and caught up in {:>7.1} ms",
             round + 1,
             cluster.node(leader).name,
             ms(failover.recovered),
-            failover.failed_attempts
+            failover.failed_attempts,
+            ms(restarted.elapsed()),
         );
         results.push(failover);
-
-        cluster.node_mut(leader).start_daemon()?;
-        wait_rejoined(cluster, leader)?;
     }
     Ok(results)
 }
@@ -335,18 +337,40 @@ async fn first_ack(
     }
 }
 
-/// Waits until the restarted manager `index` answers with a leader and the leader
-/// sees all managers reachable.
+/// Waits until the restarted manager `index` is back in the group: the leader sees
+/// every manager reachable, and the restarted one follows the leader's term and has
+/// applied everything the leader had applied once it was back. (Reachable alone is
+/// not enough: a manager that receives no entries yet times out and disrupts the
+/// next round with an election of its own.)
 fn wait_rejoined(cluster: &mut Cluster, index: usize) -> anyhow::Result<()> {
     let name = cluster.node(index).name.clone();
-    wait_until(REJOIN_TIMEOUT, &format!("{name} to rejoin"), || {
-        let status = cluster.status(index).map_err(|e| format!("{e:#}"))?;
-        rswarm_e2e::leader_addr(&status)
-            .map(drop)
-            .ok_or_else(|| format!("{name} knows no leader: {status}"))
-    })?;
+    wait_until(
+        REJOIN_TIMEOUT,
+        &format!("{name} to answer with a leader"),
+        || {
+            let status = cluster.status(index).map_err(|e| format!("{e:#}"))?;
+            rswarm_e2e::leader_addr(&status)
+                .map(drop)
+                .ok_or_else(|| format!("{name} knows no leader: {status}"))
+        },
+    )?;
     let leader = cluster.leader()?;
-    cluster.wait_managers(leader, MANAGERS, REJOIN_TIMEOUT)?;
+    let leader_status = cluster.wait_managers(leader, MANAGERS, REJOIN_TIMEOUT)?;
+    let target = leader_status["last_applied"].as_u64().unwrap_or(0);
+    let term = leader_status["raft_term"].as_u64().unwrap_or(0);
+    wait_until(
+        REJOIN_TIMEOUT,
+        &format!("{name} to catch up to entry {target}"),
+        || {
+            let status = cluster.status(index).map_err(|e| format!("{e:#}"))?;
+            let applied = status["last_applied"].as_u64().unwrap_or(0);
+            if applied >= target && status["raft_term"].as_u64() == Some(term) {
+                Ok(())
+            } else {
+                Err(format!("{status}"))
+            }
+        },
+    )?;
     Ok(())
 }
 
