@@ -339,12 +339,22 @@ impl Node {
     /// `rswarm --host unix://<socket> ARGS`, run outside the namespace (the socket is
     /// a file, reachable from anywhere).
     pub fn cli<S: AsRef<std::ffi::OsStr>>(&self, args: &[S]) -> anyhow::Result<Output> {
+        self.cli_with_timeout(args, CLI_TIMEOUT)
+    }
+
+    /// [`Node::cli`] with its own time limit (an error if the command still runs
+    /// after `timeout`; it is killed).
+    pub fn cli_with_timeout<S: AsRef<std::ffi::OsStr>>(
+        &self,
+        args: &[S],
+        timeout: Duration,
+    ) -> anyhow::Result<Output> {
         let mut command = Command::new(&self.bin);
         command
             .arg("--host")
             .arg(format!("unix://{}", self.socket_path().display()))
             .args(args);
-        run_with_timeout(&mut command, CLI_TIMEOUT)
+        run_with_timeout(&mut command, timeout)
     }
 
     /// [`Node::cli`], requiring success; returns stdout.

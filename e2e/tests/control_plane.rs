@@ -530,3 +530,93 @@ fn init_twice_on_one_data_dir_is_refused() {
         Ok(())
     });
 }
+
+#[test]
+fn a_cut_off_leader_is_replaced_and_follows_once_reconnected() {
+    with_cluster(
+        "a_cut_off_leader_is_replaced_and_follows_once_reconnected",
+        3,
+        0,
+        |cluster| {
+            let old = cluster.wait_leader(&[], Duration::from_secs(10))?;
+            cluster
+                .node(old)
+                .log_note("cutting this leader off the network");
+            cluster.node(old).cut_network()?;
+            let survivors: Vec<usize> = (0..3).filter(|&i| i != old).collect();
+            // The cut-off leader cannot reach a quorum: it must not acknowledge a write.
+            let isolated_write = cluster.node(old).cli_with_timeout(
+                &[
+                    "service",
+                    "create",
+                    "--name",
+                    "isolated",
+                    "--replicas",
+                    "0",
+                    "--detach",
+                    "busybox",
+                ],
+                Duration::from_secs(3),
+            );
+            if let Ok(output) = &isolated_write {
+                ensure!(
+                    !output.status.success(),
+                    "write acknowledged without a quorum: {}",
+                    describe(output)
+                );
+            }
+            // The majority side elects a leader of its own and takes writes.
+            let new = wait_until(
+                FAILOVER_TIMEOUT,
+                "the majority to elect a new leader",
+                || {
+                    let mut seen = BTreeSet::new();
+                    for &via in &survivors {
+                        let status = cluster.status(via).map_err(|e| format!("{e:#}"))?;
+                        seen.insert(
+                            leader_addr(&status).ok_or_else(|| format!("no leader: {status}"))?,
+                        );
+                    }
+                    let leader = seen.iter().next().cloned().unwrap_or_default();
+                    match cluster.index_of(&leader) {
+                        Some(index) if seen.len() == 1 && index != old => Ok(index),
+                        _ => Err(format!("leaders seen by the majority: {seen:?}")),
+                    }
+                },
+            )?;
+            create_service(cluster, survivors[0], "during-partition", FAILOVER_TIMEOUT)?;
+            let names = service_names(cluster, new)?;
+            ensure!(
+                names.contains("during-partition"),
+                "the new leader lacks the write: {names:?}"
+            );
+
+            cluster.node(old).restore_network()?;
+            cluster.node(old).log_note("network restored");
+            // Everyone ends up with one leader and the write made during the cut.
+            let leader = cluster.wait_leader(&[], FAILOVER_TIMEOUT)?;
+            wait_until(
+                FAILOVER_TIMEOUT,
+                "the reconnected manager to catch up",
+                || {
+                    let names = service_names(cluster, old).map_err(|e| format!("{e:#}"))?;
+                    if names.contains("during-partition") {
+                        Ok(())
+                    } else {
+                        Err(format!("{names:?}"))
+                    }
+                },
+            )?;
+            cluster.wait_managers(leader, 3, FAILOVER_TIMEOUT)?;
+            // The write the isolated leader could not commit was discarded everywhere.
+            for via in 0..3 {
+                let names = service_names(cluster, via)?;
+                ensure!(
+                    !names.contains("isolated"),
+                    "uncommitted write survived on node {via}: {names:?}"
+                );
+            }
+            Ok(())
+        },
+    );
+}
