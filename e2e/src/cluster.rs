@@ -13,7 +13,7 @@ use crate::binary::rswarm_binary;
 use crate::client::ClientRuntime;
 use crate::network::{Attachment, Network, PREFIX, process_prefix};
 use crate::node::{Node, Role};
-use crate::wait::{Probe, poll_until, wait_until};
+use crate::wait::{Probe, poll_until};
 
 /// Set (to anything) to keep every cluster's files after it is dropped.
 pub const KEEP_ENV: &str = "RSWARM_E2E_KEEP";
@@ -271,7 +271,8 @@ impl Cluster {
         timeout: Duration,
     ) -> anyhow::Result<Value> {
         let what = format!("{count} reachable managers with a leader");
-        wait_until(timeout, &what, || {
+        poll_until(timeout, &what, || {
+            self.check_alive()?;
             let status = self.status(via).map_err(|e| format!("{e:#}"))?;
             let managers = status["managers"].as_array().cloned().unwrap_or_default();
             let reachable = managers.iter().filter(|m| m["reachable"] == true).count();
@@ -279,7 +280,7 @@ impl Cluster {
             if managers.len() == count && reachable == count && leaders == 1 {
                 Ok(status)
             } else {
-                Err(format!("cluster status: {status}"))
+                Err(format!("cluster status: {status}").into())
             }
         })
     }
@@ -291,13 +292,14 @@ impl Cluster {
         count: usize,
         timeout: Duration,
     ) -> anyhow::Result<Value> {
-        wait_until(timeout, &format!("{count} ready nodes"), || {
+        poll_until(timeout, &format!("{count} ready nodes"), || {
+            self.check_alive()?;
             let nodes = self.node_ls(via).map_err(|e| format!("{e:#}"))?;
             let list = nodes.as_array().cloned().unwrap_or_default();
             if list.len() == count && list.iter().all(|n| n["status"] == "ready") {
                 Ok(nodes)
             } else {
-                Err(format!("node ls: {nodes}"))
+                Err(format!("node ls: {nodes}").into())
             }
         })
     }
@@ -309,7 +311,8 @@ impl Cluster {
         if managers.is_empty() {
             bail!("no manager is running");
         }
-        wait_until(timeout, "the running managers to agree on a leader", || {
+        poll_until(timeout, "the running managers to agree on a leader", || {
+            self.check_alive()?;
             let mut agreed: Option<String> = None;
             for &index in &managers {
                 let status = self.status(index).map_err(|e| format!("{e:#}"))?;
@@ -318,7 +321,7 @@ impl Cluster {
                 })?;
                 match &agreed {
                     Some(seen) if *seen != leader => {
-                        return Err(format!("leaders differ: {seen} and {leader}"));
+                        return Err(format!("leaders differ: {seen} and {leader}").into());
                     }
                     _ => agreed = Some(leader),
                 }
@@ -328,10 +331,22 @@ impl Cluster {
                 .index_of(&leader)
                 .ok_or_else(|| format!("leader {leader} is not a node of this cluster"))?;
             if exclude.contains(&index) {
-                return Err(format!("leader is still {}", self.nodes[index].name));
+                return Err(format!("leader is still {}", self.nodes[index].name).into());
             }
             Ok(index)
         })
+    }
+
+    /// [`Probe::Fail`] naming the first node whose daemon died, with its log.
+    fn check_alive(&self) -> Result<(), Probe> {
+        match self.nodes.iter().find(|node| node.died()) {
+            Some(node) => Err(Probe::Fail(format!(
+                "the daemon of {} exited: {}",
+                node.name,
+                node.log_tail(10)
+            ))),
+            None => Ok(()),
+        }
     }
 
     /// The current leader, as the first running manager that answers reports it.

@@ -4,6 +4,15 @@
 //! Needs root (namespaces) and iproute2; tests call [`skip_reason`] and return early
 //! with a notice when either is missing.
 //!
+//! - `cargo test -p rswarm-e2e`: the harness's own tests (`tests/harness.rs`) and the
+//!   control-plane scenarios (`tests/control_plane/`). Nodes run
+//!   `<target>/<profile>/rswarm`, built with `cargo build -p rswarm` on first use, or
+//!   `$RSWARM_BIN` if set.
+//! - `cargo run --release -p rswarm-e2e --bin bench-control`: the control-plane
+//!   benchmark (writes/s, latency, leader failover).
+//! - `RSWARM_E2E_KEEP=1`: keep every cluster's data dirs and daemon logs (in
+//!   `$TMPDIR/rswarm-e2e-kept-*`) instead of deleting them.
+//!
 //! # Layout
 //! - [`cluster`]: [`Cluster`], a segment with nodes, and the waits tests compose
 //!   (leader agreement, ready nodes); prints daemon logs when a test fails.

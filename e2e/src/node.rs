@@ -67,6 +67,9 @@ pub struct Node {
     child: Option<Child>,
     /// Extra flags for `init` and `join` (Raft timing, for instance).
     pub extra_args: Vec<String>,
+    /// Set when a daemon starts, cleared when the harness stops it: a daemon that is
+    /// gone while this is set died on its own.
+    expect_running: bool,
 }
 
 impl Node {
@@ -92,6 +95,7 @@ impl Node {
             bin,
             child: None,
             extra_args: Vec::new(),
+            expect_running: false,
         })
     }
 
@@ -230,6 +234,7 @@ impl Node {
             .spawn()
             .with_context(|| format!("cannot start {command:?}"))?;
         self.child = Some(child);
+        self.expect_running = true;
         Ok(())
     }
 
@@ -249,6 +254,24 @@ impl Node {
         match &mut self.child {
             Some(child) => matches!(child.try_wait(), Ok(None)),
             None => false,
+        }
+    }
+
+    /// Whether the daemon the harness started exited without being stopped by the
+    /// harness (it crashed or refused to start). Takes `&self`: it looks at the
+    /// process in /proc, where an exited child stays (a zombie) until reaped.
+    pub fn died(&self) -> bool {
+        let Some(child) = self.child.as_ref().filter(|_| self.expect_running) else {
+            return false;
+        };
+        match std::fs::read_to_string(format!("/proc/{}/stat", child.id())) {
+            // `pid (comm) STATE ...`; comm may contain spaces and parentheses.
+            Ok(stat) => stat
+                .rsplit_once(')')
+                .and_then(|(_, rest)| rest.trim_start().chars().next())
+                .is_some_and(|state| state == 'Z'),
+            // Already reaped (by `is_running`): it exited.
+            Err(_) => true,
         }
     }
 
@@ -280,6 +303,7 @@ impl Node {
 
     /// SIGKILL, then reaps the process. A no-op if no daemon runs.
     pub fn kill9(&mut self) -> anyhow::Result<()> {
+        self.expect_running = false;
         if let Some(child) = &mut self.child {
             if child.try_wait()?.is_none() {
                 child.kill()?;
@@ -291,6 +315,7 @@ impl Node {
 
     /// Sends SIGTERM (if the daemon runs); see [`Node::finish_stop`].
     pub fn send_term(&mut self) {
+        self.expect_running = false;
         if let Some(pid) = self.pid() {
             // The child is not reaped yet, so the pid is still ours.
             if let Err(err) = sys::signal(pid, libc::SIGTERM) {
@@ -302,6 +327,7 @@ impl Node {
     /// Waits until `deadline` for the daemon to exit, then kills it. Returns its exit
     /// status, or `None` if it had to be killed (or none was running).
     pub fn finish_stop(&mut self, deadline: Instant) -> anyhow::Result<Option<ExitStatus>> {
+        self.expect_running = false;
         let Some(child) = &mut self.child else {
             return Ok(None);
         };

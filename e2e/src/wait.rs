@@ -15,6 +15,13 @@ pub enum Probe {
     Fail(String),
 }
 
+/// Lets probes use `?` on results explained by a string (a retry).
+impl From<String> for Probe {
+    fn from(seen: String) -> Probe {
+        Probe::Retry(seen)
+    }
+}
+
 /// Calls `probe` every [`POLL_INTERVAL`] until it returns `Ok`, for at most `timeout`.
 /// `probe` explains each failure; on timeout the error names `what` and gives the last
 /// explanation, which is usually what a failing test needs to show.

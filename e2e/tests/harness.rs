@@ -284,12 +284,15 @@ fn processes_run_in_their_namespace_and_are_controlled(fake: &Path) {
     assert!(status.success(), "{status}");
     assert!(node.log_tail(5).contains("got TERM"));
     assert!(!node.is_running());
+    assert!(!node.died(), "a daemon the harness stopped counts as died");
 
     // daemon, kill -9, restart: the log keeps both runs.
     node.start_daemon().unwrap();
+    assert!(!node.died());
     let first = node.pid().unwrap();
     node.kill9().unwrap();
     assert!(!node.is_running());
+    assert!(!node.died());
     node.start_daemon().unwrap();
     assert_ne!(node.pid().unwrap(), first);
     let log = std::fs::read_to_string(node.log_path()).unwrap();
@@ -305,12 +308,27 @@ fn processes_run_in_their_namespace_and_are_controlled(fake: &Path) {
     assert!(String::from_utf8_lossy(&output.stderr).contains("join refused"));
     assert!(!cluster.node(b).has_state());
 
-    // A join that keeps running is killed at the time limit and reported.
+    // A daemon that exits by itself is seen as died, before and after reaping.
     let node_c = cluster.node_mut(c);
     node_c
         .start_join("RSWTKN-1-x", manager, Role::Worker)
         .unwrap();
+    wait_until(
+        Duration::from_secs(10),
+        "the refused join to be seen",
+        || {
+            if node_c.died() {
+                Ok(())
+            } else {
+                Err("still alive".to_string())
+            }
+        },
+    )
+    .unwrap();
     assert!(node_c.wait_exit(Duration::from_secs(10)).unwrap().code() == Some(3));
+    assert!(node_c.died());
+
+    // A command that keeps running is killed at the time limit and reported.
     let err = node_c
         .exec_in_netns(&["daemon"], Duration::from_millis(300))
         .unwrap_err()
