@@ -134,7 +134,7 @@ pub struct Attachment {
 pub struct Network {
     /// The hub namespace's name.
     hub: String,
-    /// Third octet of the segment's 10.213.<k>.0/24.
+    /// Third octet of the segment's `10.213.<k>.0/24`.
     subnet: u8,
     /// Attached namespaces, in creation order.
     attached: Vec<Attachment>,
