@@ -357,17 +357,21 @@ fn wait_rejoined(cluster: &mut Cluster, index: usize) -> anyhow::Result<()> {
     let leader = cluster.leader()?;
     let leader_status = cluster.wait_managers(leader, MANAGERS, REJOIN_TIMEOUT)?;
     let target = leader_status["last_applied"].as_u64().unwrap_or(0);
-    let term = leader_status["raft_term"].as_u64().unwrap_or(0);
     wait_until(
         REJOIN_TIMEOUT,
         &format!("{name} to catch up to entry {target}"),
         || {
             let status = cluster.status(index).map_err(|e| format!("{e:#}"))?;
             let applied = status["last_applied"].as_u64().unwrap_or(0);
-            if applied >= target && status["raft_term"].as_u64() == Some(term) {
+            // The leader it follows must agree (same term), wherever elections went.
+            let leader = rswarm_e2e::leader_addr(&status)
+                .and_then(|addr| cluster.index_of(&addr))
+                .ok_or_else(|| format!("{name} knows no leader: {status}"))?;
+            let leader_status = cluster.status(leader).map_err(|e| format!("{e:#}"))?;
+            if applied >= target && leader_status["raft_term"] == status["raft_term"] {
                 Ok(())
             } else {
-                Err(format!("{status}"))
+                Err(format!("{name}: {status}; leader: {leader_status}"))
             }
         },
     )?;
