@@ -14,9 +14,10 @@ use rswarm_worker::control::WorkerControl;
 use rswarm_worker::session::{ManagerList, Session, SessionState};
 use tokio::net::{TcpListener, UnixListener};
 use tokio::task::JoinHandle;
-use tokio_stream::wrappers::{TcpListenerStream, UnixListenerStream};
+use tokio_stream::wrappers::UnixListenerStream;
 use tokio_util::sync::CancellationToken;
 use tonic::transport::Server;
+use tonic::transport::server::TcpIncoming;
 use tracing::{error, info, warn};
 
 use super::bootstrap;
@@ -145,8 +146,9 @@ pub async fn manager(
             NODE_HEARTBEAT,
             shutdown.clone(),
         )
+        // Without TCP_NODELAY, small gRPC frames wait for delayed ACKs (~40 ms).
         .serve_with_incoming_shutdown(
-            TcpListenerStream::new(tcp),
+            TcpIncoming::from(tcp).with_nodelay(Some(true)),
             shutdown.clone().cancelled_owned(),
         );
     let tcp_server = tokio::spawn(tcp_server);

@@ -77,6 +77,8 @@ impl Peers {
 pub struct NetworkFactory {
     pub(crate) self_id: NodeId,
     pub(crate) peers: Arc<Peers>,
+    /// Pause before retrying an unreachable peer (the Raft heartbeat interval).
+    pub(crate) retry: Duration,
 }
 
 impl RaftNetworkFactory<TypeConfig> for NetworkFactory {
@@ -88,6 +90,7 @@ impl RaftNetworkFactory<TypeConfig> for NetworkFactory {
             target,
             addr: node.addr.clone(),
             peers: self.peers.clone(),
+            retry: self.retry,
         }
     }
 }
@@ -98,6 +101,7 @@ pub struct Network {
     target: NodeId,
     addr: String,
     peers: Arc<Peers>,
+    retry: Duration,
 }
 
 /// Which RPC to call.
@@ -171,6 +175,13 @@ fn status_to_rpc_error<E: std::error::Error>(
 }
 
 impl RaftNetwork<TypeConfig> for Network {
+    /// openraft's default waits 500 ms after a failed RPC, so a manager that comes
+    /// back would hear from the leader only after half an election window and might
+    /// stand for election itself. Retry at the heartbeat interval instead.
+    fn backoff(&self) -> openraft::network::Backoff {
+        openraft::network::Backoff::new(std::iter::repeat(self.retry))
+    }
+
     async fn append_entries(
         &mut self,
         rpc: AppendEntriesRequest<TypeConfig>,

@@ -210,6 +210,7 @@ impl RaftNode {
         let network = NetworkFactory {
             self_id: raft_id,
             peers: peers.clone(),
+            retry: Duration::from_millis(settings.heartbeat_ms),
         };
         let raft = Raft::new(raft_id, config, network, log, sm)
             .await
