@@ -269,3 +269,40 @@ fn a_service_without_mode_winds_down() {
     assert_eq!(updates(&actions), [("a".to_string(), SHUTDOWN)].into());
     assert!(actions.create.is_empty());
 }
+
+#[test]
+fn the_batch_applies_to_the_store_and_settles_it() {
+    use crate::store::Store;
+    let store = Store::new();
+    let service = replicated(3, any_policy());
+    let nodes = [
+        ready("n1"),
+        node("n2", NodeState::Down, NodeAvailability::Active),
+    ];
+    let mut setup: Vec<StoreAction> = nodes.iter().cloned().map(StoreAction::CreateNode).collect();
+    setup.push(StoreAction::CreateService(service.clone()));
+    setup.push(StoreAction::CreateTask(running("on-n2", 1, "n2", 10)));
+    for slot in 4..=5 {
+        setup.push(StoreAction::CreateTask(running(
+            &format!("extra{slot}"),
+            slot,
+            "n1",
+            10,
+        )));
+    }
+    store.apply(1, &setup).expect("setup applies");
+    let read = |store: &Store| {
+        store.view(|tx| {
+            let tasks: Vec<Task> = tx.tasks_of_service("svc1").cloned().collect();
+            let nodes: Vec<Node> = tx.nodes().cloned().collect();
+            (tasks, nodes)
+        })
+    };
+    let (tasks, nodes) = read(&store);
+    let batch = reconcile(&service, &tasks, &nodes, 1_000).into_store_actions();
+    assert_eq!(batch.len(), 6, "three stopped, three created: {batch:?}");
+    store.apply(2, &batch).expect("the batch applies");
+    let (tasks, nodes) = read(&store);
+    assert_eq!(live_slots(&tasks), [1, 2, 3]);
+    assert!(reconcile(&service, &tasks, &nodes, 1_000).is_empty());
+}
