@@ -8,6 +8,7 @@
 //! - [`nodeca`]: the join endpoint: root CA and certificates for valid join tokens.
 //! - [`dispatcher`]: node heartbeats on the leader; nodes that stop are marked down.
 //! - [`raft`]: the managers' Raft group replicating the store, and its transport.
+//! - [`orchestrator`]: the reconcile decision keeping each service at its desired tasks.
 //! - [`scheduler`]: the placement decision: which node each pending task goes to.
 //! - [`node`]: a running manager: Raft plus its services on one mTLS listener.
 #![forbid(unsafe_code)]
@@ -17,6 +18,7 @@ pub mod controlapi;
 pub mod dispatcher;
 pub mod node;
 pub mod nodeca;
+pub mod orchestrator;
 pub mod raft;
 pub mod scheduler;
 pub mod store;

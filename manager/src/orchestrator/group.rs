@@ -1,0 +1,84 @@
+//! The decision for one group of tasks: one slot of a replicated service, or one node
+//! of a global service. The group should have exactly one live task.
+
+use rswarm_proto::api::{Task, TaskState};
+
+use super::restart::{self, Restart};
+use super::{Plan, has_exited, is_live, observed};
+
+/// Brings a wanted group to one healthy live task.
+///
+/// `tasks` are the group's tasks, oldest first. `can_place`: whether a new task may
+/// be created for the group now. `lost`: whether a live task that has not exited
+/// is gone for good (its node is down, say) and must be replaced without delay.
+pub(super) fn reconcile(
+    plan: &mut Plan<'_>,
+    tasks: &[&Task],
+    slot: u64,
+    node_id: &str,
+    can_place: bool,
+    lost: &dyn Fn(&Task) -> bool,
+) {
+    let live: Vec<&Task> = tasks.iter().copied().filter(|t| is_live(t)).collect();
+    let keeper = live.iter().copied().max_by(|a, b| {
+        keeper_rank(a, lost)
+            .cmp(&keeper_rank(b, lost))
+            .then_with(|| super::age_key(a).cmp(&super::age_key(b)))
+    });
+    // Two live tasks in one group can only come from a race between leaders: keep
+    // the healthiest, stop the rest.
+    for task in &live {
+        if keeper.is_some_and(|k| k.id != task.id) {
+            plan.set_desired(task, TaskState::Shutdown);
+        }
+    }
+    let Some(task) = keeper else {
+        // Desired COMPLETE marks a group the restart policy has finished with. Nothing
+        // is created in such a group afterwards, so that task stays its newest.
+        let finished = tasks
+            .iter()
+            .any(|t| t.desired_state == TaskState::Complete as i32);
+        if !finished && can_place {
+            plan.create(slot, node_id);
+        }
+        return;
+    };
+    if has_exited(task) {
+        // Live duplicates stopped above count as history already, as they will on
+        // the next call.
+        let earlier: Vec<&Task> = tasks
+            .iter()
+            .copied()
+            .take_while(|t| t.id != task.id)
+            .collect();
+        match restart::decide(plan.policy(), &earlier, task, plan.now) {
+            Restart::Never => plan.set_desired(task, TaskState::Complete),
+            Restart::Now => {
+                plan.set_desired(task, TaskState::Shutdown);
+                if can_place {
+                    plan.create(slot, node_id);
+                }
+            }
+            Restart::At(due) => plan.wake(due),
+        }
+    } else if lost(task) {
+        plan.set_desired(task, TaskState::Shutdown);
+        if can_place {
+            plan.create(slot, node_id);
+        }
+    }
+}
+
+/// Stops every live task of a group that is no longer wanted.
+pub(super) fn stop(plan: &mut Plan<'_>, tasks: &[&Task]) {
+    for task in tasks.iter().filter(|t| is_live(t)) {
+        plan.set_desired(task, TaskState::Shutdown);
+    }
+}
+
+/// Which live task to keep: one still running on a healthy node first, then the one
+/// furthest along.
+fn keeper_rank(task: &Task, lost: &dyn Fn(&Task) -> bool) -> (bool, i32) {
+    let healthy = !has_exited(task) && !lost(task);
+    (healthy, observed(task))
+}
