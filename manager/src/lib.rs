@@ -10,12 +10,14 @@
 //! - [`raft`]: the managers' Raft group replicating the store, and its transport.
 //! - [`orchestrator`]: the reconcile decision keeping each service at its desired tasks.
 //! - [`scheduler`]: the placement decision: which node each pending task goes to.
+//! - [`leading`]: running the leader-only loops (orchestrator, scheduler).
 //! - [`node`]: a running manager: Raft plus its services on one mTLS listener.
 #![forbid(unsafe_code)]
 
 pub mod ca;
 pub mod controlapi;
 pub mod dispatcher;
+pub mod leading;
 pub mod node;
 pub mod nodeca;
 pub mod orchestrator;

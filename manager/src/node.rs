@@ -14,7 +14,9 @@ use tonic::transport::server::Router;
 use crate::controlapi::ControlApi;
 use crate::dispatcher::DispatcherService;
 use crate::nodeca::NodeCaService;
+use crate::orchestrator::Orchestrator;
 use crate::raft::RaftNode;
+use crate::scheduler::Scheduler;
 use crate::store::Store;
 
 /// A running manager: its Raft member, which is also how it proposes writes and
@@ -39,7 +41,8 @@ impl Manager {
 
     /// The services served over mTLS TCP: control (managers and admins), node CA
     /// (anyone: the join endpoint), Raft (managers only), dispatcher (nodes). The
-    /// dispatcher's monitor runs until `shutdown`.
+    /// dispatcher's monitor, the orchestrator and the scheduler (the last two act
+    /// only while this manager leads) run until `shutdown`.
     pub fn tcp_router(
         &self,
         mut server: tonic::transport::Server,
@@ -53,7 +56,14 @@ impl Manager {
             self.raft.clone(),
             heartbeat,
         ));
-        tokio::spawn(dispatcher.clone().run(shutdown));
+        tokio::spawn(dispatcher.clone().run(shutdown.clone()));
+        tokio::spawn(
+            Orchestrator::new(store.clone(), self.raft.clone(), self.raft.clone())
+                .run(shutdown.clone()),
+        );
+        tokio::spawn(
+            Scheduler::new(store.clone(), self.raft.clone(), self.raft.clone()).run(shutdown),
+        );
         server
             .add_service(ControlServer::new(ControlApi::new(
                 store.clone(),

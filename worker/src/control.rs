@@ -63,6 +63,8 @@ refuse_all! {
     list_services(ListServicesRequest) -> ListServicesResponse;
     get_service(GetServiceRequest) -> Service;
     remove_service(GetServiceRequest) -> RemoveServiceResponse;
+    scale_service(ScaleServiceRequest) -> Service;
+    list_tasks(ListTasksRequest) -> ListTasksResponse;
     get_join_token(JoinTokenRequest) -> JoinTokenResponse;
 }
 

@@ -7,10 +7,11 @@ use rswarm_proto::api::control_server::{Control, ControlServer};
 use rswarm_proto::api::{
     ClusterStatus, ContainerSpec, CreateServiceRequest, GetClusterStatusRequest, GetNodeRequest,
     GetServiceRequest, JoinTokenRequest, JoinTokenResponse, ListNodesRequest, ListNodesResponse,
-    ListServicesRequest, ListServicesResponse, ManagerInfo, ManagerStatus, Node, NodeDescription,
-    NodeRole, NodeSpec, NodeState, NodeStatus, RemoveNodeRequest, RemoveNodeResponse,
-    RemoveServiceResponse, ReplicatedService, Service, ServiceSpec, ServiceSummary, TaskSpec,
-    UpdateNodeRequest, service_spec::Mode,
+    ListServicesRequest, ListServicesResponse, ListTasksRequest, ListTasksResponse, ManagerInfo,
+    ManagerStatus, Node, NodeDescription, NodeRole, NodeSpec, NodeState, NodeStatus,
+    RemoveNodeRequest, RemoveNodeResponse, RemoveServiceResponse, ReplicatedService,
+    ScaleServiceRequest, Service, ServiceSpec, ServiceSummary, TaskSpec, UpdateNodeRequest,
+    service_spec::Mode,
 };
 use tokio::net::UnixListener;
 use tokio_stream::wrappers::UnixListenerStream;
@@ -144,6 +145,24 @@ impl FakeControl {
 
 #[tonic::async_trait]
 impl Control for FakeControl {
+    async fn scale_service(
+        &self,
+        request: Request<ScaleServiceRequest>,
+    ) -> Result<Response<Service>, Status> {
+        let request = request.into_inner();
+        self.record(format!("{request:?}"));
+        Err(Status::unimplemented("scale is not faked"))
+    }
+
+    async fn list_tasks(
+        &self,
+        request: Request<ListTasksRequest>,
+    ) -> Result<Response<ListTasksResponse>, Status> {
+        let request = request.into_inner();
+        self.record(format!("{request:?}"));
+        Ok(Response::new(ListTasksResponse { tasks: vec![] }))
+    }
+
     async fn get_cluster_status(
         &self,
         _: Request<GetClusterStatusRequest>,

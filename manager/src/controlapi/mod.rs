@@ -191,6 +191,25 @@ impl<P: Proposer + 'static, R: RaftView> Control for ControlApi<P, R> {
         Ok(Response::new(RemoveServiceResponse {}))
     }
 
+    async fn scale_service(
+        &self,
+        req: Request<ScaleServiceRequest>,
+    ) -> Result<Response<Service>, Status> {
+        authorize(&req)?;
+        let req = req.into_inner();
+        Ok(Response::new(
+            self.scale_service(&req.reference, req.replicas).await?,
+        ))
+    }
+
+    async fn list_tasks(
+        &self,
+        req: Request<ListTasksRequest>,
+    ) -> Result<Response<ListTasksResponse>, Status> {
+        authorize(&req)?;
+        Ok(Response::new(self.list_tasks(&req.into_inner())?))
+    }
+
     async fn get_join_token(
         &self,
         req: Request<JoinTokenRequest>,

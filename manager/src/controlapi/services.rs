@@ -1,8 +1,8 @@
 //! Service commands: create, list, remove.
 
 use rswarm_proto::api::{
-    ListServicesResponse, Meta, NodeAvailability, NodeState, Service, ServiceSpec, ServiceSummary,
-    TaskState, service_spec,
+    ListServicesResponse, ListTasksRequest, ListTasksResponse, Meta, NodeAvailability, NodeState,
+    Service, ServiceSpec, ServiceSummary, TaskState, service_spec,
 };
 use rswarm_proto::validate::validate_service_spec;
 
@@ -96,5 +96,72 @@ impl<P: Proposer, R: RaftView> ControlApi<P, R> {
             Ok(actions)
         })
         .await
+    }
+}
+
+/// Parses a task state name as `service ps --filter desired-state=` takes it.
+fn parse_task_state(name: &str) -> Result<TaskState, ControlError> {
+    let wanted = format!("TASK_STATE_{}", name.trim().to_ascii_uppercase());
+    TaskState::from_str_name(&wanted).ok_or_else(|| {
+        ControlError::Refused(format!(
+            "unknown task state {name:?}: expected one of new, pending, assigned, accepted, \
+             preparing, ready, starting, running, complete, shutdown, failed, rejected, \
+             remove, orphaned"
+        ))
+    })
+}
+
+impl<P: Proposer, R: RaftView> ControlApi<P, R> {
+    pub(super) async fn scale_service(
+        &self,
+        reference: &str,
+        replicas: u64,
+    ) -> Result<Service, ControlError> {
+        update(&self.store, self.proposer.as_ref(), |tx| {
+            let mut service = resolve::service(tx, reference)?.clone();
+            let spec = service.spec.get_or_insert_default();
+            match spec.mode.as_mut() {
+                Some(service_spec::Mode::Replicated(r)) => {
+                    if r.replicas == replicas {
+                        return Ok(vec![]);
+                    }
+                    r.replicas = replicas;
+                }
+                _ => {
+                    return Err(ControlError::Refused(format!(
+                        "service {} is global: scale only applies to replicated services",
+                        spec.name
+                    )));
+                }
+            }
+            service.meta.get_or_insert_default().updated_at = now_ms();
+            Ok(vec![StoreAction::UpdateService(service)])
+        })
+        .await?;
+        self.store
+            .view(|tx| resolve::service(tx, reference).cloned())
+    }
+
+    pub(super) fn list_tasks(
+        &self,
+        req: &ListTasksRequest,
+    ) -> Result<ListTasksResponse, ControlError> {
+        let desired = match req.desired_state.as_str() {
+            "" => None,
+            name => Some(parse_task_state(name)? as i32),
+        };
+        self.store.view(|tx| {
+            let service_id = match req.service.as_str() {
+                "" => None,
+                reference => Some(resolve::service(tx, reference)?.id.clone()),
+            };
+            let tasks = tx
+                .tasks()
+                .filter(|t| service_id.as_ref().is_none_or(|s| *s == t.service_id))
+                .filter(|t| desired.is_none_or(|d| t.desired_state == d))
+                .cloned()
+                .collect();
+            Ok(ListTasksResponse { tasks })
+        })
     }
 }

@@ -20,6 +20,8 @@
 //! - the back-off step is read back from the gap between a failed task's end and its
 //!   successor's creation, so it survives history trimming.
 
+pub mod run;
+pub use run::Orchestrator;
 mod group;
 mod restart;
 #[cfg(test)]

@@ -13,6 +13,8 @@
 //!
 //! Tasks that already name a node (global services) are only checked against it.
 
+pub mod run;
+pub use run::Scheduler;
 mod filter;
 mod snapshot;
 

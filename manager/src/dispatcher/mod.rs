@@ -6,12 +6,24 @@
 //! A non-leader answers `unavailable` with the leader's address in the
 //! `rswarm-leader` metadata key, so the node moves its session there.
 
+mod assignments;
+#[cfg(test)]
+mod tests;
+
+pub use assignments::assigned_to;
+
 use std::collections::HashMap;
+use std::pin::Pin;
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
 use rswarm_proto::api::dispatcher_server::Dispatcher;
-use rswarm_proto::api::{HeartbeatRequest, HeartbeatResponse, NodeRole, NodeState, NodeStatus};
+use rswarm_proto::api::{
+    AssignmentsMessage, AssignmentsRequest, HeartbeatRequest, HeartbeatResponse, NodeRole,
+    NodeState, NodeStatus, UpdateTaskStatusRequest, UpdateTaskStatusResponse,
+};
+use tokio_stream::Stream;
+use tokio_stream::wrappers::ReceiverStream;
 use tokio_util::sync::CancellationToken;
 use tonic::{Request, Response, Status};
 use tracing::{info, warn};
@@ -238,8 +250,95 @@ impl<P: Proposer + 'static, R: RaftView> DispatcherService<P, R> {
     }
 }
 
+impl<P: Proposer + 'static, R: RaftView> DispatcherService<P, R> {
+    /// Checks the caller is a member node and this manager leads; returns its id.
+    fn session_node<T>(&self, req: &Request<T>) -> Result<String, Status> {
+        let peer = rswarm_proto::tls::require_node(req)?;
+        if !self.is_leader() {
+            return Err(self.not_leader());
+        }
+        if self.store.view(|tx| tx.node(&peer.node_id).is_none()) {
+            return Err(Status::permission_denied(format!(
+                "node {} has been removed from the cluster",
+                peer.node_id
+            )));
+        }
+        Ok(peer.node_id)
+    }
+
+    /// Records observed task states: only the node running a task reports it, and
+    /// states only move forward. One batch becomes one Raft entry.
+    async fn record_status(
+        &self,
+        node_id: &str,
+        req: UpdateTaskStatusRequest,
+    ) -> Result<(), Status> {
+        update(&self.store, self.proposer.as_ref(), |tx| {
+            let mut actions = Vec::new();
+            for u in &req.updates {
+                let (Some(task), Some(status)) = (tx.task(&u.task_id), u.status.as_ref()) else {
+                    continue;
+                };
+                if task.node_id != node_id {
+                    warn!(node.id = %node_id, task.id = %u.task_id, "status for a task of another node ignored");
+                    continue;
+                }
+                let current = task.status.as_ref().map_or(0, |s| s.state);
+                if status.state < current || task.status.as_ref() == Some(status) {
+                    continue;
+                }
+                let mut task = task.clone();
+                task.status = Some(status.clone());
+                task.meta.get_or_insert_default().updated_at = now_ms();
+                actions.push(StoreAction::UpdateTask(task));
+            }
+            Ok::<_, crate::store::ProposeError>(actions)
+        })
+        .await
+        .map_err(Status::from)
+    }
+}
+
+/// The stream type of the assignments RPC.
+pub type AssignmentsStream =
+    Pin<Box<dyn Stream<Item = Result<AssignmentsMessage, Status>> + Send + 'static>>;
+
 #[tonic::async_trait]
 impl<P: Proposer + 'static, R: RaftView> Dispatcher for DispatcherService<P, R> {
+    type AssignmentsStream = AssignmentsStream;
+
+    async fn assignments(
+        &self,
+        req: Request<AssignmentsRequest>,
+    ) -> Result<Response<Self::AssignmentsStream>, Status> {
+        let node_id = self.session_node(&req)?;
+        let (initial, watch) = self.store.view_and_watch(|tx| {
+            tx.tasks()
+                .filter(|t| assigned_to(t, &node_id))
+                .cloned()
+                .collect::<Vec<_>>()
+        });
+        let (out, rx) = tokio::sync::mpsc::channel(16);
+        tokio::spawn(assignments::stream(
+            self.store.clone(),
+            self.raft.clone(),
+            node_id,
+            initial,
+            watch,
+            out,
+        ));
+        Ok(Response::new(Box::pin(ReceiverStream::new(rx))))
+    }
+
+    async fn update_task_status(
+        &self,
+        req: Request<UpdateTaskStatusRequest>,
+    ) -> Result<Response<UpdateTaskStatusResponse>, Status> {
+        let node_id = self.session_node(&req)?;
+        self.record_status(&node_id, req.into_inner()).await?;
+        Ok(Response::new(UpdateTaskStatusResponse {}))
+    }
+
     async fn heartbeat(
         &self,
         req: Request<HeartbeatRequest>,
