@@ -49,6 +49,9 @@ pub struct Session {
     managers: ManagerList,
     /// Published after each successful heartbeat.
     state: watch::Sender<Option<SessionState>>,
+    /// The manager that answered the last heartbeat (the leader), or None while
+    /// no manager answers.
+    leader: watch::Sender<Option<String>>,
 }
 
 impl Session {
@@ -60,6 +63,7 @@ impl Session {
         managers: ManagerList,
     ) -> (Session, watch::Receiver<Option<SessionState>>) {
         let (state, rx) = watch::channel(None);
+        let (leader, _) = watch::channel(None);
         (
             Session {
                 identity,
@@ -67,9 +71,15 @@ impl Session {
                 description,
                 managers,
                 state,
+                leader,
             },
             rx,
         )
+    }
+
+    /// Follows the leader this session talks to.
+    pub fn leader(&self) -> watch::Receiver<Option<String>> {
+        self.leader.subscribe()
     }
 
     fn managers(&self) -> Vec<String> {
@@ -142,6 +152,11 @@ impl Session {
                         info!(manager = %addr, "session established with the leader");
                         connected = true;
                     }
+                    self.leader.send_if_modified(|l| {
+                        let changed = l.as_deref() != Some(addr.as_str());
+                        *l = Some(addr.clone());
+                        changed
+                    });
                     target = Some(addr);
                     if !resp.manager_addrs.is_empty()
                         && let Ok(mut m) = self.managers.write()
@@ -159,6 +174,7 @@ impl Session {
                 }
                 Ok(Err(status)) => {
                     connected = false;
+                    self.leader.send_replace(None);
                     let leader = status
                         .metadata()
                         .get(LEADER_METADATA)
@@ -182,6 +198,7 @@ impl Session {
                 }
                 Err(_elapsed) => {
                     connected = false;
+                    self.leader.send_replace(None);
                     debug!(manager = %addr, "heartbeat timed out");
                     target = None;
                     next += 1;
