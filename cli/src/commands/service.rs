@@ -1,6 +1,10 @@
 //! `rswarm service ...`.
 
+mod ps;
+mod scale;
+
 use std::io::Write;
+use std::time::Duration;
 
 use rswarm_proto::api::{
     ContainerSpec, CreateServiceRequest, EndpointSpec, GetServiceRequest, GlobalService,
@@ -13,6 +17,7 @@ use rswarm_proto::validate::{
 };
 use serde_json::Value;
 
+use super::progress::{self, Expect, Watch};
 use super::{Context, Failures, rpc_error, write_line};
 use crate::args::{Format, ServiceCommand, ServiceCreateArgs, ServiceMode};
 use crate::output;
@@ -28,6 +33,8 @@ pub async fn run(
         ServiceCommand::Ls => ls(ctx, out).await,
         ServiceCommand::Inspect { services } => inspect(ctx, &services, out).await,
         ServiceCommand::Rm { services } => rm(ctx, &services, out).await,
+        ServiceCommand::Ps(args) => ps::ps(ctx, &args, out).await,
+        ServiceCommand::Scale { scales } => scale::scale(ctx, &scales, out).await,
     }
 }
 
@@ -102,16 +109,20 @@ pub fn build_spec(args: &ServiceCreateArgs) -> anyhow::Result<ServiceSpec> {
     Ok(spec)
 }
 
-/// `service create`: prints the new service's id (table) or the service (JSON).
+/// Time between two looks at a rollout.
+const POLL_INTERVAL: Duration = Duration::from_millis(200);
+
+/// `service create`: prints the new service's id (table) or the service (JSON), then
+/// unless `--detach`, follows the rollout until the tasks run (on stdout, or stderr
+/// with `--format json`, whose stdout holds the service alone).
 async fn create(
     ctx: &Context,
     args: &ServiceCreateArgs,
     out: &mut dyn Write,
 ) -> anyhow::Result<()> {
     let spec = build_spec(args)?;
-    let service = ctx
-        .control()
-        .await?
+    let mut control = ctx.control().await?;
+    let service = control
         .create_service(CreateServiceRequest { spec: Some(spec) })
         .await
         .map_err(rpc_error)?
@@ -120,10 +131,40 @@ async fn create(
         Format::Json => output::write_json(out, &output::service_json(&service)?)?,
         Format::Table => write_line(out, &service.id)?,
     }
-    // Without --detach, docker then follows the rollout until the tasks run. That
-    // needs task listing in the control API; until it exists, both ways return here.
-    let _ = args.detach;
-    Ok(())
+    if args.detach {
+        return Ok(());
+    }
+    let spec = service.spec.unwrap_or_default();
+    let watch = Watch {
+        service_id: service.id,
+        expect: match spec.mode {
+            Some(Mode::Global(_)) => Expect::Global,
+            Some(Mode::Replicated(r)) => Expect::Replicated(r.replicas),
+            None => Expect::Replicated(1),
+        },
+        constraints: spec
+            .task
+            .and_then(|t| t.placement)
+            .map(|p| p.constraints)
+            .unwrap_or_default(),
+        service_name: spec.name,
+        timeout: args.timeout,
+        interval: POLL_INTERVAL,
+        tty: ctx.tty && ctx.format == Format::Table,
+    };
+    let interrupted = async {
+        // Without a signal handler there is nothing to wait for but the timeout.
+        if tokio::signal::ctrl_c().await.is_err() {
+            std::future::pending::<()>().await;
+        }
+    };
+    match ctx.format {
+        Format::Table => progress::watch(&mut control, &watch, out, interrupted).await,
+        Format::Json => {
+            let mut stderr = std::io::stderr();
+            progress::watch(&mut control, &watch, &mut stderr, interrupted).await
+        }
+    }
 }
 
 /// `service ls`.
@@ -199,7 +240,8 @@ mod tests {
             publish: vec![],
             limit_memory: None,
             limit_cpu: None,
-            detach: false,
+            detach: true,
+            timeout: Duration::from_secs(120),
             image: "nginx".into(),
             args: vec![],
         }
