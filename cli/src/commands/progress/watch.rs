@@ -255,3 +255,6 @@ impl Screen {
         Ok(())
     }
 }
+
+#[cfg(test)]
+mod tests;

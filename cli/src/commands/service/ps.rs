@@ -97,3 +97,189 @@ fn now_ms() -> u64 {
         .duration_since(UNIX_EPOCH)
         .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::commands::test_support::{start, text};
+    use rswarm_proto::api::{Meta, Task, TaskState, TaskStatus};
+    use serde_json::{Value, json};
+
+    fn args(filter: &[&str], services: &[&str]) -> ServicePsArgs {
+        ServicePsArgs {
+            filter: filter.iter().map(|f| f.to_string()).collect(),
+            services: services.iter().map(|s| s.to_string()).collect(),
+        }
+    }
+
+    fn task(id: &str, slot: u64, node: &str, created: u64, desired: TaskState) -> Task {
+        Task {
+            id: id.into(),
+            meta: Some(Meta {
+                created_at: created,
+                ..Default::default()
+            }),
+            service_id: "svc1".into(),
+            service_name: "web".into(),
+            slot,
+            node_id: node.into(),
+            desired_state: desired.into(),
+            status: Some(TaskStatus {
+                state: if desired == TaskState::Running {
+                    TaskState::Running.into()
+                } else {
+                    TaskState::Failed.into()
+                },
+                timestamp: created,
+                err: if desired == TaskState::Running {
+                    String::new()
+                } else {
+                    "exit code 3".into()
+                },
+                ..Default::default()
+            }),
+            ..Default::default()
+        }
+    }
+
+    fn tasks() -> Vec<Task> {
+        vec![
+            task("t1-old", 1, "node-3", 1_000, TaskState::Shutdown),
+            task("t2", 2, "node-2", 3_000, TaskState::Running),
+            task("t1", 1, "node-1", 2_000, TaskState::Running),
+            Task {
+                service_id: "other".into(),
+                ..task("x", 1, "node-1", 2_000, TaskState::Running)
+            },
+        ]
+    }
+
+    #[test]
+    fn filters() {
+        let ok = |f: &[&str]| {
+            parse_filters(&f.iter().map(|s| s.to_string()).collect::<Vec<_>>())
+                .map(|s| s.into_iter().collect::<Vec<_>>())
+                .map_err(|e| e.to_string())
+        };
+        assert_eq!(ok(&[]), Ok(vec![]));
+        assert_eq!(
+            ok(&["desired-state=running", "desired-state=shutdown"]),
+            Ok(vec!["running", "shutdown"])
+        );
+        assert_eq!(
+            ok(&["node=n1"]),
+            Err(
+                "invalid filter \"node=n1\": unknown key \"node\" (supported: desired-state)"
+                    .into()
+            )
+        );
+        assert_eq!(
+            ok(&["running"]),
+            Err("invalid filter \"running\": expected KEY=VALUE".into())
+        );
+        assert!(
+            ok(&["desired-state=bogus"]).unwrap_err().starts_with(
+                "invalid filter \"desired-state=bogus\": unknown task state \"bogus\""
+            )
+        );
+    }
+
+    #[tokio::test]
+    async fn table_maps_nodes_to_hostnames() {
+        let (fake, ctx, _dir) = start(Format::Table);
+        fake.lock().tasks = tasks();
+        let mut out = Vec::new();
+        ps(&ctx, &args(&[], &["web"]), &mut out).await.unwrap();
+        let out = text(out);
+        let lines: Vec<&str> = out.lines().collect();
+        assert_eq!(lines.len(), 4, "{out}");
+        assert!(lines[0].starts_with("ID "), "{out}");
+        assert!(
+            lines[1].starts_with("t1 ") && lines[1].contains(" web.1 "),
+            "{out}"
+        );
+        assert!(lines[1].contains(" alpha "), "{out}");
+        assert!(lines[1].contains("Running "), "{out}");
+        assert!(
+            lines[2].starts_with("t1-old ") && lines[2].contains(r" \_ web.1 "),
+            "{out}"
+        );
+        assert!(lines[2].contains(" gamma "), "{out}");
+        assert!(lines[2].ends_with("exit code 3"), "{out}");
+        assert!(
+            lines[3].starts_with("t2 ") && lines[3].contains(" beta "),
+            "{out}"
+        );
+        let queries = fake.lock().task_queries.clone();
+        assert_eq!(
+            queries,
+            [ListTasksRequest {
+                service: "web".into(),
+                desired_state: String::new()
+            }]
+        );
+    }
+
+    #[tokio::test]
+    async fn json_with_one_filter_asks_the_manager() {
+        let (fake, ctx, _dir) = start(Format::Json);
+        fake.lock().tasks = tasks();
+        let mut out = Vec::new();
+        ps(&ctx, &args(&["desired-state=running"], &["svc1"]), &mut out)
+            .await
+            .unwrap();
+        let value: Value = serde_json::from_slice(&out).unwrap();
+        let ids: Vec<&str> = value
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|t| t["id"].as_str().unwrap())
+            .collect();
+        assert_eq!(ids, ["t1", "t2"]);
+        assert_eq!(
+            value[0],
+            json!({"id": "t1", "name": "web.1", "slot": 1, "node": "node-1",
+                   "desired_state": "running", "state": "running",
+                   "since": "1970-01-01T00:00:02Z", "error": ""})
+        );
+        assert_eq!(fake.lock().task_queries[0].desired_state, "running");
+    }
+
+    #[tokio::test]
+    async fn several_filters_match_any() {
+        let (fake, ctx, _dir) = start(Format::Json);
+        fake.lock().tasks = tasks();
+        let mut out = Vec::new();
+        let filters = ["desired-state=shutdown", "desired-state=complete"];
+        ps(&ctx, &args(&filters, &["web"]), &mut out).await.unwrap();
+        let value: Value = serde_json::from_slice(&out).unwrap();
+        assert_eq!(value.as_array().unwrap().len(), 1, "{value}");
+        assert_eq!(value[0]["id"], "t1-old");
+        assert_eq!(fake.lock().task_queries[0].desired_state, "");
+    }
+
+    #[tokio::test]
+    async fn bad_filter_asks_nothing() {
+        let (fake, ctx, _dir) = start(Format::Table);
+        let mut out = Vec::new();
+        let err = ps(&ctx, &args(&["name=web"], &["web"]), &mut out)
+            .await
+            .unwrap_err();
+        assert!(err.to_string().contains("unknown key \"name\""), "{err}");
+        assert!(out.is_empty());
+        assert!(fake.lock().task_queries.is_empty());
+    }
+
+    #[tokio::test]
+    async fn unknown_service_fails_but_the_others_are_listed() {
+        let (fake, ctx, _dir) = start(Format::Json);
+        fake.lock().tasks = tasks();
+        let mut out = Vec::new();
+        let err = ps(&ctx, &args(&[], &["nope", "web"]), &mut out)
+            .await
+            .unwrap_err();
+        assert!(err.is::<crate::commands::Reported>(), "{err}");
+        let value: Value = serde_json::from_slice(&out).unwrap();
+        assert_eq!(value.as_array().unwrap().len(), 3, "{value}");
+    }
+}

@@ -52,3 +52,85 @@ pub async fn scale(ctx: &Context, scales: &[String], out: &mut dyn Write) -> any
     }
     failures.finish()
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::commands::Reported;
+    use crate::commands::test_support::{start, text};
+    use rswarm_proto::api::{
+        GlobalService, Service, ServiceSpec, ServiceSummary, service_spec::Mode,
+    };
+
+    fn strings(items: &[&str]) -> Vec<String> {
+        items.iter().map(|s| s.to_string()).collect()
+    }
+
+    #[test]
+    fn parses_name_equals_count() {
+        assert_eq!(
+            parse_scales(&strings(&["web=3", "db=0"])).unwrap(),
+            [("web".to_string(), 3), ("db".to_string(), 0)]
+        );
+        let err = |s: &[&str]| parse_scales(&strings(s)).unwrap_err().to_string();
+        assert_eq!(
+            err(&["web"]),
+            "invalid scale \"web\": expected NAME=N (like web=3)"
+        );
+        assert_eq!(
+            err(&["=3"]),
+            "invalid scale \"=3\": expected NAME=N (like web=3)"
+        );
+        assert_eq!(
+            err(&["web=3", "db=-1"]),
+            "invalid replicas \"-1\": must be a whole number ≥ 0"
+        );
+    }
+
+    #[tokio::test]
+    async fn invalid_input_sends_nothing() {
+        let (fake, ctx, _dir) = start(Format::Table);
+        let mut out = Vec::new();
+        assert!(
+            scale(&ctx, &strings(&["web=2", "db=x"]), &mut out)
+                .await
+                .is_err()
+        );
+        assert!(out.is_empty());
+        assert!(fake.lock().calls.is_empty());
+    }
+
+    #[tokio::test]
+    async fn failures_are_reported_and_the_rest_is_scaled() {
+        let (fake, ctx, _dir) = start(Format::Table);
+        fake.lock().services.push(ServiceSummary {
+            service: Some(Service {
+                id: "svc2".into(),
+                meta: None,
+                spec: Some(ServiceSpec {
+                    name: "agent".into(),
+                    mode: Some(Mode::Global(GlobalService {})),
+                    ..Default::default()
+                }),
+            }),
+            replicas_desired: 3,
+            replicas_running: 3,
+        });
+        let mut out = Vec::new();
+        let err = scale(&ctx, &strings(&["agent=2", "nope=1", "web=5"]), &mut out)
+            .await
+            .unwrap_err();
+        assert_eq!(err.downcast_ref::<Reported>().unwrap().failed, 2);
+        assert_eq!(text(out), "web scaled to 5\n");
+        assert_eq!(fake.lock().calls, ["scale web 5"]);
+    }
+
+    #[tokio::test]
+    async fn json_lists_the_scaled_services() {
+        let (_fake, ctx, _dir) = start(Format::Json);
+        let mut out = Vec::new();
+        scale(&ctx, &strings(&["web=4"]), &mut out).await.unwrap();
+        let value: Value = serde_json::from_slice(&out).unwrap();
+        assert_eq!(value, json!([{"service": "web", "replicas": 4}]));
+    }
+}
