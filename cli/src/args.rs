@@ -6,6 +6,7 @@ use std::fmt;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::str::FromStr;
+use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
@@ -329,6 +330,25 @@ pub enum ServiceCommand {
         #[arg(required = true)]
         services: Vec<String>,
     },
+    /// List the tasks of services, each slot's current task first, then its history.
+    Ps(ServicePsArgs),
+    /// Change the number of tasks of replicated services.
+    Scale {
+        /// `NAME=N`: a service id, id prefix or name, and its new number of tasks.
+        #[arg(required = true, allow_hyphen_values = true, value_name = "NAME=N")]
+        scales: Vec<String>,
+    },
+}
+
+/// `rswarm service ps`.
+#[derive(Debug, Clone, PartialEq, Eq, Args)]
+pub struct ServicePsArgs {
+    /// Only some tasks: `desired-state=STATE` (repeatable; tasks matching any).
+    #[arg(short, long, allow_hyphen_values = true)]
+    pub filter: Vec<String>,
+    /// Service ids, id prefixes or names.
+    #[arg(required = true)]
+    pub services: Vec<String>,
 }
 
 /// How a service's tasks are counted.
@@ -371,6 +391,10 @@ pub struct ServiceCreateArgs {
     /// Return once the service is created, without following its rollout.
     #[arg(short, long)]
     pub detach: bool,
+    /// How long to follow the rollout before giving up (`90s`, `2m`, `500ms`, or
+    /// seconds); the service stays either way.
+    #[arg(long, default_value = "120s", value_parser = parse_timeout)]
+    pub timeout: Duration,
     /// The container image.
     pub image: String,
     /// Command and arguments, passed to the image's entrypoint (as `docker service
@@ -381,6 +405,29 @@ pub struct ServiceCreateArgs {
         value_name = "COMMAND"
     )]
     pub args: Vec<String>,
+}
+
+/// Parses a duration like `120s`, `2m`, `500ms` or `30` (seconds); zero is refused,
+/// since it would give up before the first look.
+pub fn parse_timeout(input: &str) -> Result<Duration, String> {
+    let input = input.trim();
+    let split = input
+        .find(|c: char| !c.is_ascii_digit())
+        .unwrap_or(input.len());
+    let (number, unit) = input.split_at(split);
+    let invalid = || format!("invalid duration \"{input}\": expected a number with ms, s, m or h");
+    let number: u64 = number.parse().map_err(|_| invalid())?;
+    let duration = match unit {
+        "ms" => Duration::from_millis(number),
+        "" | "s" => Duration::from_secs(number),
+        "m" => Duration::from_secs(number.saturating_mul(60)),
+        "h" => Duration::from_secs(number.saturating_mul(3600)),
+        _ => return Err(invalid()),
+    };
+    if duration.is_zero() {
+        return Err(format!("invalid duration \"{input}\": must be above zero"));
+    }
+    Ok(duration)
 }
 
 #[cfg(test)]

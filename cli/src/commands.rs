@@ -5,6 +5,7 @@
 pub mod cluster;
 pub mod join_token;
 pub mod node;
+pub mod progress;
 pub mod service;
 #[cfg(test)]
 pub mod test_support;
@@ -28,6 +29,9 @@ pub struct Context {
     pub cert_dir: PathBuf,
     /// How to print results.
     pub format: Format,
+    /// Whether stdout is a terminal, where progress is redrawn in place rather than
+    /// printed a line per change.
+    pub tty: bool,
 }
 
 impl Context {

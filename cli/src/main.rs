@@ -14,6 +14,7 @@ mod commands;
 mod daemon;
 mod output;
 
+use std::io::IsTerminal;
 use std::process::ExitCode;
 
 use clap::Parser;
@@ -56,6 +57,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         host: cli.host,
         cert_dir: cli.cert_dir,
         format: cli.format,
+        tty: std::io::stdout().is_terminal(),
     };
     let mut out = std::io::stdout().lock();
     match cli.command {

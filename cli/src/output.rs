@@ -3,9 +3,10 @@
 
 mod cluster;
 mod inspect;
-mod names;
+pub mod names;
 mod nodes;
 mod services;
+mod tasks;
 
 use std::io::Write;
 
@@ -15,6 +16,7 @@ pub use cluster::{cluster_status_json, cluster_status_table};
 pub use inspect::{node_json, service_json};
 pub use nodes::{node_rows, nodes_table};
 pub use services::{service_rows, services_table};
+pub use tasks::{task_rows, tasks_table};
 
 /// Writes one JSON value, pretty-printed, followed by a newline.
 pub fn write_json(out: &mut dyn Write, value: &serde_json::Value) -> anyhow::Result<()> {

@@ -262,3 +262,71 @@ fn raft_timing_must_be_ordered() {
     assert!(raft(100, 1000, 1000).validate().is_err());
     assert!(raft(100, 1000, 500).validate().is_err());
 }
+
+#[test]
+fn service_ps_and_scale() {
+    let cli = parse(&[
+        "service",
+        "ps",
+        "-f",
+        "desired-state=running",
+        "--filter",
+        "desired-state=shutdown",
+        "web",
+        "db",
+    ]);
+    assert_eq!(
+        cli.command,
+        Command::Service {
+            command: ServiceCommand::Ps(ServicePsArgs {
+                filter: vec![
+                    "desired-state=running".into(),
+                    "desired-state=shutdown".into()
+                ],
+                services: vec!["web".into(), "db".into()],
+            })
+        }
+    );
+    assert!(Cli::try_parse_from(["rswarm", "service", "ps"]).is_err());
+    let cli = parse(&["service", "scale", "web=3", "db=-1"]);
+    assert_eq!(
+        cli.command,
+        Command::Service {
+            command: ServiceCommand::Scale {
+                scales: vec!["web=3".into(), "db=-1".into()]
+            }
+        }
+    );
+    assert!(Cli::try_parse_from(["rswarm", "service", "scale"]).is_err());
+}
+
+#[test]
+fn create_timeout() {
+    assert_eq!(
+        service_create(&["service", "create", "--name", "web", "nginx"]).timeout,
+        Duration::from_secs(120)
+    );
+    assert_eq!(
+        service_create(&[
+            "service",
+            "create",
+            "--name",
+            "web",
+            "--timeout",
+            "2m",
+            "nginx"
+        ])
+        .timeout,
+        Duration::from_secs(120)
+    );
+    assert_eq!(parse_timeout("500ms"), Ok(Duration::from_millis(500)));
+    assert_eq!(parse_timeout("30"), Ok(Duration::from_secs(30)));
+    assert_eq!(parse_timeout("1h"), Ok(Duration::from_secs(3600)));
+    assert_eq!(
+        parse_timeout("0s"),
+        Err("invalid duration \"0s\": must be above zero".into())
+    );
+    for bad in ["", "s", "1.5s", "10d", "-1s"] {
+        assert!(parse_timeout(bad).is_err(), "{bad}");
+    }
+}

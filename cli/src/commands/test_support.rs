@@ -1,6 +1,7 @@
 //! A control API server with canned data, served on a Unix socket, to run the
 //! commands end to end in tests.
 
+use std::collections::VecDeque;
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use rswarm_proto::api::control_server::{Control, ControlServer};
@@ -10,7 +11,7 @@ use rswarm_proto::api::{
     ListServicesRequest, ListServicesResponse, ListTasksRequest, ListTasksResponse, ManagerInfo,
     ManagerStatus, Node, NodeDescription, NodeRole, NodeSpec, NodeState, NodeStatus,
     RemoveNodeRequest, RemoveNodeResponse, RemoveServiceResponse, ReplicatedService,
-    ScaleServiceRequest, Service, ServiceSpec, ServiceSummary, TaskSpec, UpdateNodeRequest,
+    ScaleServiceRequest, Service, ServiceSpec, ServiceSummary, Task, TaskSpec, UpdateNodeRequest,
     service_spec::Mode,
 };
 use tokio::net::UnixListener;
@@ -29,6 +30,13 @@ pub struct FakeState {
     pub services: Vec<ServiceSummary>,
     /// Served by GetClusterStatus.
     pub cluster: ClusterStatus,
+    /// Served by ListTasks (filtered by service and desired state).
+    pub tasks: Vec<Task>,
+    /// Successive task lists: each ListTasks call first moves the next one, if any,
+    /// into `tasks`, so that a test can script a rollout.
+    pub task_script: VecDeque<Vec<Task>>,
+    /// Every ListTasks request, in order.
+    pub task_queries: Vec<ListTasksRequest>,
     /// Every request that changes something, in order, as debug strings.
     pub calls: Vec<String>,
 }
@@ -110,6 +118,9 @@ impl Default for FakeControl {
                     },
                 ],
             },
+            tasks: Vec::new(),
+            task_script: VecDeque::new(),
+            task_queries: Vec::new(),
             calls: Vec::new(),
         };
         Self {
@@ -149,9 +160,32 @@ impl Control for FakeControl {
         &self,
         request: Request<ScaleServiceRequest>,
     ) -> Result<Response<Service>, Status> {
-        let request = request.into_inner();
-        self.record(format!("{request:?}"));
-        Err(Status::unimplemented("scale is not faked"))
+        let ScaleServiceRequest {
+            reference,
+            replicas,
+        } = request.into_inner();
+        let mut state = self.lock();
+        let service = state
+            .services
+            .iter_mut()
+            .filter_map(|s| s.service.as_mut())
+            .find(|s| {
+                s.id == reference || s.spec.as_ref().is_some_and(|spec| spec.name == reference)
+            })
+            .ok_or_else(|| Status::not_found(format!("service {reference} not found")))?;
+        let spec = service.spec.get_or_insert_default();
+        match spec.mode.as_mut() {
+            Some(Mode::Replicated(r)) => r.replicas = replicas,
+            _ => {
+                return Err(Status::failed_precondition(format!(
+                    "service {} is global: scale only applies to replicated services",
+                    spec.name
+                )));
+            }
+        }
+        let service = service.clone();
+        state.calls.push(format!("scale {reference} {replicas}"));
+        Ok(Response::new(service))
     }
 
     async fn list_tasks(
@@ -159,8 +193,48 @@ impl Control for FakeControl {
         request: Request<ListTasksRequest>,
     ) -> Result<Response<ListTasksResponse>, Status> {
         let request = request.into_inner();
-        self.record(format!("{request:?}"));
-        Ok(Response::new(ListTasksResponse { tasks: vec![] }))
+        let mut state = self.lock();
+        state.task_queries.push(request.clone());
+        if let Some(next) = state.task_script.pop_front() {
+            state.tasks = next;
+        }
+        let desired =
+            match request.desired_state.as_str() {
+                "" => None,
+                name => Some(crate::output::names::parse_task_state(name).ok_or_else(|| {
+                    Status::invalid_argument(format!("unknown task state {name:?}"))
+                })? as i32),
+            };
+        let service_id = match request.service.as_str() {
+            "" => None,
+            reference => Some(
+                state
+                    .services
+                    .iter()
+                    .filter_map(|s| s.service.as_ref())
+                    .find(|s| {
+                        s.id == reference
+                            || s.spec.as_ref().is_some_and(|spec| spec.name == reference)
+                    })
+                    .map(|s| s.id.clone())
+                    .or_else(|| {
+                        state
+                            .tasks
+                            .iter()
+                            .any(|t| t.service_id == reference)
+                            .then(|| reference.to_string())
+                    })
+                    .ok_or_else(|| Status::not_found(format!("service {reference} not found")))?,
+            ),
+        };
+        let tasks = state
+            .tasks
+            .iter()
+            .filter(|t| service_id.as_ref().is_none_or(|id| *id == t.service_id))
+            .filter(|t| desired.is_none_or(|d| t.desired_state == d))
+            .cloned()
+            .collect();
+        Ok(Response::new(ListTasksResponse { tasks }))
     }
 
     async fn get_cluster_status(
@@ -230,11 +304,17 @@ impl Control for FakeControl {
     ) -> Result<Response<Service>, Status> {
         let spec = request.into_inner().spec;
         self.record(format!("create {spec:?}"));
-        Ok(Response::new(Service {
+        let service = Service {
             id: "new-service-id".into(),
             meta: None,
             spec,
-        }))
+        };
+        self.lock().services.push(ServiceSummary {
+            service: Some(service.clone()),
+            replicas_desired: 0,
+            replicas_running: 0,
+        });
+        Ok(Response::new(service))
     }
 
     async fn list_services(
@@ -311,6 +391,7 @@ pub fn start(format: Format) -> (FakeControl, Context, tempfile::TempDir) {
         host: Host::Unix(path),
         cert_dir: dir.path().to_path_buf(),
         format,
+        tty: false,
     };
     (fake, context, dir)
 }

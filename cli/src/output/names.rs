@@ -1,7 +1,7 @@
 //! Readable names for the protocol's enums, as users type and read them.
 
 use rswarm_proto::api::{
-    NodeAvailability, NodeRole, NodeState, PortProtocol, PublishMode, RestartCondition,
+    NodeAvailability, NodeRole, NodeState, PortProtocol, PublishMode, RestartCondition, TaskState,
     service_spec::Mode,
 };
 
@@ -83,6 +83,34 @@ pub fn manager_status(leader: bool, reachable: bool) -> &'static str {
     }
 }
 
+/// A task state's lowercase name (`running`, `shutdown`...), as `--filter
+/// desired-state=` takes it.
+pub fn task_state(value: i32) -> &'static str {
+    match TaskState::try_from(value) {
+        Ok(TaskState::New) => "new",
+        Ok(TaskState::Pending) => "pending",
+        Ok(TaskState::Assigned) => "assigned",
+        Ok(TaskState::Accepted) => "accepted",
+        Ok(TaskState::Preparing) => "preparing",
+        Ok(TaskState::Ready) => "ready",
+        Ok(TaskState::Starting) => "starting",
+        Ok(TaskState::Running) => "running",
+        Ok(TaskState::Complete) => "complete",
+        Ok(TaskState::Shutdown) => "shutdown",
+        Ok(TaskState::Failed) => "failed",
+        Ok(TaskState::Rejected) => "rejected",
+        Ok(TaskState::Remove) => "remove",
+        Ok(TaskState::Orphaned) => "orphaned",
+        Err(_) => UNKNOWN,
+    }
+}
+
+/// The task state named `name` (as [`task_state`] writes it), if any.
+pub fn parse_task_state(name: &str) -> Option<TaskState> {
+    TaskState::from_str_name(&format!("TASK_STATE_{}", name.to_ascii_uppercase()))
+        .filter(|state| task_state(*state as i32) == name)
+}
+
 /// `ready` → `Ready`, for table cells (docker capitalises them there).
 pub fn capitalize(name: &str) -> String {
     let mut chars = name.chars();
@@ -113,6 +141,12 @@ mod tests {
         assert_eq!(manager_status(false, true), "reachable");
         assert_eq!(manager_status(false, false), "unreachable");
         assert_eq!(capitalize("on-failure"), "On-failure");
+        assert_eq!(task_state(TaskState::Running.into()), "running");
+        assert_eq!(task_state(TaskState::Orphaned.into()), "orphaned");
+        assert_eq!(task_state(5), "unknown");
+        assert_eq!(parse_task_state("shutdown"), Some(TaskState::Shutdown));
+        assert_eq!(parse_task_state("Running"), None);
+        assert_eq!(parse_task_state("bogus"), None);
         assert_eq!(capitalize(""), "");
     }
 }

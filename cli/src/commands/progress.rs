@@ -1,0 +1,202 @@
+//! Following a service's rollout after `service create`: whether its tasks have
+//! converged, are still on their way, or keep failing.
+//!
+//! [`assess`] is the decision, a pure function of the task list; [`watch`] polls the
+//! control API and prints the progress.
+
+mod watch;
+
+pub use watch::{Watch, watch};
+
+use std::collections::BTreeMap;
+
+use rswarm_proto::api::{Task, TaskState};
+
+use crate::output::names;
+
+/// A slot that saw this many failed or rejected tasks is considered to keep failing:
+/// the rollout is given up rather than waited out.
+pub const FAILURE_LIMIT: usize = 3;
+
+/// How many tasks the service should have.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Expect {
+    /// Slots `1..=N`, one running task each.
+    Replicated(u64),
+    /// One running task on every eligible node.
+    Global,
+}
+
+/// One slot (or node, for a global service) as the progress shows it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SlotLine {
+    /// `1/3`, or the node id for a global service.
+    pub label: String,
+    /// The current task's state, with its error if it has one (`pending: no
+    /// suitable node (...)`); `new` before the slot has a task. A slot without a live
+    /// task shows its newest task.
+    pub text: String,
+    /// Whether the current task is running.
+    pub running: bool,
+}
+
+/// A task that failed or was rejected.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Failure {
+    /// Task id.
+    pub task_id: String,
+    /// The slot (or node) label, as in [`SlotLine::label`].
+    pub label: String,
+    /// `failed` or `rejected`.
+    pub state: &'static str,
+    /// Why, as the worker or manager wrote it.
+    pub error: String,
+}
+
+/// Where the rollout stands.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Verdict {
+    /// Every slot's current task is running.
+    Converged,
+    /// A global service with no task and no node it may run on.
+    NoEligibleNode,
+    /// Still on its way.
+    InProgress,
+    /// A slot saw [`FAILURE_LIMIT`] or more failed or rejected tasks; the labels of
+    /// such slots.
+    Failing(Vec<String>),
+}
+
+/// The state of a rollout at one look.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Assessment {
+    /// One line per slot, in slot (or node id) order.
+    pub lines: Vec<SlotLine>,
+    /// Every failed or rejected task, by slot, newest first within a slot.
+    pub failures: Vec<Failure>,
+    /// The decision.
+    pub verdict: Verdict,
+}
+
+impl Assessment {
+    /// How many slots run their task.
+    pub fn running(&self) -> usize {
+        self.lines.iter().filter(|l| l.running).count()
+    }
+}
+
+/// Decides where a rollout stands from the service's tasks (all of them, history
+/// included). `eligible_nodes` is how many nodes a global service may run on, when
+/// known; it only matters while the service has no task.
+pub fn assess(expect: Expect, tasks: &[Task], eligible_nodes: Option<usize>) -> Assessment {
+    let mut groups: BTreeMap<(u64, &str), Vec<&Task>> = BTreeMap::new();
+    for task in tasks {
+        let key = match expect {
+            Expect::Replicated(_) => (task.slot, ""),
+            Expect::Global => (0, task.node_id.as_str()),
+        };
+        groups.entry(key).or_default().push(task);
+    }
+    for group in groups.values_mut() {
+        group.sort_by_key(|t| std::cmp::Reverse((created_at(t), t.id.clone())));
+    }
+    let keys: Vec<(u64, String)> = match expect {
+        Expect::Replicated(n) => (1..=n).map(|slot| (slot, String::new())).collect(),
+        // Only nodes with a live task: the others were drained, left or never fit.
+        Expect::Global => groups
+            .iter()
+            .filter(|(_, group)| group.iter().any(|t| is_live(t)))
+            .map(|((_, node), _)| (0, node.to_string()))
+            .collect(),
+    };
+    let label = |slot: u64, node: &str| match expect {
+        Expect::Replicated(n) => format!("{slot}/{n}"),
+        Expect::Global => node.to_string(),
+    };
+    let mut lines = Vec::new();
+    for (slot, node) in &keys {
+        let group = groups
+            .get(&(*slot, node.as_str()))
+            .map(Vec::as_slice)
+            .unwrap_or_default();
+        let live = group.iter().find(|t| is_live(t));
+        // Without a live task, the newest one tells what became of the slot.
+        let shown = live.or(group.first());
+        let state = shown.map_or(TaskState::New as i32, |t| observed(t));
+        let mut text = names::task_state(state).to_string();
+        if let Some(err) = shown.map(|t| error(t)).filter(|e| !e.is_empty()) {
+            text = format!("{text}: {err}");
+        }
+        lines.push(SlotLine {
+            label: label(*slot, node),
+            text,
+            running: live.is_some_and(|t| observed(t) == TaskState::Running as i32),
+        });
+    }
+    let mut failures = Vec::new();
+    let mut failing = Vec::new();
+    for ((slot, node), group) in &groups {
+        if let Expect::Replicated(n) = expect
+            && !(1..=n).contains(slot)
+        {
+            continue;
+        }
+        let failed: Vec<Failure> = group
+            .iter()
+            .filter(|t| is_failure(observed(t)))
+            .map(|t| Failure {
+                task_id: t.id.clone(),
+                label: label(*slot, node),
+                state: names::task_state(observed(t)),
+                error: error(t).to_string(),
+            })
+            .collect();
+        if failed.len() >= FAILURE_LIMIT {
+            failing.push(label(*slot, node));
+        }
+        failures.extend(failed);
+    }
+    let verdict = if !failing.is_empty() {
+        Verdict::Failing(failing)
+    } else if lines.iter().all(|l| l.running) && (expect != Expect::Global || !lines.is_empty()) {
+        Verdict::Converged
+    } else if expect == Expect::Global && lines.is_empty() && eligible_nodes == Some(0) {
+        Verdict::NoEligibleNode
+    } else {
+        Verdict::InProgress
+    };
+    Assessment {
+        lines,
+        failures,
+        verdict,
+    }
+}
+
+/// A task the managers still want running (desired RUNNING or earlier), as opposed
+/// to history.
+fn is_live(task: &Task) -> bool {
+    task.desired_state <= TaskState::Running as i32
+}
+
+fn is_failure(state: i32) -> bool {
+    state == TaskState::Failed as i32 || state == TaskState::Rejected as i32
+}
+
+/// The observed state (NEW when never reported).
+fn observed(task: &Task) -> i32 {
+    task.status
+        .as_ref()
+        .map_or(TaskState::New as i32, |s| s.state)
+}
+
+fn error(task: &Task) -> &str {
+    task.status.as_ref().map_or("", |s| s.err.as_str())
+}
+
+/// When the task was created (0 if unknown), to tell the current task from history.
+fn created_at(task: &Task) -> u64 {
+    task.meta.as_ref().map_or(0, |m| m.created_at)
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,212 @@
+use super::*;
+use rswarm_proto::api::{Meta, TaskStatus};
+
+/// A task of slot `slot` on `node`, created at `created`, desired running unless it
+/// ended, reporting `state` with `err`.
+fn task(id: &str, slot: u64, node: &str, created: u64, state: TaskState, err: &str) -> Task {
+    let ended = matches!(
+        state,
+        TaskState::Failed | TaskState::Rejected | TaskState::Shutdown | TaskState::Complete
+    );
+    Task {
+        id: id.into(),
+        meta: Some(Meta {
+            created_at: created,
+            ..Default::default()
+        }),
+        slot,
+        node_id: node.into(),
+        desired_state: if ended {
+            TaskState::Shutdown.into()
+        } else {
+            TaskState::Running.into()
+        },
+        status: Some(TaskStatus {
+            state: state.into(),
+            timestamp: created,
+            err: err.into(),
+            ..Default::default()
+        }),
+        ..Default::default()
+    }
+}
+
+fn running(id: &str, slot: u64) -> Task {
+    task(id, slot, "n1", 10, TaskState::Running, "")
+}
+
+#[test]
+fn replicated_converges_when_every_slot_runs() {
+    let tasks = [running("a", 1), running("b", 2), running("c", 3)];
+    let assessment = assess(Expect::Replicated(3), &tasks, None);
+    assert_eq!(assessment.verdict, Verdict::Converged);
+    assert_eq!(assessment.running(), 3);
+    let lines: Vec<String> = assessment
+        .lines
+        .iter()
+        .map(|l| format!("{}: {}", l.label, l.text))
+        .collect();
+    assert_eq!(lines, ["1/3: running", "2/3: running", "3/3: running"]);
+}
+
+#[test]
+fn a_missing_or_starting_slot_is_in_progress() {
+    let tasks = [
+        running("a", 1),
+        task(
+            "b",
+            2,
+            "",
+            10,
+            TaskState::Pending,
+            "no suitable node (2 nodes not available for new tasks)",
+        ),
+    ];
+    let assessment = assess(Expect::Replicated(3), &tasks, None);
+    assert_eq!(assessment.verdict, Verdict::InProgress);
+    assert_eq!(assessment.running(), 1);
+    assert_eq!(
+        assessment.lines[1].text,
+        "pending: no suitable node (2 nodes not available for new tasks)"
+    );
+    assert_eq!(assessment.lines[2].text, "new");
+}
+
+#[test]
+fn zero_replicas_converge_at_once() {
+    assert_eq!(
+        assess(Expect::Replicated(0), &[], None).verdict,
+        Verdict::Converged
+    );
+}
+
+#[test]
+fn the_newest_live_task_is_the_current_one() {
+    // Slot 1 failed once and was replaced; its new task runs.
+    let tasks = [
+        task("old", 1, "n1", 10, TaskState::Failed, "exit code 1"),
+        task("new", 1, "n1", 20, TaskState::Running, ""),
+    ];
+    let assessment = assess(Expect::Replicated(1), &tasks, None);
+    assert_eq!(assessment.verdict, Verdict::Converged);
+    assert_eq!(
+        assessment.failures,
+        [Failure {
+            task_id: "old".into(),
+            label: "1/1".into(),
+            state: "failed",
+            error: "exit code 1".into(),
+        }]
+    );
+}
+
+#[test]
+fn a_history_task_that_runs_does_not_count() {
+    // The old task still reports running but is desired shut down; its successor
+    // has not started.
+    let mut old = running("old", 1);
+    old.desired_state = TaskState::Shutdown.into();
+    let tasks = [old, task("new", 1, "", 20, TaskState::Pending, "")];
+    let assessment = assess(Expect::Replicated(1), &tasks, None);
+    assert_eq!(assessment.verdict, Verdict::InProgress);
+    assert_eq!(assessment.lines[0].text, "pending");
+}
+
+#[test]
+fn tasks_of_other_slots_are_ignored() {
+    let tasks = [
+        running("a", 1),
+        task("b", 2, "n1", 10, TaskState::Starting, ""),
+    ];
+    assert_eq!(
+        assess(Expect::Replicated(1), &tasks, None).verdict,
+        Verdict::Converged
+    );
+}
+
+#[test]
+fn repeated_failures_give_up() {
+    let tasks = [
+        task("f1", 2, "n1", 10, TaskState::Failed, "exit code 1"),
+        task("f2", 2, "n1", 20, TaskState::Rejected, "image not found"),
+        task("f3", 2, "n1", 30, TaskState::Failed, "exit code 2"),
+        task("now", 2, "n1", 40, TaskState::Starting, ""),
+        running("a", 1),
+    ];
+    let assessment = assess(Expect::Replicated(2), &tasks, None);
+    assert_eq!(assessment.verdict, Verdict::Failing(vec!["2/2".into()]));
+    let failed: Vec<(&str, &str, &str)> = assessment
+        .failures
+        .iter()
+        .map(|f| (f.task_id.as_str(), f.state, f.error.as_str()))
+        .collect();
+    assert_eq!(
+        failed,
+        [
+            ("f3", "failed", "exit code 2"),
+            ("f2", "rejected", "image not found"),
+            ("f1", "failed", "exit code 1"),
+        ]
+    );
+    // Two failures are not yet enough.
+    let assessment = assess(Expect::Replicated(2), &tasks[1..], None);
+    assert_eq!(assessment.verdict, Verdict::InProgress);
+}
+
+#[test]
+fn global_converges_when_every_live_task_runs() {
+    let tasks = [
+        task("a", 0, "n1", 10, TaskState::Running, ""),
+        task("b", 0, "n2", 10, TaskState::Running, ""),
+        // A drained node's task, shut down: not part of the rollout.
+        task("c", 0, "n3", 10, TaskState::Shutdown, ""),
+    ];
+    let assessment = assess(Expect::Global, &tasks, None);
+    assert_eq!(assessment.verdict, Verdict::Converged);
+    let labels: Vec<&str> = assessment.lines.iter().map(|l| l.label.as_str()).collect();
+    assert_eq!(labels, ["n1", "n2"]);
+
+    let mut starting = tasks.clone();
+    starting[1] = task("b", 0, "n2", 10, TaskState::Preparing, "");
+    assert_eq!(
+        assess(Expect::Global, &starting, None).verdict,
+        Verdict::InProgress
+    );
+}
+
+#[test]
+fn global_without_tasks_needs_an_eligible_node_count() {
+    assert_eq!(
+        assess(Expect::Global, &[], None).verdict,
+        Verdict::InProgress
+    );
+    assert_eq!(
+        assess(Expect::Global, &[], Some(2)).verdict,
+        Verdict::InProgress
+    );
+    assert_eq!(
+        assess(Expect::Global, &[], Some(0)).verdict,
+        Verdict::NoEligibleNode
+    );
+}
+
+#[test]
+fn global_failures_count_per_node() {
+    let tasks: Vec<Task> = (0..3)
+        .map(|i| {
+            task(
+                &format!("f{i}"),
+                0,
+                "n1",
+                i,
+                TaskState::Failed,
+                "exit code 1",
+            )
+        })
+        .chain([task("ok", 0, "n2", 10, TaskState::Running, "")])
+        .collect();
+    assert_eq!(
+        assess(Expect::Global, &tasks, None).verdict,
+        Verdict::Failing(vec!["n1".into()])
+    );
+}

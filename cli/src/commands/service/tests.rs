@@ -1,0 +1,343 @@
+use super::*;
+use crate::commands::test_support::{start, text};
+use rswarm_proto::api::{PortConfig, PortProtocol, PublishMode, Task, TaskState, TaskStatus};
+
+fn create_args(name: &str) -> ServiceCreateArgs {
+    ServiceCreateArgs {
+        name: name.into(),
+        replicas: None,
+        mode: ServiceMode::Replicated,
+        env: vec![],
+        constraint: vec![],
+        publish: vec![],
+        limit_memory: None,
+        limit_cpu: None,
+        detach: true,
+        timeout: Duration::from_secs(120),
+        image: "nginx".into(),
+        args: vec![],
+    }
+}
+
+#[test]
+fn full_spec() {
+    let args = ServiceCreateArgs {
+        replicas: Some("3".into()),
+        env: vec!["A=1".into()],
+        constraint: vec!["node.labels.zone == eu".into()],
+        publish: vec![
+            "8080:80".into(),
+            "published=53,target=53,protocol=udp".into(),
+        ],
+        limit_memory: Some("64MiB".into()),
+        limit_cpu: Some("0.5".into()),
+        args: vec!["nginx".into(), "-g".into(), "daemon off;".into()],
+        ..create_args("web")
+    };
+    let spec = build_spec(&args).unwrap();
+    assert_eq!(spec.name, "web");
+    assert_eq!(
+        spec.mode,
+        Some(Mode::Replicated(ReplicatedService { replicas: 3 }))
+    );
+    let task = spec.task.unwrap();
+    let container = task.container.unwrap();
+    assert_eq!(container.image, "nginx");
+    assert_eq!(container.args, ["nginx", "-g", "daemon off;"]);
+    assert!(container.command.is_empty());
+    assert_eq!(container.env, ["A=1"]);
+    assert_eq!(
+        task.placement.unwrap().constraints,
+        ["node.labels.zone==eu"]
+    );
+    assert_eq!(
+        task.resources.unwrap().limits,
+        Some(Resources {
+            nano_cpus: 500_000_000,
+            memory_bytes: 64 << 20,
+            pids: 0
+        })
+    );
+    assert_eq!(
+        spec.endpoint.unwrap().ports,
+        [
+            PortConfig {
+                protocol: PortProtocol::Tcp.into(),
+                target_port: 80,
+                published_port: 8080,
+                publish_mode: PublishMode::Ingress.into(),
+            },
+            PortConfig {
+                protocol: PortProtocol::Udp.into(),
+                target_port: 53,
+                published_port: 53,
+                publish_mode: PublishMode::Ingress.into(),
+            },
+        ]
+    );
+}
+
+#[test]
+fn minimal_spec() {
+    let spec = build_spec(&create_args("web")).unwrap();
+    assert_eq!(
+        spec.mode,
+        Some(Mode::Replicated(ReplicatedService { replicas: 1 }))
+    );
+    let task = spec.task.unwrap();
+    assert_eq!(task.resources, None);
+    assert_eq!(task.placement, None);
+    assert_eq!(spec.endpoint, None);
+    let global = build_spec(&ServiceCreateArgs {
+        mode: ServiceMode::Global,
+        ..create_args("agent")
+    })
+    .unwrap();
+    assert_eq!(global.mode, Some(Mode::Global(GlobalService {})));
+}
+
+#[test]
+fn refused_input() {
+    let err = |args: ServiceCreateArgs| build_spec(&args).unwrap_err().to_string();
+    let base = || create_args("web");
+    assert_eq!(
+        err(ServiceCreateArgs {
+            replicas: Some("-1".into()),
+            ..base()
+        }),
+        "invalid replicas \"-1\": must be a whole number ≥ 0"
+    );
+    assert_eq!(
+        err(ServiceCreateArgs {
+            replicas: Some("2".into()),
+            mode: ServiceMode::Global,
+            ..base()
+        }),
+        "--replicas cannot be used with --mode global"
+    );
+    assert!(err(create_args("-web")).starts_with("invalid service name \"-web\""));
+    assert!(
+        err(ServiceCreateArgs {
+            image: String::new(),
+            ..base()
+        })
+        .contains("an image is required")
+    );
+    assert!(
+        err(ServiceCreateArgs {
+            env: vec!["NOPE".into()],
+            ..base()
+        })
+        .starts_with("invalid environment variable \"NOPE\"")
+    );
+    assert!(
+        err(ServiceCreateArgs {
+            constraint: vec!["node.role==boss".into()],
+            ..base()
+        })
+        .starts_with("invalid constraint \"node.role==boss\"")
+    );
+    assert!(
+        err(ServiceCreateArgs {
+            publish: vec!["80".into()],
+            ..base()
+        })
+        .starts_with("invalid port publication \"80\"")
+    );
+    assert_eq!(
+        err(ServiceCreateArgs {
+            publish: vec!["80:80".into(), "published=80,target=81".into()],
+            ..base()
+        }),
+        "port 80/tcp is published more than once"
+    );
+    assert!(
+        err(ServiceCreateArgs {
+            limit_memory: Some("-1".into()),
+            ..base()
+        })
+        .starts_with("invalid size \"-1\"")
+    );
+    assert!(
+        err(ServiceCreateArgs {
+            limit_memory: Some("1k".into()),
+            ..base()
+        })
+        .starts_with("invalid memory limit 1KiB")
+    );
+    assert!(
+        err(ServiceCreateArgs {
+            limit_cpu: Some("lots".into()),
+            ..base()
+        })
+        .starts_with("invalid CPU count \"lots\"")
+    );
+}
+
+#[tokio::test]
+async fn create_prints_the_id() {
+    let (fake, ctx, _dir) = start(Format::Table);
+    let mut out = Vec::new();
+    let args = ServiceCreateArgs {
+        replicas: Some("2".into()),
+        ..create_args("web")
+    };
+    run(&ctx, ServiceCommand::Create(args), &mut out)
+        .await
+        .unwrap();
+    assert_eq!(text(out), "new-service-id\n");
+    let calls = fake.lock().calls.clone();
+    assert!(calls[0].contains("replicas: 2"), "{calls:?}");
+}
+
+#[tokio::test]
+async fn create_json_prints_the_service() {
+    let (_fake, ctx, _dir) = start(Format::Json);
+    let mut out = Vec::new();
+    run(&ctx, ServiceCommand::Create(create_args("web")), &mut out)
+        .await
+        .unwrap();
+    let value: Value = serde_json::from_slice(&out).unwrap();
+    assert_eq!(value["id"], "new-service-id");
+    assert_eq!(value["spec"]["mode"]["replicated"]["replicas"], 1);
+}
+
+fn task(slot: u64, state: TaskState, err: &str) -> Task {
+    Task {
+        id: format!("task-{slot}"),
+        service_id: "new-service-id".into(),
+        service_name: "web".into(),
+        slot,
+        desired_state: TaskState::Running.into(),
+        status: Some(TaskStatus {
+            state: state.into(),
+            err: err.into(),
+            ..Default::default()
+        }),
+        ..Default::default()
+    }
+}
+
+#[tokio::test]
+async fn create_follows_the_rollout_until_converged() {
+    let (fake, ctx, _dir) = start(Format::Table);
+    fake.lock().task_script = [
+        vec![task(1, TaskState::Pending, "no suitable node")],
+        vec![task(1, TaskState::Running, "")],
+    ]
+    .into();
+    let mut out = Vec::new();
+    let args = ServiceCreateArgs {
+        detach: false,
+        ..create_args("web")
+    };
+    run(&ctx, ServiceCommand::Create(args), &mut out)
+        .await
+        .unwrap();
+    assert_eq!(
+        text(out),
+        "new-service-id\n\
+         overall progress: 0 out of 1 tasks\n\
+         1/1: pending: no suitable node\n\
+         overall progress: 1 out of 1 tasks\n\
+         1/1: running\n\
+         verify: Service converged\n"
+    );
+    assert_eq!(fake.lock().task_queries[0].service, "new-service-id");
+}
+
+#[tokio::test]
+async fn create_reports_a_rollout_that_does_not_converge() {
+    let (fake, ctx, _dir) = start(Format::Json);
+    fake.lock().tasks = vec![task(1, TaskState::Pending, "no suitable node")];
+    let mut out = Vec::new();
+    let args = ServiceCreateArgs {
+        detach: false,
+        timeout: Duration::from_millis(300),
+        ..create_args("web")
+    };
+    let err = run(&ctx, ServiceCommand::Create(args), &mut out)
+        .await
+        .unwrap_err();
+    assert_eq!(
+        err.to_string(),
+        "service web did not converge within 300ms: 0 of 1 tasks running\n  \
+         1/1: pending: no suitable node"
+    );
+    // The progress went to stderr: stdout holds the service alone.
+    let value: Value = serde_json::from_slice(&out).unwrap();
+    assert_eq!(value["id"], "new-service-id");
+}
+
+#[tokio::test]
+async fn detached_create_does_not_follow() {
+    let (fake, ctx, _dir) = start(Format::Table);
+    let mut out = Vec::new();
+    run(&ctx, ServiceCommand::Create(create_args("web")), &mut out)
+        .await
+        .unwrap();
+    assert_eq!(text(out), "new-service-id\n");
+    assert!(fake.lock().task_queries.is_empty());
+}
+
+#[tokio::test]
+async fn invalid_create_sends_nothing() {
+    let (fake, ctx, _dir) = start(Format::Table);
+    let mut out = Vec::new();
+    let args = ServiceCreateArgs {
+        replicas: Some("-1".into()),
+        ..create_args("web")
+    };
+    assert!(
+        run(&ctx, ServiceCommand::Create(args), &mut out)
+            .await
+            .is_err()
+    );
+    assert!(out.is_empty());
+    assert!(fake.lock().calls.is_empty());
+}
+
+#[tokio::test]
+async fn ls_json_and_table() {
+    let (_fake, ctx, _dir) = start(Format::Json);
+    let mut out = Vec::new();
+    run(&ctx, ServiceCommand::Ls, &mut out).await.unwrap();
+    let value: Value = serde_json::from_slice(&out).unwrap();
+    assert_eq!(
+        value,
+        serde_json::json!([{"id": "svc1", "name": "web", "mode": "replicated",
+            "image": "nginx", "replicas_desired": 2, "replicas_running": 1}])
+    );
+    let ctx = Context {
+        format: Format::Table,
+        ..ctx
+    };
+    let mut out = Vec::new();
+    run(&ctx, ServiceCommand::Ls, &mut out).await.unwrap();
+    let out = text(out);
+    assert!(
+        out.lines()
+            .any(|l| l.starts_with("svc1") && l.contains(" 1/2 ")),
+        "{out}"
+    );
+}
+
+#[tokio::test]
+async fn inspect_and_rm() {
+    let (fake, ctx, _dir) = start(Format::Table);
+    let mut out = Vec::new();
+    let services = vec!["web".into()];
+    run(&ctx, ServiceCommand::Inspect { services }, &mut out)
+        .await
+        .unwrap();
+    let value: Value = serde_json::from_slice(&out).unwrap();
+    assert_eq!(value[0]["spec"]["name"], "web");
+
+    let mut out = Vec::new();
+    let services = vec!["web".into()];
+    run(&ctx, ServiceCommand::Rm { services }, &mut out)
+        .await
+        .unwrap();
+    assert_eq!(text(out), "web\n");
+    assert_eq!(fake.lock().calls, ["remove service web"]);
+}
