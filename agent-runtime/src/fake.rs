@@ -36,6 +36,9 @@ pub struct FakeBehavior {
     pub prepare_error: Option<String>,
     /// When set, `start` fails with [`ExecError::Start`] and this message.
     pub start_error: Option<String>,
+    /// When set, `shutdown` fails with [`ExecError::Stop`] and this message (and
+    /// leaves the process running).
+    pub shutdown_error: Option<String>,
     /// When true, `prepare` fails with [`ExecError::ImageNotFound`].
     pub image_missing: bool,
     /// When true, the process ignores the stop signal and `shutdown` kills it only
@@ -332,6 +335,9 @@ impl Controller for FakeController {
 
     async fn shutdown(&self, grace: Duration) -> Result<(), ExecError> {
         self.record(FakeOp::Shutdown(grace));
+        if let Some(msg) = &self.behavior.shutdown_error {
+            return Err(ExecError::Stop(msg.clone()));
+        }
         if self.current() != FakeState::Running {
             return Ok(());
         }

@@ -150,7 +150,14 @@ impl Runner {
             },
             TaskState::Complete => match self.interruptible(ctl.wait()).await {
                 Some(Ok(exit)) => self.exited(exit),
-                Some(Err(err)) => self.fail(&err),
+                Some(Err(err)) => {
+                    // The managers replace a FAILED task, so one that can no longer be
+                    // watched must not be left running beside its replacement.
+                    if let Err(kill) = ctl.terminate().await {
+                        warn!(error = %kill, "unwatchable task could not be killed");
+                    }
+                    self.fail(&err);
+                }
                 None => {}
             },
             next => self.report(next, state_message(next), String::new(), 0),

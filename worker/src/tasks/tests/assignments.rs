@@ -138,6 +138,7 @@ async fn a_running_task_the_runtime_lost_fails() {
     let failed = reports.until("t1", TaskState::Failed).await;
     assert!(failed.err.contains("no such container"), "{failed:?}");
     assert_eq!(reports.states("t1"), [TaskState::Failed]);
+    assert_eq!(fake.ops("t1"), [FakeOp::Wait, FakeOp::Terminate]);
 }
 
 #[tokio::test(start_paused = true)]

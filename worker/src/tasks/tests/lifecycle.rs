@@ -172,3 +172,26 @@ async fn desired_shutdown_during_a_long_prepare_abandons_it() {
         [FakeOp::Prepare, FakeOp::Shutdown(DEFAULT_STOP_GRACE)]
     );
 }
+
+#[tokio::test(start_paused = true)]
+async fn a_failed_graceful_stop_falls_back_to_a_kill() {
+    let fake = FakeExecutor::with_default(FakeBehavior {
+        shutdown_error: Some("signal refused".into()),
+        ..Default::default()
+    });
+    let (tasks, mut reports) = manager(&fake);
+    tasks.set_assignments(vec![task("t1", "busybox")]);
+    reports.until("t1", TaskState::Running).await;
+    tasks.set_assignments(vec![with_desired(
+        task("t1", "busybox"),
+        TaskState::Shutdown,
+    )]);
+    reports.until("t1", TaskState::Shutdown).await;
+    let ops = fake.ops("t1");
+    assert_eq!(
+        ops[ops.len() - 2..],
+        [FakeOp::Shutdown(DEFAULT_STOP_GRACE), FakeOp::Terminate]
+    );
+    let killed = ExitStatus::code(rswarm_agent_runtime::fake::KILLED_EXIT_CODE);
+    assert_eq!(fake.state("t1"), Some(FakeState::Exited(killed)));
+}
