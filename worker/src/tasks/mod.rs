@@ -17,6 +17,44 @@
 //! task assigned in a state past RUNNING is never started again. After a daemon
 //! restart, the tasks the node last knew of can be handed to [`TaskManager::adopt`]
 //! before the first assignment set arrives; that set then settles which stay.
+//!
+//! # Wiring into the dispatcher session
+//! ```
+//! # use std::{sync::Arc, time::Duration};
+//! # use rswarm_agent_runtime::fake::{FakeBehavior, FakeExecutor};
+//! # use rswarm_proto::api::{ContainerSpec, Task, TaskSpec, TaskState};
+//! use rswarm_worker::tasks::{StatusBatcher, TaskManager};
+//! # #[tokio::main(flavor = "current_thread")]
+//! # async fn main() {
+//! # let executor = FakeExecutor::with_default(FakeBehavior {
+//! #     run_for: Some(Duration::from_millis(10)),
+//! #     ..Default::default()
+//! # });
+//! # let spec = TaskSpec {
+//! #     container: Some(ContainerSpec { image: "busybox".into(), ..Default::default() }),
+//! #     ..Default::default()
+//! # };
+//! # let task = Task {
+//! #     id: "t1".into(),
+//! #     spec: Some(spec),
+//! #     desired_state: TaskState::Running as i32,
+//! #     ..Default::default()
+//! # };
+//! let (tasks, updates) = TaskManager::new(Arc::new(executor));
+//! let mut batches = StatusBatcher::new(updates, Duration::from_millis(100), 500);
+//! // The session's first message is the node's full set; increments follow with
+//! // `update_assignments(changed, removed)`.
+//! tasks.set_assignments(vec![task]);
+//! // Each batch is one status update call to the dispatcher; after reconnecting to
+//! // a new leader, `tasks.statuses()` is sent in full first.
+//! let mut last = TaskState::Assigned as i32;
+//! while last < TaskState::Complete as i32 {
+//!     let batch = batches.next_batch().await.expect("the manager is alive");
+//!     last = batch[0].status.state;
+//! }
+//! assert_eq!(last, TaskState::Complete as i32);
+//! # }
+//! ```
 
 mod batcher;
 mod runner;

@@ -120,6 +120,14 @@ impl Reports {
     }
 }
 
+/// The session shares the manager across its tasks.
+#[test]
+fn the_manager_can_be_shared() {
+    fn shared<T: Send + Sync + 'static>() {}
+    shared::<TaskManager>();
+    shared::<StatusBatcher>();
+}
+
 const TO_RUNNING: [TaskState; 5] = [
     TaskState::Accepted,
     TaskState::Preparing,
