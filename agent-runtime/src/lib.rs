@@ -1,2 +1,15 @@
 //! rswarm container runtime, behind the Executor/Controller seam.
+//!
+//! # Layout
+//! - [`exec`]: the seam itself: [`Executor`] hands out a [`Controller`] per task,
+//!   whose idempotent operations the worker's task runner drives; [`ExecError`]
+//!   says which task state a failure leads to.
+//! - `fake` (feature `test-util`): a fake executor on tokio timers with per-image
+//!   knobs and a record of every call, for worker and cluster tests.
 #![forbid(unsafe_code)]
+
+pub mod exec;
+#[cfg(any(test, feature = "test-util"))]
+pub mod fake;
+
+pub use exec::{Controller, ExecError, Executor, ExitStatus};

@@ -4,9 +4,12 @@
 //! # Layout
 //! - [`session`]: the node's session with the leader's dispatcher (heartbeats,
 //!   following the leader across failovers, the managers' addresses).
+//! - [`tasks`]: the task runners: the assignment set, one runner per task driving
+//!   it through the executor, and the batching of status reports.
 //! - [`control`]: the control API as a worker's local socket answers it: every call
 //!   is refused with the managers' addresses.
 #![forbid(unsafe_code)]
 
 pub mod control;
 pub mod session;
+pub mod tasks;
