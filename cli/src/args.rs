@@ -177,6 +177,10 @@ pub struct InitArgs {
     /// Hostname the node reports; defaults to the system's.
     #[arg(long)]
     pub hostname: Option<String>,
+    /// Runtime for this node's tasks: `none` refuses them; `fake` simulates them
+    /// (cluster tests; needs the `fake-executor` build feature).
+    #[arg(long, default_value = "none", hide = true)]
+    pub executor: String,
     /// Raft timing.
     #[command(flatten)]
     pub raft: RaftArgs,
@@ -200,6 +204,10 @@ pub struct JoinArgs {
     /// Hostname the node reports; defaults to the system's.
     #[arg(long)]
     pub hostname: Option<String>,
+    /// Runtime for this node's tasks: `none` refuses them; `fake` simulates them
+    /// (cluster tests; needs the `fake-executor` build feature).
+    #[arg(long, default_value = "none", hide = true)]
+    pub executor: String,
     /// Raft timing (used if the node joins as a manager).
     #[command(flatten)]
     pub raft: RaftArgs,

@@ -93,6 +93,24 @@ pub async fn assignments(
             }
         };
         info!(manager = %addr, "assignment stream open");
+        // A new leader may have missed reports sent to the old one: resend the
+        // last status of every task (states only move forward, so repeats are
+        // harmless).
+        let resync: Vec<TaskStatusUpdate> = tasks
+            .statuses()
+            .into_iter()
+            .map(|StatusUpdate { task_id, status }| TaskStatusUpdate {
+                task_id,
+                status: Some(status),
+            })
+            .collect();
+        if !resync.is_empty()
+            && let Err(status) = client
+                .update_task_status(UpdateTaskStatusRequest { updates: resync })
+                .await
+        {
+            debug!(manager = %addr, %status, "status resync refused");
+        }
         loop {
             let msg = tokio::select! {
                 _ = shutdown.cancelled() => return,

@@ -6,10 +6,13 @@
 //!   following the leader across failovers, the managers' addresses).
 //! - [`tasks`]: the task runners: the assignment set, one runner per task driving
 //!   it through the executor, and the batching of status reports.
+//! - [`dispatch`]: the assignment stream in and batched status reports out, to
+//!   the leader the session follows.
 //! - [`control`]: the control API as a worker's local socket answers it: every call
 //!   is refused with the managers' addresses.
 #![forbid(unsafe_code)]
 
 pub mod control;
+pub mod dispatch;
 pub mod session;
 pub mod tasks;

@@ -86,6 +86,7 @@ fn record(
     advertise: std::net::SocketAddr,
     hostname: &str,
     raft: &RaftArgs,
+    executor: &str,
 ) -> NodeRecord {
     NodeRecord {
         node_id: who.node_id.to_owned(),
@@ -99,6 +100,7 @@ fn record(
         heartbeat_ms: raft.heartbeat_ms,
         election_min_ms: raft.election_min_ms,
         election_max_ms: raft.election_max_ms,
+        executor: executor.to_owned(),
     }
 }
 
@@ -131,6 +133,7 @@ pub async fn init(
         advertise,
         &hostname,
         &args.raft,
+        &args.executor,
     );
     let raft = open_raft(dir, &record, &identity).await?;
     raft.initialize(&advertise.to_string())
@@ -269,6 +272,7 @@ pub async fn join(dir: &DataDir, args: &JoinArgs) -> anyhow::Result<Joined> {
         advertise,
         &hostname,
         &args.raft,
+        &args.executor,
     );
     if role == Role::Worker {
         dir.save(&record)?;

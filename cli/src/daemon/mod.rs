@@ -5,9 +5,11 @@
 //! - [`system`]: hostname, capacity and the address to advertise.
 //! - [`bootstrap`]: creating a cluster (`init`) and joining one (`join`).
 //! - [`serve`]: running a manager or a worker until SIGTERM or a role change.
+//! - [`executor`]: which runtime runs this node's tasks.
 //! - [`roles`]: switching role in place after `node promote` / `node demote`.
 
 mod bootstrap;
+mod executor;
 mod roles;
 mod serve;
 mod state;
@@ -26,6 +28,7 @@ use state::{DataDir, NodeRecord};
 pub async fn init(args: InitArgs) -> anyhow::Result<()> {
     let dir = DataDir::new(&args.data_dir);
     dir.ensure_free()?;
+    executor::for_node(&args.executor)?;
     let (record, identity, raft) = match bootstrap::init(&dir, &args).await {
         Ok(started) => started,
         Err(err) => {
@@ -40,6 +43,7 @@ pub async fn init(args: InitArgs) -> anyhow::Result<()> {
 pub async fn join(args: JoinArgs) -> anyhow::Result<()> {
     let dir = DataDir::new(&args.data_dir);
     dir.ensure_free()?;
+    executor::for_node(&args.executor)?;
     let result = match bootstrap::join(&dir, &args).await {
         Ok(bootstrap::Joined::Worker(record, identity)) => {
             run_node(dir.clone(), record, identity, None, Start::Restart).await
@@ -80,15 +84,17 @@ async fn run_node(
 ) -> anyhow::Result<()> {
     let stop = CancellationToken::new();
     serve::on_signal(stop.clone())?;
+    // Kept across role changes: what runs on this node does not depend on its role.
+    let executor = executor::for_node(&record.executor)?;
     loop {
         let exit = if record.is_manager() {
             let member = match raft.take() {
                 Some(r) => r,
                 None => bootstrap::open_raft(&dir, &record, &identity).await?,
             };
-            serve::manager(&dir, &record, &identity, member, start, &stop).await?
+            serve::manager(&dir, &record, &identity, member, start, &stop, &executor).await?
         } else {
-            serve::worker(&dir, &record, &identity, &stop).await?
+            serve::worker(&dir, &record, &identity, &stop, &executor).await?
         };
         if exit == Exit::Stopped {
             return Ok(());

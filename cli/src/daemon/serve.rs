@@ -6,12 +6,15 @@ use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
 use anyhow::Context as _;
+use rswarm_agent_runtime::Executor;
 use rswarm_manager::node::Manager;
 use rswarm_manager::raft::RaftNode;
 use rswarm_proto::api::control_server::ControlServer;
 use rswarm_proto::tls::{Identity, server_tls_config};
 use rswarm_worker::control::WorkerControl;
+use rswarm_worker::dispatch;
 use rswarm_worker::session::{ManagerList, Session, SessionState};
+use rswarm_worker::tasks::TaskManager;
 use tokio::net::{TcpListener, UnixListener};
 use tokio::task::JoinHandle;
 use tokio_stream::wrappers::UnixListenerStream;
@@ -82,6 +85,7 @@ fn start_session(
     managers: ManagerList,
     shutdown: CancellationToken,
     role_change: CancellationToken,
+    executor: &Arc<dyn Executor>,
 ) -> JoinHandle<()> {
     let (session, mut states) = Session::new(
         identity.clone(),
@@ -89,6 +93,20 @@ fn start_session(
         system::describe(&record.hostname),
         managers,
     );
+    // Tasks: assignments from the leader drive the runners; their reports go back.
+    let (tasks, reports) = TaskManager::new(executor.clone());
+    tokio::spawn(dispatch::assignments(
+        identity.clone(),
+        session.leader(),
+        tasks,
+        shutdown.clone(),
+    ));
+    tokio::spawn(dispatch::report(
+        identity.clone(),
+        session.leader(),
+        dispatch::batcher(reports),
+        shutdown.clone(),
+    ));
     let session = tokio::spawn(session.run(shutdown.clone()));
     let dir = dir.clone();
     let mut saved = record.clone();
@@ -130,6 +148,7 @@ pub async fn manager(
     raft: RaftNode,
     start: Start,
     stop: &CancellationToken,
+    executor: &Arc<dyn Executor>,
 ) -> anyhow::Result<Exit> {
     let mut record = record.clone();
     // Servers stop on SIGTERM and on a role change; the latter keeps the daemon.
@@ -186,6 +205,7 @@ pub async fn manager(
         managers,
         shutdown.clone(),
         role_change.clone(),
+        executor,
     );
     info!(node.id = %record.node_id, addr = %record.advertise, "manager running");
     let exit = tokio::select! {
@@ -238,6 +258,7 @@ pub async fn worker(
     record: &NodeRecord,
     identity: &Identity,
     stop: &CancellationToken,
+    executor: &Arc<dyn Executor>,
 ) -> anyhow::Result<Exit> {
     let shutdown = stop.child_token();
     let role_change = CancellationToken::new();
@@ -258,6 +279,7 @@ pub async fn worker(
         managers,
         shutdown.clone(),
         role_change.clone(),
+        executor,
     );
     info!(node.id = %record.node_id, addr = %record.advertise, "worker running");
     let exit = tokio::select! {

@@ -37,6 +37,14 @@ pub struct NodeRecord {
     pub election_min_ms: u64,
     /// Raft election timeout bounds (ms).
     pub election_max_ms: u64,
+    /// The runtime that runs this node's tasks (`none` until the container runtime
+    /// is built in; `fake` for cluster tests).
+    #[serde(default = "default_executor")]
+    pub executor: String,
+}
+
+fn default_executor() -> String {
+    "none".to_owned()
 }
 
 impl NodeRecord {
