@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Builds rswarm and runs a local cluster: 3 managers and 2 workers on loopback
 # (127.0.0.1:24242-24246), each with its own data dir under a temporary directory,
-# then creates a demo service with 3 replicas and shows the cluster's state.
+# then creates a demo service with 3 replicas and shows the cluster's state and its
+# tasks.
 # Everything it started is stopped and removed when it exits (also on Ctrl-C).
 #   DEMO_KEEP=1 deploy/demo.sh   keeps the cluster running until Ctrl-C.
 set -euo pipefail
@@ -53,9 +54,14 @@ rs cluster status
 echo
 rs node ls
 echo
+sleep 2
 rs service ls
 echo
-echo "Tasks are not scheduled yet: REPLICAS shows running/desired as the managers record it."
+rs service ps demo
+echo
+echo "The managers created and placed the tasks; the nodes refuse them because this build"
+echo "has no container runtime yet (tasks are REJECTED with that reason and retried with"
+echo "back-off). The load-balancing proxy on :8080 is not built yet either."
 
 if [ "${DEMO_KEEP:-0}" = 1 ]; then
     echo "cluster running; control socket: unix://$work/m1/rswarm.sock — Ctrl-C stops it"
