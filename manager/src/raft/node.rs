@@ -6,12 +6,13 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use openraft::BasicNode;
-use openraft::error::{ClientWriteError, ForwardToLeader};
+use openraft::error::ForwardToLeader;
 use rswarm_proto::api::JoinRaftRequest;
 use rswarm_proto::api::raft_transport_server::RaftTransportServer;
 use serde::{Deserialize, Serialize};
 use tokio::time::Instant;
 
+use super::batcher::Batcher;
 use super::log_store::{LogStore, LogStoreError};
 use super::network::{MAX_MESSAGE_BYTES, NetworkFactory, Peers};
 use super::service::RaftService;
@@ -134,6 +135,8 @@ pub(crate) struct Shared {
     /// Membership changes run one at a time: openraft rejects overlapping ones.
     pub(crate) membership_lock: tokio::sync::Mutex<()>,
     pub(crate) rpc_timeout: Duration,
+    /// Gathers local and forwarded proposals into log entries.
+    pub(crate) batcher: Batcher,
 }
 
 pub(crate) fn leader_of(f: &ForwardToLeader<NodeId, BasicNode>) -> Option<Leader> {
@@ -142,24 +145,10 @@ pub(crate) fn leader_of(f: &ForwardToLeader<NodeId, BasicNode>) -> Option<Leader
 }
 
 impl Shared {
-    /// Commits `req` if this node is the leader.
+    /// Commits `req` if this node is the leader (in the next entry, with the other
+    /// proposals that arrive meanwhile).
     pub(crate) async fn write_local(&self, req: Request) -> Result<Committed, ForwardError> {
-        match self.raft.client_write(req).await {
-            Ok(resp) => Ok(Committed {
-                index: resp.log_id.index,
-                response: resp.data,
-            }),
-            Err(openraft::error::RaftError::APIError(ClientWriteError::ForwardToLeader(f))) => {
-                Err(ForwardError::NotLeader {
-                    leader: leader_of(&f),
-                })
-            }
-            // Only membership entries can fail this way, never a normal one.
-            Err(openraft::error::RaftError::APIError(ClientWriteError::ChangeMembershipError(
-                e,
-            ))) => Err(ForwardError::Fatal(e.to_string())),
-            Err(openraft::error::RaftError::Fatal(f)) => Err(ForwardError::Fatal(f.to_string())),
-        }
+        self.batcher.write(req).await
     }
 
     /// The current leader, as this node knows it.
@@ -215,6 +204,7 @@ impl RaftNode {
         let raft = Raft::new(raft_id, config, network, log, sm)
             .await
             .map_err(|e| RaftError::Fatal(e.to_string()))?;
+        let batcher = Batcher::start(raft.clone());
         tracing::info!(raft_id, node_id, "Raft member started");
         Ok(RaftNode {
             shared: Arc::new(Shared {
@@ -225,6 +215,7 @@ impl RaftNode {
                 peers,
                 membership_lock: tokio::sync::Mutex::new(()),
                 rpc_timeout: settings.rpc_timeout(),
+                batcher,
             }),
         })
     }
