@@ -38,16 +38,44 @@ impl Batcher {
         Batcher { tx }
     }
 
+    /// Commits every request (each on its own) if this member is the leader: queued
+    /// together, they normally share one entry. One verdict per request, in order.
+    pub(crate) async fn write_all(
+        &self,
+        reqs: Vec<Request>,
+    ) -> Vec<Result<Committed, ForwardError>> {
+        // All queued before any is awaited, so that they can share an entry.
+        let answers: Vec<_> = reqs
+            .into_iter()
+            .map(|req| {
+                let (reply, answer) = oneshot::channel();
+                self.tx.send((req, reply)).ok().map(|()| answer)
+            })
+            .collect();
+        let mut verdicts = Vec::with_capacity(answers.len());
+        for answer in answers {
+            verdicts.push(match answer {
+                Some(answer) => answer.await.unwrap_or_else(|_| Err(dropped())),
+                None => Err(closed()),
+            });
+        }
+        verdicts
+    }
+
     /// Commits `req` in the next entry if this member is the leader.
     pub(crate) async fn write(&self, req: Request) -> Result<Committed, ForwardError> {
         let (reply, answer) = oneshot::channel();
-        self.tx
-            .send((req, reply))
-            .map_err(|_| ForwardError::Fatal("the proposal queue is closed".to_string()))?;
-        answer.await.map_err(|_| {
-            ForwardError::Fatal("the proposal queue dropped the proposal".to_string())
-        })?
+        self.tx.send((req, reply)).map_err(|_| closed())?;
+        answer.await.map_err(|_| dropped())?
     }
+}
+
+fn closed() -> ForwardError {
+    ForwardError::Fatal("the proposal queue is closed".to_string())
+}
+
+fn dropped() -> ForwardError {
+    ForwardError::Fatal("the proposal queue dropped the proposal".to_string())
 }
 
 async fn run(raft: Raft, mut rx: mpsc::UnboundedReceiver<(Request, Reply)>) {

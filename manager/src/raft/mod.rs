@@ -18,6 +18,7 @@ use crate::store::{StoreAction, StoreError};
 
 mod adapters;
 mod batcher;
+mod forwarder;
 pub mod log_store;
 mod membership;
 pub mod network;
