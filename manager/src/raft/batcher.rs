@@ -11,17 +11,26 @@
 
 use std::sync::Arc;
 
-use tokio::sync::{Semaphore, mpsc, oneshot};
+use std::future::Future;
+use std::time::Duration;
+
+use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc, oneshot};
 
 use super::node::{Committed, ForwardError, leader_of};
 use super::{Proposals, Raft, Request};
 use openraft::error::{ClientWriteError, RaftError};
 
-/// Entries submitted to openraft and not yet applied. Two keep the core busy (one is
-/// being appended while the previous one is replicated) while new proposals gather.
+/// Entries submitted to openraft and not yet applied (each counted for at most
+/// [`MAX_SLOT_HOLD`]). Two keep the core busy (one is being appended while the
+/// previous one is replicated) while new proposals gather.
 const MAX_IN_FLIGHT: usize = 2;
 /// Most proposals in one entry, so that an entry stays a bounded message.
 const MAX_PROPOSALS: usize = 128;
+
+/// Longest time one batch holds its slot. A batch sent to a leader that has just
+/// died or lost its quorum can hang until its timeout: later proposals (for the next
+/// leader) must not wait behind it.
+const MAX_SLOT_HOLD: Duration = Duration::from_millis(250);
 
 type Reply = oneshot::Sender<Result<Committed, ForwardError>>;
 
@@ -70,6 +79,20 @@ impl Batcher {
     }
 }
 
+/// Runs `work` in its own task, holding `slot` until it ends or for
+/// [`MAX_SLOT_HOLD`], whichever comes first; the work itself is never cut short.
+pub(crate) fn spawn_in_slot(
+    slot: OwnedSemaphorePermit,
+    work: impl Future<Output = ()> + Send + 'static,
+) {
+    let work = tokio::spawn(work);
+    tokio::spawn(async move {
+        // On timeout the handle is dropped, which detaches the task without stopping it.
+        let _ = tokio::time::timeout(MAX_SLOT_HOLD, work).await;
+        drop(slot);
+    });
+}
+
 fn closed() -> ForwardError {
     ForwardError::Fatal("the proposal queue is closed".to_string())
 }
@@ -95,10 +118,7 @@ async fn run(raft: Raft, mut rx: mpsc::UnboundedReceiver<(Request, Reply)>) {
         }
         let batch = std::mem::take(&mut batch);
         let raft = raft.clone();
-        tokio::spawn(async move {
-            commit(&raft, batch).await;
-            drop(slot);
-        });
+        spawn_in_slot(slot, async move { commit(&raft, batch).await });
     }
 }
 

@@ -10,11 +10,13 @@ use std::time::Duration;
 
 use tokio::sync::{Semaphore, mpsc, oneshot};
 
+use super::batcher::spawn_in_slot;
 use super::network::Peers;
 use super::node::{Committed, ForwardError, ProposeError};
 use super::{NodeId, Proposals, Request, decode, encode};
 
-/// `Propose` calls in flight at once.
+/// `Propose` calls in flight at once (each counted for at most the batcher's
+/// `MAX_SLOT_HOLD`, so that calls hanging on a dead leader do not hold back the rest).
 const MAX_IN_FLIGHT: usize = 2;
 /// Most proposals in one call.
 const MAX_PROPOSALS: usize = 128;
@@ -86,9 +88,8 @@ async fn run(peers: Arc<Peers>, rpc_timeout: Duration, mut rx: mpsc::UnboundedRe
             .partition(|p| p.leader_id == leader_id && p.addr == addr);
         queue = rest;
         let peers = peers.clone();
-        tokio::spawn(async move {
+        spawn_in_slot(slot, async move {
             call(&peers, rpc_timeout, leader_id, &addr, batch).await;
-            drop(slot);
         });
     }
 }
