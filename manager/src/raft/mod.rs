@@ -17,6 +17,8 @@ use serde::{Deserialize, Serialize};
 use crate::store::{StoreAction, StoreError};
 
 mod adapters;
+mod batcher;
+mod forwarder;
 pub mod log_store;
 mod membership;
 pub mod network;
@@ -30,7 +32,7 @@ mod tests;
 pub use network::{ConnectError, Connector};
 pub use node::{ForwardError, Leader, ProposeError, RaftError, RaftNode};
 
-/// A replicated write: a batch of store actions applied atomically.
+/// One proposed write: a batch of store actions applied atomically.
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
 pub struct Request {
     /// The actions, applied all or nothing at the entry's log index.
@@ -44,11 +46,31 @@ pub struct Response {
     pub result: Result<(), StoreError>,
 }
 
+/// The payload of one Raft log entry: independent proposals gathered by the leader
+/// while earlier entries were in flight (group commit), so that one append, one fsync
+/// and one replication round serve many writers.
+///
+/// Each request is applied on its own, in order, at the entry's index: a refused one
+/// does not affect the others.
+#[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq)]
+pub struct Proposals {
+    /// The proposals, in the order they are applied.
+    pub requests: Vec<Request>,
+}
+
+/// The outcome of one log entry: a [`Response`] per request of its [`Proposals`]
+/// (none for blank and membership entries).
+#[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq)]
+pub struct Responses {
+    /// In the order of the entry's requests.
+    pub responses: Vec<Response>,
+}
+
 openraft::declare_raft_types!(
     /// openraft's type configuration for the managers' group.
     pub TypeConfig:
-        D = Request,
-        R = Response,
+        D = Proposals,
+        R = Responses,
         NodeId = u64,
         Node = openraft::BasicNode,
         Entry = openraft::Entry<TypeConfig>,

@@ -6,19 +6,19 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use openraft::BasicNode;
-use openraft::error::{ClientWriteError, ForwardToLeader};
+use openraft::error::ForwardToLeader;
 use rswarm_proto::api::JoinRaftRequest;
 use rswarm_proto::api::raft_transport_server::RaftTransportServer;
 use serde::{Deserialize, Serialize};
 use tokio::time::Instant;
 
+use super::batcher::Batcher;
+use super::forwarder::Forwarder;
 use super::log_store::{LogStore, LogStoreError};
 use super::network::{MAX_MESSAGE_BYTES, NetworkFactory, Peers};
 use super::service::RaftService;
 use super::state_machine::{StateMachine, StateMachineError};
-use super::{
-    Connector, NodeId, Raft, RaftMetrics, RaftSettings, Request, Response, decode, encode,
-};
+use super::{Connector, NodeId, Raft, RaftMetrics, RaftSettings, Request, Response};
 use crate::store::{Store, StoreAction, StoreError};
 
 /// How long a proposal waits for a leader to be elected before giving up.
@@ -134,6 +134,10 @@ pub(crate) struct Shared {
     /// Membership changes run one at a time: openraft rejects overlapping ones.
     pub(crate) membership_lock: tokio::sync::Mutex<()>,
     pub(crate) rpc_timeout: Duration,
+    /// Gathers local and forwarded proposals into log entries.
+    pub(crate) batcher: Batcher,
+    /// Carries this member's proposals to the leader while it is a follower.
+    pub(crate) forwarder: Forwarder,
 }
 
 pub(crate) fn leader_of(f: &ForwardToLeader<NodeId, BasicNode>) -> Option<Leader> {
@@ -142,24 +146,10 @@ pub(crate) fn leader_of(f: &ForwardToLeader<NodeId, BasicNode>) -> Option<Leader
 }
 
 impl Shared {
-    /// Commits `req` if this node is the leader.
+    /// Commits `req` if this node is the leader (in the next entry, with the other
+    /// proposals that arrive meanwhile).
     pub(crate) async fn write_local(&self, req: Request) -> Result<Committed, ForwardError> {
-        match self.raft.client_write(req).await {
-            Ok(resp) => Ok(Committed {
-                index: resp.log_id.index,
-                response: resp.data,
-            }),
-            Err(openraft::error::RaftError::APIError(ClientWriteError::ForwardToLeader(f))) => {
-                Err(ForwardError::NotLeader {
-                    leader: leader_of(&f),
-                })
-            }
-            // Only membership entries can fail this way, never a normal one.
-            Err(openraft::error::RaftError::APIError(ClientWriteError::ChangeMembershipError(
-                e,
-            ))) => Err(ForwardError::Fatal(e.to_string())),
-            Err(openraft::error::RaftError::Fatal(f)) => Err(ForwardError::Fatal(f.to_string())),
-        }
+        self.batcher.write(req).await
     }
 
     /// The current leader, as this node knows it.
@@ -215,6 +205,8 @@ impl RaftNode {
         let raft = Raft::new(raft_id, config, network, log, sm)
             .await
             .map_err(|e| RaftError::Fatal(e.to_string()))?;
+        let batcher = Batcher::start(raft.clone());
+        let forwarder = Forwarder::start(peers.clone(), settings.rpc_timeout());
         tracing::info!(raft_id, node_id, "Raft member started");
         Ok(RaftNode {
             shared: Arc::new(Shared {
@@ -225,6 +217,8 @@ impl RaftNode {
                 peers,
                 membership_lock: tokio::sync::Mutex::new(()),
                 rpc_timeout: settings.rpc_timeout(),
+                batcher,
+                forwarder,
             }),
         })
     }
@@ -290,7 +284,11 @@ impl RaftNode {
             };
             if let Some((leader_id, addr)) = leader
                 && leader_id != self.shared.raft_id
-                && let Some(committed) = self.forward(leader_id, &addr, &req).await?
+                && let Some(committed) = self
+                    .shared
+                    .forwarder
+                    .forward(leader_id, &addr, req.clone())
+                    .await?
             {
                 self.wait_applied(committed.index).await;
                 return Ok(committed.response.result);
@@ -300,51 +298,6 @@ impl RaftNode {
             }
             tokio::time::sleep(delay).await;
             delay = (delay * 2).min(MAX_RETRY_DELAY);
-        }
-    }
-
-    /// Sends `req` to the leader; `None` when it should be retried (the leader moved or
-    /// could not be reached, so the request was not committed by it).
-    async fn forward(
-        &self,
-        leader_id: NodeId,
-        addr: &str,
-        req: &Request,
-    ) -> Result<Option<Committed>, ProposeError> {
-        let fail = |reason: String| ProposeError::Forward {
-            leader_id,
-            addr: addr.to_string(),
-            reason,
-        };
-        let data = encode(req).map_err(|e| fail(e.to_string()))?;
-        let mut client = match self.shared.peers.client(addr) {
-            Ok(c) => c,
-            Err(e) => {
-                tracing::debug!(leader_id, error = %e, "cannot reach Raft leader");
-                return Ok(None);
-            }
-        };
-        let payload = rswarm_proto::api::RaftPayload { data };
-        let resp = match tokio::time::timeout(self.shared.rpc_timeout, client.propose(payload))
-            .await
-        {
-            Err(_) => return Err(fail("timed out".to_string())),
-            Ok(Err(status)) if status.code() == tonic::Code::Unavailable => {
-                tracing::debug!(leader_id, error = %status, "Raft leader unavailable, retrying");
-                return Ok(None);
-            }
-            Ok(Err(status)) => return Err(fail(status.to_string())),
-            Ok(Ok(resp)) => resp.into_inner(),
-        };
-        let answer: Result<Committed, ForwardError> =
-            decode(&resp.data).map_err(|e| fail(e.to_string()))?;
-        match answer {
-            Ok(committed) => Ok(Some(committed)),
-            // The leader stepped down or is stopping before accepting the entry.
-            Err(e) => {
-                tracing::debug!(leader_id, error = %e, "forwarded proposal refused, retrying");
-                Ok(None)
-            }
         }
     }
 

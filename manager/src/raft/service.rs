@@ -9,8 +9,9 @@ use rswarm_proto::api::{
 };
 use tonic::{Request as GrpcRequest, Response as GrpcResponse, Status};
 
+use super::forwarder::ProposeAnswer;
 use super::node::{RaftError, Shared};
-use super::{Request, decode, encode};
+use super::{Proposals, decode, encode};
 
 /// The gRPC server side of one Raft member (authorization is the daemon's interceptor).
 pub struct RaftService {
@@ -59,9 +60,9 @@ impl RaftTransport for RaftService {
         &self,
         request: GrpcRequest<RaftPayload>,
     ) -> Result<GrpcResponse<RaftPayload>, Status> {
-        let req: Request = decode_payload(request.get_ref())?;
-        let result = self.shared.write_local(req).await;
-        encode_payload(&result)
+        let proposals: Proposals = decode_payload(request.get_ref())?;
+        let answer: ProposeAnswer = self.shared.batcher.write_all(proposals.requests).await;
+        encode_payload(&answer)
     }
 
     async fn join_raft(

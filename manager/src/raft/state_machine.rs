@@ -15,8 +15,8 @@ use openraft::{EntryPayload, RaftSnapshotBuilder, StorageIOError};
 use serde::{Deserialize, Serialize};
 
 use super::{
-    Entry, LogId, Response, SnapshotMeta, StorageError, StoredMembership, TypeConfig, decode,
-    encode,
+    Entry, LogId, Response, Responses, SnapshotMeta, StorageError, StoredMembership, TypeConfig,
+    decode, encode,
 };
 use crate::store::{Store, StoreSnapshot};
 
@@ -184,7 +184,7 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
         Ok((self.last_applied, self.last_membership.clone()))
     }
 
-    async fn apply<I>(&mut self, entries: I) -> Result<Vec<Response>, StorageError>
+    async fn apply<I>(&mut self, entries: I) -> Result<Vec<Responses>, StorageError>
     where
         I: IntoIterator<Item = Entry> + Send,
         I::IntoIter: Send,
@@ -192,21 +192,31 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
         let mut responses = Vec::new();
         for entry in entries {
             self.last_applied = Some(entry.log_id);
-            let result = match entry.payload {
-                EntryPayload::Blank => Ok(()),
-                EntryPayload::Normal(req) => {
-                    let result = self.store.apply(entry.log_id.index, &req.actions);
-                    if let Err(e) = &result {
-                        tracing::debug!(index = entry.log_id.index, error = %e, "store rejected a batch");
-                    }
-                    result
-                }
+            let index = entry.log_id.index;
+            let entry_responses = match entry.payload {
+                EntryPayload::Blank => Vec::new(),
+                EntryPayload::Normal(proposals) => self
+                    .store
+                    .apply_each(
+                        index,
+                        proposals.requests.iter().map(|r| r.actions.as_slice()),
+                    )
+                    .into_iter()
+                    .map(|result| {
+                        if let Err(e) = &result {
+                            tracing::debug!(index, error = %e, "store rejected a batch");
+                        }
+                        Response { result }
+                    })
+                    .collect(),
                 EntryPayload::Membership(m) => {
                     self.last_membership = StoredMembership::new(Some(entry.log_id), m);
-                    Ok(())
+                    Vec::new()
                 }
             };
-            responses.push(Response { result });
+            responses.push(Responses {
+                responses: entry_responses,
+            });
         }
         Ok(responses)
     }
@@ -303,7 +313,7 @@ mod tests {
     use rswarm_proto::api::Node;
 
     use super::*;
-    use crate::raft::Request;
+    use crate::raft::{Proposals, Request};
     use crate::store::StoreAction;
 
     fn entry(index: u64, payload: EntryPayload<TypeConfig>) -> Entry {
@@ -314,11 +324,13 @@ mod tests {
     }
 
     fn create(id: &str) -> EntryPayload<TypeConfig> {
-        EntryPayload::Normal(Request {
-            actions: vec![StoreAction::CreateNode(Node {
-                id: id.to_string(),
-                ..Default::default()
-            })],
+        EntryPayload::Normal(Proposals {
+            requests: vec![Request {
+                actions: vec![StoreAction::CreateNode(Node {
+                    id: id.to_string(),
+                    ..Default::default()
+                })],
+            }],
         })
     }
 
@@ -346,9 +358,9 @@ mod tests {
             ])
             .await
             .expect("apply");
-        assert_eq!(responses[1].result, Ok(()));
+        assert_eq!(responses[1].responses[0].result, Ok(()));
         assert!(
-            responses[2].result.is_err(),
+            responses[2].responses[0].result.is_err(),
             "a rejected batch is a response"
         );
 

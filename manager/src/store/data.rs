@@ -1,6 +1,6 @@
 //! The store's contents and the all-or-nothing application of a batch.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 
 use rswarm_proto::api::{Cluster, Meta, Node, Service, Task};
 use serde::{Deserialize, Serialize};
@@ -24,8 +24,8 @@ pub struct StoreSnapshot {
 #[derive(Default)]
 pub(super) struct StoreData {
     objects: StoreSnapshot,
-    /// Service name → id; names are unique.
-    service_names: BTreeMap<String, String>,
+    /// Service name → id; names are unique. Only looked up, never iterated: hashed.
+    service_names: HashMap<String, String>,
     /// Service id → its task ids.
     tasks_by_service: BTreeMap<String, BTreeSet<String>>,
 }

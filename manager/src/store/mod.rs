@@ -197,12 +197,35 @@ impl Store {
     /// objects get `meta.version = index`. Deterministic: the same batch on the same
     /// contents gives the same result on every manager.
     pub fn apply(&self, index: u64, actions: &[StoreAction]) -> Result<(), StoreError> {
+        self.apply_each(index, [actions]).pop().unwrap_or(Ok(()))
+    }
+
+    /// Applies several independent batches, in order, all as Raft log index `index`:
+    /// each is atomic on its own and a refused one leaves the others applied. Watchers
+    /// receive the events of the applied batches and one [`Event::Commit`] (none at
+    /// all when every batch was refused).
+    pub fn apply_each<'a>(
+        &self,
+        index: u64,
+        batches: impl IntoIterator<Item = &'a [StoreAction]>,
+    ) -> Vec<Result<(), StoreError>> {
         let mut data = self
             .inner
             .data
             .write()
             .unwrap_or_else(PoisonError::into_inner);
-        let events = data.apply(index, actions)?;
+        let mut events = Vec::new();
+        let results = batches
+            .into_iter()
+            .map(|actions| {
+                events.append(&mut data.apply(index, actions)?);
+                Ok(())
+            })
+            .collect::<Vec<_>>();
+        if results.iter().all(Result::is_err) {
+            // Nothing changed: watchers hear nothing, as for a refused single batch.
+            return results;
+        }
         let mut watchers = self
             .inner
             .watchers
@@ -211,7 +234,7 @@ impl Store {
         watchers.retain(|w| {
             events.iter().all(|e| w.send(e.clone()).is_ok()) && w.send(Event::Commit(index)).is_ok()
         });
-        Ok(())
+        results
     }
 
     /// Runs `f` on a consistent view of the store.

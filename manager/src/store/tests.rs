@@ -323,3 +323,40 @@ async fn update_retries_on_conflict_and_reads_fresh_data() {
     assert_eq!(labels.get("x").map(String::as_str), Some("1"));
     assert_eq!(labels.get("y").map(String::as_str), Some("2"));
 }
+
+#[test]
+fn apply_each_applies_batches_independently_with_one_commit() {
+    let store = Store::new();
+    let ((), mut watch) = store.view_and_watch(|_| ());
+    let a = [StoreAction::CreateNode(node("a"))];
+    let dup = [
+        StoreAction::CreateNode(node("b")),
+        StoreAction::CreateNode(node("a")),
+    ];
+    let c = [StoreAction::CreateNode(node("c"))];
+    let results = store.apply_each(7, [&a[..], &dup[..], &c[..]]);
+    assert_eq!(results[0], Ok(()));
+    assert!(matches!(results[1], Err(StoreError::AlreadyExists { .. })));
+    assert_eq!(results[2], Ok(()));
+    store.view(|tx| {
+        assert!(tx.node("a").is_some() && tx.node("c").is_some());
+        // The refused batch left nothing behind.
+        assert!(tx.node("b").is_none());
+        assert_eq!(
+            tx.node("c")
+                .and_then(|n| n.meta.as_ref())
+                .map(|m| m.version),
+            Some(7)
+        );
+    });
+    let mut got = Vec::new();
+    while let Ok(e) = watch.try_recv() {
+        got.push(e);
+    }
+    assert_eq!(got.len(), 3, "{got:?}");
+    assert_eq!(got[2], Event::Commit(7));
+
+    // Nothing applied: no event at all.
+    assert!(store.apply_each(8, [&a[..]])[0].is_err());
+    assert!(watch.try_recv().is_err());
+}

@@ -1,7 +1,9 @@
 //! Who is calling: the identity in a verified client certificate, or the local admin
 //! on the Unix socket; and the role checks RPC handlers and interceptors apply.
 
+use std::collections::HashMap;
 use std::fmt;
+use std::sync::{Mutex, OnceLock, PoisonError};
 
 use rustls_pki_types::CertificateDer;
 use tonic::transport::server::UdsConnectInfo;
@@ -130,6 +132,29 @@ impl Caller {
     }
 }
 
+/// Parsed identities by certificate bytes: at most this many are kept.
+const IDENTITY_CACHE_SIZE: usize = 1024;
+
+/// [`PeerIdentity::from_der`] through a cache: a client presents the same certificate
+/// on every call of a connection, and parsing it again for every request costs more
+/// than the rest of the authorization. The same bytes always give the same identity.
+fn identity_of(der: &CertificateDer<'_>) -> Result<PeerIdentity, PeerError> {
+    static CACHE: OnceLock<Mutex<HashMap<Vec<u8>, PeerIdentity>>> = OnceLock::new();
+    let cache = CACHE.get_or_init(|| Mutex::new(HashMap::new()));
+    let lock = || cache.lock().unwrap_or_else(PoisonError::into_inner);
+    if let Some(identity) = lock().get(der.as_ref()) {
+        return Ok(identity.clone());
+    }
+    let identity = PeerIdentity::from_der(der)?;
+    let mut cached = lock();
+    if cached.len() >= IDENTITY_CACHE_SIZE {
+        // Certificates are renewed rarely: starting over is simpler than an LRU.
+        cached.clear();
+    }
+    cached.insert(der.as_ref().to_vec(), identity.clone());
+    Ok(identity)
+}
+
 /// Who made `req`.
 ///
 /// - a client certificate (already verified against the cluster CA by the handshake,
@@ -146,7 +171,7 @@ pub fn caller<T>(req: &Request<T>) -> Result<Caller, Status> {
     if let Some(certs) = req.peer_certs()
         && let Some(leaf) = certs.first()
     {
-        return PeerIdentity::from_der(leaf).map(Caller::Peer).map_err(|e| {
+        return identity_of(leaf).map(Caller::Peer).map_err(|e| {
             Status::unauthenticated(format!("client certificate is not an rswarm identity: {e}"))
         });
     }
@@ -249,6 +274,34 @@ mod tests {
     fn garbage_certificate_is_rejected() {
         let err = PeerIdentity::from_der(&CertificateDer::from(vec![1, 2, 3])).unwrap_err();
         assert!(matches!(err, PeerError::Certificate(_)), "{err}");
+    }
+
+    #[test]
+    fn cached_identity_matches_the_certificate() {
+        let cert = |cn: &str| {
+            let mut params = rcgen::CertificateParams::new(vec!["x".into()]).unwrap();
+            params.distinguished_name = rcgen::DistinguishedName::new();
+            params
+                .distinguished_name
+                .push(rcgen::DnType::CommonName, cn);
+            params
+                .distinguished_name
+                .push(rcgen::DnType::OrganizationName, "c1");
+            params.distinguished_name.push(
+                rcgen::DnType::OrganizationalUnitName,
+                Role::Worker.organizational_unit(),
+            );
+            let key = rcgen::KeyPair::generate().unwrap();
+            params.self_signed(&key).unwrap().der().clone()
+        };
+        let (a, b) = (cert("node-a"), cert("node-b"));
+        for _ in 0..2 {
+            assert_eq!(identity_of(&a).unwrap().node_id, "node-a");
+            assert_eq!(identity_of(&b).unwrap().node_id, "node-b");
+        }
+        let garbage = CertificateDer::from(vec![1, 2, 3]);
+        assert!(identity_of(&garbage).is_err());
+        assert!(identity_of(&garbage).is_err(), "errors are not cached");
     }
 
     #[test]
