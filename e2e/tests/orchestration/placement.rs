@@ -66,7 +66,15 @@ fn scale_up_balances_and_scale_down_removes_the_highest_slots() {
         let before: Vec<TaskView> = running(&tasks).into_iter().cloned().collect();
 
         services::scale(cluster, 0, "web", 5)?;
-        let tasks = services::wait_converged(cluster, 0, "web", 5, CONVERGE_TIMEOUT, |_| Ok(()))?;
+        // Converged once the tasks of slots 6-30 are shut down (or already gone from
+        // the history), not only no longer meant to run.
+        let tasks = services::wait_converged(cluster, 0, "web", 5, CONVERGE_TIMEOUT, |t| match t
+            .iter()
+            .find(|t| t.slot > 5 && t.state == "running")
+        {
+            Some(task) => Err(format!("slot {} still runs: {task:?}", task.slot)),
+            None => Ok(()),
+        })?;
         // The five kept are the tasks that ran slots 1-5 before: nothing was replaced.
         let kept: BTreeSet<&str> = running(&tasks).iter().map(|t| t.id.as_str()).collect();
         let low: BTreeSet<&str> = (before.iter())
@@ -74,12 +82,11 @@ fn scale_up_balances_and_scale_down_removes_the_highest_slots() {
             .map(|t| t.id.as_str())
             .collect();
         ensure!(kept == low, "kept {kept:?}, expected slots 1-5 {low:?}");
-        // The others are shut down (or already gone from the history).
         for task in before.iter().filter(|t| t.slot > 5) {
             if let Some(now) = tasks.iter().find(|t| t.id == task.id)
-                && (now.desired_state == "running" || now.state == "running")
+                && now.state != "shutdown"
             {
-                bail!("slot {} task not shut down: {now:?}", task.slot);
+                bail!("slot {} task did not end as shutdown: {now:?}", task.slot);
             }
         }
         Ok(())
