@@ -19,8 +19,8 @@ fn failed(tasks: &[TaskView]) -> Vec<&TaskView> {
 #[test]
 fn crashing_tasks_are_restarted_in_their_slot() {
     with_fake_cluster("crash restart", 1, 3, |cluster| {
-        // A restart delay longer than the task's life, so that a running task is seen
-        // between crashes now and then.
+        // Restarts on any exit by default; the delay flag is given to check that a
+        // policy from the CLI reaches the orchestrator without breaking restarts.
         let flags = ["--restart-delay", "100ms"];
         services::create_detached(cluster, 0, "crash", 1, &flags, CRASHING)?;
         let tasks = wait_until(CONVERGE_TIMEOUT, "two failures and a running task", || {
