@@ -321,7 +321,7 @@ pub struct NodeUpdateArgs {
 #[derive(Debug, Clone, PartialEq, Eq, Subcommand)]
 pub enum ServiceCommand {
     /// Create a service.
-    Create(ServiceCreateArgs),
+    Create(Box<ServiceCreateArgs>),
     /// List the services.
     #[command(visible_alias = "list")]
     Ls,
@@ -396,6 +396,9 @@ pub struct ServiceCreateArgs {
     /// CPU limit, like `0.5` or `2`.
     #[arg(long, allow_hyphen_values = true)]
     pub limit_cpu: Option<String>,
+    /// When and how often the service's tasks are restarted.
+    #[command(flatten)]
+    pub restart: RestartArgs,
     /// Return once the service is created, without following its rollout.
     #[arg(short, long)]
     pub detach: bool,
@@ -415,9 +418,50 @@ pub struct ServiceCreateArgs {
     pub args: Vec<String>,
 }
 
+/// When a task that ended is replaced (`--restart-condition`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum RestartConditionArg {
+    /// Whatever the exit code.
+    Any,
+    /// Only after a non-zero exit code or a failure to start.
+    OnFailure,
+    /// Never.
+    None,
+}
+
+/// The restart policy flags of `service create`; a policy is sent only when one is
+/// given (the managers' default is to restart any task, after 100 ms, forever).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Args)]
+pub struct RestartArgs {
+    /// Restart tasks when they end: any, on-failure or none (default any).
+    #[arg(long, value_enum)]
+    pub restart_condition: Option<RestartConditionArg>,
+    /// First wait before a restart (`5s`, `100ms`...; doubled on each failure).
+    #[arg(long, value_parser = parse_duration)]
+    pub restart_delay: Option<Duration>,
+    /// Restarts allowed within `--restart-window` (0: unlimited).
+    #[arg(long)]
+    pub restart_max_attempts: Option<u64>,
+    /// The window `--restart-max-attempts` is counted over (`1m`...).
+    #[arg(long, value_parser = parse_duration)]
+    pub restart_window: Option<Duration>,
+}
+
 /// Parses a duration like `120s`, `2m`, `500ms` or `30` (seconds); zero is refused,
 /// since it would give up before the first look.
 pub fn parse_timeout(input: &str) -> Result<Duration, String> {
+    let duration = parse_duration(input)?;
+    if duration.is_zero() {
+        return Err(format!(
+            "invalid duration \"{}\": must be above zero",
+            input.trim()
+        ));
+    }
+    Ok(duration)
+}
+
+/// Parses a duration like `120s`, `2m`, `500ms` or `30` (seconds), zero included.
+pub fn parse_duration(input: &str) -> Result<Duration, String> {
     let input = input.trim();
     let split = input
         .find(|c: char| !c.is_ascii_digit())
@@ -425,17 +469,13 @@ pub fn parse_timeout(input: &str) -> Result<Duration, String> {
     let (number, unit) = input.split_at(split);
     let invalid = || format!("invalid duration \"{input}\": expected a number with ms, s, m or h");
     let number: u64 = number.parse().map_err(|_| invalid())?;
-    let duration = match unit {
-        "ms" => Duration::from_millis(number),
-        "" | "s" => Duration::from_secs(number),
-        "m" => Duration::from_secs(number.saturating_mul(60)),
-        "h" => Duration::from_secs(number.saturating_mul(3600)),
-        _ => return Err(invalid()),
-    };
-    if duration.is_zero() {
-        return Err(format!("invalid duration \"{input}\": must be above zero"));
+    match unit {
+        "ms" => Ok(Duration::from_millis(number)),
+        "" | "s" => Ok(Duration::from_secs(number)),
+        "m" => Ok(Duration::from_secs(number.saturating_mul(60))),
+        "h" => Ok(Duration::from_secs(number.saturating_mul(3600))),
+        _ => Err(invalid()),
     }
-    Ok(duration)
 }
 
 #[cfg(test)]

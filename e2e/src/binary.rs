@@ -11,8 +11,9 @@ pub const BIN_ENV: &str = "RSWARM_BIN";
 
 /// The `rswarm` binary: `$RSWARM_BIN` if set, otherwise `<target>/<profile>/rswarm`
 /// for the profile this program was built with, (re)built once per process with
-/// `cargo build -p rswarm` so that tests never run a stale daemon (cargo does not
-/// build another package's binary for a test of this one).
+/// `cargo build -p rswarm --features fake-executor` so that tests never run a stale
+/// daemon (cargo does not build another package's binary for a test of this one)
+/// and nodes can simulate tasks (`--executor fake`, see [`crate::cluster::FAKE_EXECUTOR`]).
 pub fn rswarm_binary() -> anyhow::Result<PathBuf> {
     static BINARY: OnceLock<Result<PathBuf, String>> = OnceLock::new();
     BINARY
@@ -46,7 +47,7 @@ fn locate() -> anyhow::Result<PathBuf> {
     let binary = profile_dir.join("rswarm");
     if !binary.is_file() {
         bail!(
-            "cargo build -p rswarm succeeded but {} does not exist",
+            "cargo build -p rswarm --features fake-executor succeeded but {} does not exist",
             binary.display()
         );
     }
@@ -82,6 +83,8 @@ fn build(profile_dir: &Path) -> anyhow::Result<()> {
         .arg("--quiet")
         .arg("-p")
         .arg("rswarm")
+        .arg("--features")
+        .arg("fake-executor")
         .arg("--manifest-path")
         .arg(workspace.join("Cargo.toml"))
         .arg("--target-dir")

@@ -21,6 +21,10 @@ pub const KEEP_ENV: &str = "RSWARM_E2E_KEEP";
 const CLIENT_HOST: u8 = 250;
 /// Lines of each daemon log printed when a test fails.
 const LOG_TAIL_LINES: usize = 60;
+/// Node flags that make nodes simulate their tasks (the binary the harness builds
+/// has the fake executor; the task's image picks its behaviour, e.g.
+/// `fake/crash:1:300` or `fake/missing`).
+pub const FAKE_EXECUTOR: &[&str] = &["--executor", "fake"];
 /// How long a fresh node may take to come up and join.
 pub const START_TIMEOUT: Duration = Duration::from_secs(30);
 
@@ -116,6 +120,21 @@ impl Cluster {
                 Err(err)
             }
         }
+    }
+
+    /// [`Cluster::start`] with every node running tasks through the fake executor
+    /// ([`FAKE_EXECUTOR`]), plus `node_flags`.
+    pub fn start_fake(
+        managers: usize,
+        workers: usize,
+        node_flags: &[&str],
+    ) -> anyhow::Result<Cluster> {
+        let flags: Vec<String> = FAKE_EXECUTOR
+            .iter()
+            .chain(node_flags)
+            .map(|f| f.to_string())
+            .collect();
+        Cluster::start_with(managers, workers, &flags)
     }
 
     fn bootstrap(&mut self, managers: usize, workers: usize) -> anyhow::Result<()> {
@@ -249,6 +268,20 @@ impl Cluster {
     /// `rswarm service ls` through node `via`.
     pub fn service_ls(&self, via: usize) -> anyhow::Result<Value> {
         self.nodes[via].cli_json(&["service", "ls"])
+    }
+
+    /// `rswarm service ps SERVICE` (every task, history included) through node `via`.
+    pub fn service_ps(&self, via: usize, service: &str) -> anyhow::Result<Vec<Value>> {
+        let tasks = self.nodes[via].cli_json(&["service", "ps", service])?;
+        match tasks {
+            Value::Array(tasks) => Ok(tasks),
+            other => bail!("service ps {service} printed no JSON array: {other}"),
+        }
+    }
+
+    /// The index of the node whose hostname is `name`.
+    pub fn index_of_name(&self, name: &str) -> Option<usize> {
+        self.nodes.iter().position(|n| n.name == name)
     }
 
     /// The index of the node listening on `addr`.

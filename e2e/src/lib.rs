@@ -4,12 +4,16 @@
 //! Needs root (namespaces) and iproute2; tests call [`skip_reason`] and return early
 //! with a notice when either is missing.
 //!
-//! - `cargo test -p rswarm-e2e`: the harness's own tests (`tests/harness.rs`) and the
-//!   control-plane scenarios (`tests/control_plane/`). Nodes run
-//!   `<target>/<profile>/rswarm`, built with `cargo build -p rswarm` on first use, or
-//!   `$RSWARM_BIN` if set.
+//! - `cargo test -p rswarm-e2e`: the harness's own tests (`tests/harness.rs`), the
+//!   control-plane scenarios (`tests/control_plane/`) and the orchestration ones
+//!   (`tests/orchestration/`, nodes with `--executor fake`). Nodes run
+//!   `<target>/<profile>/rswarm`, built with `cargo build -p rswarm --features
+//!   fake-executor` on first use, or `$RSWARM_BIN` if set (it needs that feature
+//!   for the orchestration scenarios).
 //! - `cargo run --release -p rswarm-e2e --bin bench-control`: the control-plane
 //!   benchmark (writes/s, latency, leader failover).
+//! - `cargo run --release -p rswarm-e2e --bin bench-orchestration`: how long a dead
+//!   worker's tasks are missing.
 //! - `RSWARM_E2E_KEEP=1`: keep every cluster's data dirs and daemon logs (in
 //!   `$TMPDIR/rswarm-e2e-kept-*`) instead of deleting them.
 //!
@@ -23,6 +27,8 @@
 //! - [`client`]: a tokio runtime whose threads live in the cluster's client
 //!   namespace, for gRPC calls from the test process itself.
 //! - [`binary`]: finds or builds the `rswarm` binary.
+//! - [`services`]: services and their tasks as `service ps` shows them, and the
+//!   waits orchestration scenarios compose.
 //! - [`command`], [`wait`]: commands and polls with time limits.
 //! - `sys`: the only unsafe code (setns, kill), kept to two calls.
 #![deny(unsafe_code)]
@@ -33,10 +39,11 @@ pub mod cluster;
 pub mod command;
 pub mod network;
 pub mod node;
+pub mod services;
 mod sys;
 pub mod wait;
 
 pub use client::ClientRuntime;
-pub use cluster::{Cluster, leader_addr, skip_reason};
+pub use cluster::{Cluster, FAKE_EXECUTOR, leader_addr, skip_reason};
 pub use node::{Node, Role};
 pub use wait::wait_until;

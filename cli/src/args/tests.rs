@@ -10,7 +10,7 @@ fn service_create(args: &[&str]) -> ServiceCreateArgs {
     match parse(args).command {
         Command::Service {
             command: ServiceCommand::Create(create),
-        } => create,
+        } => *create,
         other => panic!("{other:?}"),
     }
 }
@@ -329,4 +329,42 @@ fn create_timeout() {
     for bad in ["", "s", "1.5s", "10d", "-1s"] {
         assert!(parse_timeout(bad).is_err(), "{bad}");
     }
+}
+
+#[test]
+fn restart_flags() {
+    let create = service_create(&[
+        "service",
+        "create",
+        "--name",
+        "web",
+        "--restart-condition",
+        "on-failure",
+        "--restart-delay",
+        "0",
+        "--restart-max-attempts",
+        "4",
+        "--restart-window",
+        "2m",
+        "nginx",
+    ]);
+    assert_eq!(
+        create.restart,
+        RestartArgs {
+            restart_condition: Some(RestartConditionArg::OnFailure),
+            restart_delay: Some(Duration::ZERO),
+            restart_max_attempts: Some(4),
+            restart_window: Some(Duration::from_secs(120)),
+        }
+    );
+    let bad = |args: &[&str]| {
+        let mut all = vec!["rswarm", "service", "create", "--name", "web"];
+        all.extend_from_slice(args);
+        all.push("nginx");
+        Cli::try_parse_from(all).unwrap_err().to_string()
+    };
+    assert!(bad(&["--restart-condition", "sometimes"]).contains("invalid value"));
+    assert!(bad(&["--restart-delay", "5x"]).contains("invalid duration"));
+    assert!(bad(&["--restart-max-attempts", "many"]).contains("invalid value"));
+    assert!(parse_timeout("0").is_err());
 }

@@ -9,7 +9,7 @@ use std::time::Duration;
 use rswarm_proto::api::{
     ContainerSpec, CreateServiceRequest, EndpointSpec, GetServiceRequest, GlobalService,
     ListServicesRequest, Placement, ReplicatedService, ResourceRequirements, Resources,
-    ServiceSpec, TaskSpec, service_spec::Mode,
+    RestartCondition, RestartPolicy, ServiceSpec, TaskSpec, service_spec::Mode,
 };
 use rswarm_proto::validate::{
     parse_constraint, parse_cpus, parse_env, parse_publish, parse_replicas, parse_size,
@@ -19,7 +19,9 @@ use serde_json::Value;
 
 use super::progress::{self, Expect, Watch};
 use super::{Context, Failures, rpc_error, write_line};
-use crate::args::{Format, ServiceCommand, ServiceCreateArgs, ServiceMode};
+use crate::args::{
+    Format, RestartArgs, RestartConditionArg, ServiceCommand, ServiceCreateArgs, ServiceMode,
+};
 use crate::output;
 
 /// Runs a `service` sub-command.
@@ -96,7 +98,7 @@ pub fn build_spec(args: &ServiceCreateArgs) -> anyhow::Result<ServiceSpec> {
                 limits: Some(limits),
                 reservations: None,
             }),
-            restart_policy: None,
+            restart_policy: restart_policy(&args.restart)?,
             placement: (!constraints.is_empty()).then_some(Placement {
                 constraints,
                 max_replicas_per_node: 0,
@@ -107,6 +109,55 @@ pub fn build_spec(args: &ServiceCreateArgs) -> anyhow::Result<ServiceSpec> {
     };
     validate_service_spec(&spec)?;
     Ok(spec)
+}
+
+/// The restart policy of the `--restart-*` flags: `None` when none is given, so that
+/// the managers' defaults apply.
+fn restart_policy(args: &RestartArgs) -> anyhow::Result<Option<RestartPolicy>> {
+    if *args == RestartArgs::default() {
+        return Ok(None);
+    }
+    let millis = |flag: &str, d: Option<Duration>| -> anyhow::Result<u64> {
+        let d = d.unwrap_or_default();
+        u64::try_from(d.as_millis()).map_err(|_| anyhow::anyhow!("--{flag} {d:?} is too long"))
+    };
+    let delay_ms = millis("restart-delay", args.restart_delay)?;
+    if args
+        .restart_delay
+        .is_some_and(|d| !d.is_zero() && delay_ms == 0)
+    {
+        anyhow::bail!("--restart-delay must be at least 1ms (or 0 for the default)");
+    }
+    let window_ms = millis("restart-window", args.restart_window)?;
+    if args
+        .restart_window
+        .is_some_and(|d| !d.is_zero() && window_ms == 0)
+    {
+        anyhow::bail!("--restart-window must be at least 1ms (or 0 for none)");
+    }
+    if args.restart_window.is_some_and(|d| !d.is_zero()) && args.restart_max_attempts.is_none() {
+        anyhow::bail!(
+            "--restart-window needs --restart-max-attempts: it is the span they are counted over"
+        );
+    }
+    let condition = match args.restart_condition.unwrap_or(RestartConditionArg::Any) {
+        RestartConditionArg::Any => RestartCondition::Any,
+        RestartConditionArg::OnFailure => RestartCondition::OnFailure,
+        RestartConditionArg::None => RestartCondition::None,
+    };
+    if condition == RestartCondition::None
+        && (args.restart_max_attempts.is_some() || args.restart_window.is_some())
+    {
+        anyhow::bail!(
+            "--restart-max-attempts and --restart-window have no effect with --restart-condition none"
+        );
+    }
+    Ok(Some(RestartPolicy {
+        condition: condition as i32,
+        delay_ms,
+        max_attempts: args.restart_max_attempts.unwrap_or(0),
+        window_ms,
+    }))
 }
 
 /// Time between two looks at a rollout.

@@ -6,10 +6,13 @@
 //! - [`bootstrap`]: creating a cluster (`init`) and joining one (`join`).
 //! - [`serve`]: running a manager or a worker until SIGTERM or a role change.
 //! - [`executor`]: which runtime runs this node's tasks.
+//! - `fake_image` (feature `fake-executor`): fake task behaviours by image name.
 //! - [`roles`]: switching role in place after `node promote` / `node demote`.
 
 mod bootstrap;
 mod executor;
+#[cfg(any(test, feature = "fake-executor"))]
+mod fake_image;
 mod roles;
 mod serve;
 mod state;

@@ -12,6 +12,7 @@ fn create_args(name: &str) -> ServiceCreateArgs {
         publish: vec![],
         limit_memory: None,
         limit_cpu: None,
+        restart: Default::default(),
         detach: true,
         timeout: Duration::from_secs(120),
         image: "nginx".into(),
@@ -182,7 +183,7 @@ async fn create_prints_the_id() {
         replicas: Some("2".into()),
         ..create_args("web")
     };
-    run(&ctx, ServiceCommand::Create(args), &mut out)
+    run(&ctx, ServiceCommand::Create(Box::new(args)), &mut out)
         .await
         .unwrap();
     assert_eq!(text(out), "new-service-id\n");
@@ -194,9 +195,13 @@ async fn create_prints_the_id() {
 async fn create_json_prints_the_service() {
     let (_fake, ctx, _dir) = start(Format::Json);
     let mut out = Vec::new();
-    run(&ctx, ServiceCommand::Create(create_args("web")), &mut out)
-        .await
-        .unwrap();
+    run(
+        &ctx,
+        ServiceCommand::Create(Box::new(create_args("web"))),
+        &mut out,
+    )
+    .await
+    .unwrap();
     let value: Value = serde_json::from_slice(&out).unwrap();
     assert_eq!(value["id"], "new-service-id");
     assert_eq!(value["spec"]["mode"]["replicated"]["replicas"], 1);
@@ -231,7 +236,7 @@ async fn create_follows_the_rollout_until_converged() {
         detach: false,
         ..create_args("web")
     };
-    run(&ctx, ServiceCommand::Create(args), &mut out)
+    run(&ctx, ServiceCommand::Create(Box::new(args)), &mut out)
         .await
         .unwrap();
     assert_eq!(
@@ -256,7 +261,7 @@ async fn create_reports_a_rollout_that_does_not_converge() {
         timeout: Duration::from_millis(300),
         ..create_args("web")
     };
-    let err = run(&ctx, ServiceCommand::Create(args), &mut out)
+    let err = run(&ctx, ServiceCommand::Create(Box::new(args)), &mut out)
         .await
         .unwrap_err();
     assert_eq!(
@@ -273,9 +278,13 @@ async fn create_reports_a_rollout_that_does_not_converge() {
 async fn detached_create_does_not_follow() {
     let (fake, ctx, _dir) = start(Format::Table);
     let mut out = Vec::new();
-    run(&ctx, ServiceCommand::Create(create_args("web")), &mut out)
-        .await
-        .unwrap();
+    run(
+        &ctx,
+        ServiceCommand::Create(Box::new(create_args("web"))),
+        &mut out,
+    )
+    .await
+    .unwrap();
     assert_eq!(text(out), "new-service-id\n");
     assert!(fake.lock().task_queries.is_empty());
 }
@@ -289,7 +298,7 @@ async fn invalid_create_sends_nothing() {
         ..create_args("web")
     };
     assert!(
-        run(&ctx, ServiceCommand::Create(args), &mut out)
+        run(&ctx, ServiceCommand::Create(Box::new(args)), &mut out)
             .await
             .is_err()
     );
@@ -340,4 +349,64 @@ async fn inspect_and_rm() {
         .unwrap();
     assert_eq!(text(out), "web\n");
     assert_eq!(fake.lock().calls, ["remove service web"]);
+}
+
+#[test]
+fn restart_flags_make_a_policy() {
+    use crate::args::{RestartArgs, RestartConditionArg};
+    use rswarm_proto::api::{RestartCondition, RestartPolicy};
+    let spec = |restart: RestartArgs| {
+        let args = ServiceCreateArgs {
+            restart,
+            ..create_args("web")
+        };
+        build_spec(&args).map(|s| s.task.unwrap().restart_policy)
+    };
+    assert_eq!(spec(RestartArgs::default()).unwrap(), None);
+    let policy = spec(RestartArgs {
+        restart_condition: Some(RestartConditionArg::OnFailure),
+        restart_delay: Some(Duration::from_millis(250)),
+        restart_max_attempts: Some(3),
+        restart_window: Some(Duration::from_secs(60)),
+    })
+    .unwrap();
+    assert_eq!(
+        policy,
+        Some(RestartPolicy {
+            condition: RestartCondition::OnFailure as i32,
+            delay_ms: 250,
+            max_attempts: 3,
+            window_ms: 60_000,
+        })
+    );
+    let none = spec(RestartArgs {
+        restart_condition: Some(RestartConditionArg::None),
+        ..Default::default()
+    })
+    .unwrap()
+    .unwrap();
+    assert_eq!(none.condition, RestartCondition::None as i32);
+    let err = |restart| spec(restart).unwrap_err().to_string();
+    assert!(
+        err(RestartArgs {
+            restart_window: Some(Duration::from_secs(10)),
+            ..Default::default()
+        })
+        .contains("--restart-window needs --restart-max-attempts")
+    );
+    assert!(
+        err(RestartArgs {
+            restart_condition: Some(RestartConditionArg::None),
+            restart_max_attempts: Some(2),
+            ..Default::default()
+        })
+        .contains("no effect with --restart-condition none")
+    );
+    assert!(
+        err(RestartArgs {
+            restart_delay: Some(Duration::from_micros(10)),
+            ..Default::default()
+        })
+        .contains("at least 1ms")
+    );
 }
