@@ -162,9 +162,10 @@ impl RaftArgs {
     }
 }
 
-/// `rswarm init`.
+/// What `init` and `join` both take: where the node keeps its state, how other
+/// nodes reach it, and what runs its tasks.
 #[derive(Debug, Clone, PartialEq, Eq, Args)]
-pub struct InitArgs {
+pub struct NodeArgs {
     /// Directory for the node's state, certificates and control socket.
     #[arg(long, default_value = DEFAULT_DATA_DIR)]
     pub data_dir: PathBuf,
@@ -181,6 +182,14 @@ pub struct InitArgs {
     /// (cluster tests; needs the `fake-executor` build feature).
     #[arg(long, default_value = "none", hide = true)]
     pub executor: String,
+}
+
+/// `rswarm init`.
+#[derive(Debug, Clone, PartialEq, Eq, Args)]
+pub struct InitArgs {
+    /// Where the node keeps its state and how it is reached.
+    #[command(flatten)]
+    pub node: NodeArgs,
     /// Raft timing.
     #[command(flatten)]
     pub raft: RaftArgs,
@@ -192,22 +201,9 @@ pub struct JoinArgs {
     /// The join token printed by `rswarm join-token worker|manager`.
     #[arg(long)]
     pub token: String,
-    /// Directory for the node's state, certificates and control socket.
-    #[arg(long, default_value = DEFAULT_DATA_DIR)]
-    pub data_dir: PathBuf,
-    /// Address the node listens on for other nodes (IP:PORT).
-    #[arg(long, default_value = DEFAULT_LISTEN)]
-    pub listen: SocketAddr,
-    /// Address other nodes reach this one on; defaults to the listen address.
-    #[arg(long)]
-    pub advertise: Option<SocketAddr>,
-    /// Hostname the node reports; defaults to the system's.
-    #[arg(long)]
-    pub hostname: Option<String>,
-    /// Runtime for this node's tasks: `none` refuses them; `fake` simulates them
-    /// (cluster tests; needs the `fake-executor` build feature).
-    #[arg(long, default_value = "none", hide = true)]
-    pub executor: String,
+    /// Where the node keeps its state and how it is reached.
+    #[command(flatten)]
+    pub node: NodeArgs,
     /// Raft timing (used if the node joins as a manager).
     #[command(flatten)]
     pub raft: RaftArgs,

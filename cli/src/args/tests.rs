@@ -207,9 +207,9 @@ fn init_and_join() {
     let Command::Init(init) = parse(&["init"]).command else {
         panic!()
     };
-    assert_eq!(init.data_dir, PathBuf::from(DEFAULT_DATA_DIR));
-    assert_eq!(init.listen, "0.0.0.0:4242".parse().unwrap());
-    assert_eq!(init.advertise, None);
+    assert_eq!(init.node.data_dir, PathBuf::from(DEFAULT_DATA_DIR));
+    assert_eq!(init.node.listen, "0.0.0.0:4242".parse().unwrap());
+    assert_eq!(init.node.advertise, None);
     assert_eq!(
         init.raft,
         RaftArgs {
@@ -241,8 +241,8 @@ fn init_and_join() {
         panic!()
     };
     assert_eq!(join.token, "SWMTKN-1-abc");
-    assert_eq!(join.data_dir, PathBuf::from("/tmp/n2"));
-    assert_eq!(join.hostname.as_deref(), Some("n2"));
+    assert_eq!(join.node.data_dir, PathBuf::from("/tmp/n2"));
+    assert_eq!(join.node.hostname.as_deref(), Some("n2"));
     assert_eq!(join.raft.heartbeat_ms, 50);
     assert_eq!(join.manager_addr, "127.0.0.1:4242".parse().unwrap());
     assert!(Cli::try_parse_from(["rswarm", "join", "127.0.0.1:4242"]).is_err());

@@ -110,8 +110,8 @@ pub async fn init(
     dir: &DataDir,
     args: &InitArgs,
 ) -> anyhow::Result<(NodeRecord, Identity, RaftNode)> {
-    let advertise = system::advertise_addr(args.advertise, args.listen)?;
-    let hostname = args.hostname.clone().unwrap_or_else(system::hostname);
+    let advertise = system::advertise_addr(args.node.advertise, args.node.listen)?;
+    let hostname = args.node.hostname.clone().unwrap_or_else(system::hostname);
     dir.create()?;
     let cluster_id = new_id();
     let node_id = new_id();
@@ -129,11 +129,11 @@ pub async fn init(
             raft_id,
             manager_addrs: vec![advertise.to_string()],
         },
-        args.listen,
+        args.node.listen,
         advertise,
         &hostname,
         &args.raft,
-        &args.executor,
+        &args.node.executor,
     );
     let raft = open_raft(dir, &record, &identity).await?;
     raft.initialize(&advertise.to_string())
@@ -209,17 +209,17 @@ pub async fn join(dir: &DataDir, args: &JoinArgs) -> anyhow::Result<Joined> {
         .parse()
         .map_err(|e| anyhow::anyhow!("invalid join token: {e}"))?;
     let manager = args.manager_addr.to_string();
-    let hostname = args.hostname.clone().unwrap_or_else(system::hostname);
-    let advertise = match (args.advertise, args.listen.ip().is_unspecified()) {
+    let hostname = args.node.hostname.clone().unwrap_or_else(system::hostname);
+    let advertise = match (args.node.advertise, args.node.listen.ip().is_unspecified()) {
         (None, true) => {
             // The address this host uses towards the manager is the one it can be
             // reached on from there.
             let probe = tokio::net::TcpStream::connect(args.manager_addr)
                 .await
                 .with_context(|| format!("cannot reach the manager at {manager}"))?;
-            std::net::SocketAddr::new(probe.local_addr()?.ip(), args.listen.port())
+            std::net::SocketAddr::new(probe.local_addr()?.ip(), args.node.listen.port())
         }
-        (advertise, _) => system::advertise_addr(advertise, args.listen)?,
+        (advertise, _) => system::advertise_addr(advertise, args.node.listen)?,
     };
     let ca_pem = NodeCaClient::new(bootstrap_channel(&manager)?)
         .get_root_ca_certificate(GetRootCaRequest {})
@@ -268,11 +268,11 @@ pub async fn join(dir: &DataDir, args: &JoinArgs) -> anyhow::Result<Joined> {
             raft_id: issued.raft_id,
             manager_addrs: managers,
         },
-        args.listen,
+        args.node.listen,
         advertise,
         &hostname,
         &args.raft,
-        &args.executor,
+        &args.node.executor,
     );
     if role == Role::Worker {
         dir.save(&record)?;

@@ -29,9 +29,9 @@ use state::{DataDir, NodeRecord};
 
 /// Creates a cluster with this node as its first manager, then runs the node.
 pub async fn init(args: InitArgs) -> anyhow::Result<()> {
-    let dir = DataDir::new(&args.data_dir);
+    let dir = DataDir::new(&args.node.data_dir);
     dir.ensure_free()?;
-    executor::for_node(&args.executor)?;
+    executor::for_node(&args.node.executor)?;
     let (record, identity, raft) = match bootstrap::init(&dir, &args).await {
         Ok(started) => started,
         Err(err) => {
@@ -44,9 +44,9 @@ pub async fn init(args: InitArgs) -> anyhow::Result<()> {
 
 /// Joins an existing cluster through `manager_addr`, then runs the node.
 pub async fn join(args: JoinArgs) -> anyhow::Result<()> {
-    let dir = DataDir::new(&args.data_dir);
+    let dir = DataDir::new(&args.node.data_dir);
     dir.ensure_free()?;
-    executor::for_node(&args.executor)?;
+    executor::for_node(&args.node.executor)?;
     let result = match bootstrap::join(&dir, &args).await {
         Ok(bootstrap::Joined::Worker(record, identity)) => {
             run_node(dir.clone(), record, identity, None, Start::Restart).await
