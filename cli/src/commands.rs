@@ -101,3 +101,27 @@ fn write_line(out: &mut dyn Write, text: &str) -> anyhow::Result<()> {
     writeln!(out, "{text}")?;
     Ok(())
 }
+
+/// `inspect` for any kind of object, like `docker inspect`: fetches each reference
+/// with `fetch`, prints one JSON array of those found whatever the format, and
+/// reports each one that failed (the command then fails).
+pub async fn inspect_each<F, Fut>(
+    references: &[String],
+    out: &mut dyn Write,
+    mut fetch: F,
+) -> anyhow::Result<()>
+where
+    F: FnMut(String) -> Fut,
+    Fut: std::future::Future<Output = Result<serde_json::Value, tonic::Status>>,
+{
+    let mut found = Vec::new();
+    let mut failures = Failures::default();
+    for reference in references {
+        match fetch(reference.clone()).await {
+            Ok(value) => found.push(value),
+            Err(status) => failures.report(&rpc_error(status)),
+        }
+    }
+    crate::output::write_json(out, &serde_json::Value::Array(found))?;
+    failures.finish()
+}

@@ -8,7 +8,7 @@ use rswarm_proto::api::{
 use rswarm_proto::validate::{parse_availability, parse_label, parse_label_key};
 use serde_json::Value;
 
-use super::{Context, Failures, rpc_error, write_line};
+use super::{Context, Failures, inspect_each, rpc_error, write_line};
 use crate::args::{Format, NodeCommand, NodeUpdateArgs};
 use crate::output;
 
@@ -47,20 +47,18 @@ async fn ls(ctx: &Context, out: &mut dyn Write) -> anyhow::Result<()> {
 
 /// `node inspect`: a JSON array whatever the format, like `docker inspect`.
 async fn inspect(ctx: &Context, references: &[String], out: &mut dyn Write) -> anyhow::Result<()> {
-    let mut control = ctx.control().await?;
-    let mut found = Vec::new();
-    let mut failures = Failures::default();
-    for reference in references {
-        let request = GetNodeRequest {
-            reference: reference.clone(),
-        };
-        match control.get_node(request).await {
-            Ok(node) => found.push(output::node_json(&node.into_inner())?),
-            Err(status) => failures.report(&rpc_error(status)),
+    let control = ctx.control().await?;
+    inspect_each(references, out, |reference| {
+        let mut control = control.clone();
+        async move {
+            let node = control
+                .get_node(GetNodeRequest { reference })
+                .await?
+                .into_inner();
+            output::node_json(&node).map_err(|e| tonic::Status::internal(e.to_string()))
         }
-    }
-    output::write_json(out, &Value::Array(found))?;
-    failures.finish()
+    })
+    .await
 }
 
 /// Checks the flags of `node update` and builds the request.

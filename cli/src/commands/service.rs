@@ -18,7 +18,7 @@ use rswarm_proto::validate::{
 use serde_json::Value;
 
 use super::progress::{self, Expect, Watch};
-use super::{Context, Failures, rpc_error, write_line};
+use super::{Context, Failures, inspect_each, rpc_error, write_line};
 use crate::args::{
     Format, RestartArgs, RestartConditionArg, ServiceCommand, ServiceCreateArgs, ServiceMode,
 };
@@ -237,20 +237,18 @@ async fn ls(ctx: &Context, out: &mut dyn Write) -> anyhow::Result<()> {
 
 /// `service inspect`: a JSON array whatever the format, like `docker inspect`.
 async fn inspect(ctx: &Context, references: &[String], out: &mut dyn Write) -> anyhow::Result<()> {
-    let mut control = ctx.control().await?;
-    let mut found = Vec::new();
-    let mut failures = Failures::default();
-    for reference in references {
-        let request = GetServiceRequest {
-            reference: reference.clone(),
-        };
-        match control.get_service(request).await {
-            Ok(service) => found.push(output::service_json(&service.into_inner())?),
-            Err(status) => failures.report(&rpc_error(status)),
+    let control = ctx.control().await?;
+    inspect_each(references, out, |reference| {
+        let mut control = control.clone();
+        async move {
+            let service = control
+                .get_service(GetServiceRequest { reference })
+                .await?
+                .into_inner();
+            output::service_json(&service).map_err(|e| tonic::Status::internal(e.to_string()))
         }
-    }
-    output::write_json(out, &Value::Array(found))?;
-    failures.finish()
+    })
+    .await
 }
 
 /// `service rm`: prints each removed reference (a JSON array of them with `--format
