@@ -1,13 +1,15 @@
 //! Orchestration by real `rswarm` nodes whose tasks are simulated (`--executor
 //! fake`; the image name picks a task's behaviour): placement, scaling, node loss
-//! and drain, restarts of crashing tasks, leader failover, rejected images.
+//! and drain, a worker rejoining, restarts of crashing tasks, leader failover,
+//! rejected images.
 //!
 //! Root only (network namespaces); skipped with a notice otherwise.
 //!
 //! # Layout
 //! - `support`: running a scenario on a fake-executor cluster.
 //! - `placement`: create, scale up and down, drain and reactivate a node.
-//! - `recovery`: a worker killed and cut off, the leader killed.
+//! - `recovery`: a worker killed and cut off, a worker cut off and reconnected, the
+//!   leader killed.
 //! - `failures`: crashing tasks and their restart policy, missing images.
 
 mod failures;
