@@ -1,0 +1,523 @@
+//! End-to-end task throughput: three managers (release build) in network namespaces
+//! and many simulated worker sessions in the test process.
+//!
+//! Each simulated worker joins like a real one (key and CSR, root CA pinned, node
+//! certificate issued with the worker join token), holds its own mutual-TLS
+//! connection to the leader, heartbeats, follows its assignments and reports every
+//! task with desired state running as RUNNING, one status batch per assignments
+//! message. Services totalling the requested replicas are then created through the
+//! admin channel (placed on workers only), and the clock runs from the first create
+//! until every task is RUNNING in the store.
+//!
+//! `cargo run --release -p rswarm-e2e --bin bench-tasks [-- --workers N --replicas N
+//! --services N]`. Needs root.
+
+use std::collections::HashSet;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use anyhow::{Context, bail};
+use rswarm_e2e::{Cluster, Role, skip_reason};
+use rswarm_proto::api::control_client::ControlClient;
+use rswarm_proto::api::dispatcher_client::DispatcherClient;
+use rswarm_proto::api::node_ca_client::NodeCaClient;
+use rswarm_proto::api::service_spec::Mode;
+use rswarm_proto::api::{
+    AssignmentsRequest, ContainerSpec, CreateServiceRequest, GetRootCaRequest, HeartbeatRequest,
+    IssueNodeCertificateRequest, ListTasksRequest, NodeDescription, Placement, ReplicatedService,
+    ServiceSpec, TaskSpec, TaskState, TaskStatus, TaskStatusUpdate, UpdateTaskStatusRequest,
+};
+use rswarm_proto::tls::{self, Identity};
+use tokio::task::JoinSet;
+use tonic::transport::Channel;
+
+/// Number of managers.
+const MANAGERS: usize = 3;
+/// Target from the issue.
+const TARGET_TASKS_PER_SEC: f64 = 2_000.0;
+/// Joins in flight at once (each is a Raft write on the leader).
+const JOIN_CONCURRENCY: usize = 32;
+/// Every phase together must finish within this.
+const BUDGET: Duration = Duration::from_secs(5 * 60);
+/// How often the store is polled for running tasks.
+const POLL_EVERY: Duration = Duration::from_millis(200);
+/// Messages can hold every task of a service.
+const MAX_MESSAGE: usize = 256 * 1024 * 1024;
+
+/// Command-line settings.
+struct Settings {
+    /// Simulated worker sessions.
+    workers: usize,
+    /// Replicas over all services.
+    replicas: u64,
+    /// Number of services the replicas are split over.
+    services: u64,
+}
+
+fn parse_args() -> anyhow::Result<Settings> {
+    let mut settings = Settings {
+        workers: 1_000,
+        replicas: 20_000,
+        services: 20,
+    };
+    let mut args = std::env::args().skip(1);
+    while let Some(flag) = args.next() {
+        let value = args
+            .next()
+            .with_context(|| format!("{flag} needs a value"))?;
+        match flag.as_str() {
+            "--workers" => settings.workers = value.parse()?,
+            "--replicas" => settings.replicas = value.parse()?,
+            "--services" => settings.services = value.parse::<u64>()?.max(1),
+            other => bail!("unknown flag {other}"),
+        }
+    }
+    Ok(settings)
+}
+
+fn main() -> ExitCode {
+    if let Some(why) = skip_reason() {
+        eprintln!("bench-tasks: {why}");
+        return ExitCode::FAILURE;
+    }
+    let settings = match parse_args() {
+        Ok(settings) => settings,
+        Err(err) => {
+            eprintln!("bench-tasks: {err:#}");
+            return ExitCode::from(2);
+        }
+    };
+    eprintln!("starting {MANAGERS} managers...");
+    let mut cluster = match Cluster::start_fake(MANAGERS, 0, &[]) {
+        Ok(cluster) => cluster,
+        Err(err) => {
+            eprintln!("bench-tasks: the cluster did not form: {err:#}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match run(&mut cluster, &settings) {
+        Ok(report) => {
+            println!("{report}");
+            ExitCode::SUCCESS
+        }
+        Err(err) => {
+            eprintln!("bench-tasks: {err:#}");
+            cluster.dump_logs();
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// What the simulated workers saw, shared by all of them.
+#[derive(Default)]
+struct Counters {
+    /// Distinct tasks received with desired state running.
+    assigned: AtomicU64,
+    /// Tasks reported RUNNING and acknowledged by the leader.
+    reported: AtomicU64,
+    /// Failed heartbeats, assignments streams or status reports.
+    errors: AtomicU64,
+    /// Milliseconds after the first create when the last task was first assigned.
+    last_assigned_ms: AtomicU64,
+    /// Milliseconds after the first create when the last report was acknowledged.
+    last_reported_ms: AtomicU64,
+    /// Unix milliseconds of the first create (0 until then).
+    start_unix_ms: AtomicU64,
+    /// The first error, to show what kind they are. A std mutex: never held across
+    /// an await.
+    first_error: Mutex<Option<String>>,
+}
+
+impl Counters {
+    /// Counts a failed call.
+    fn error(&self, what: &str, status: &dyn std::fmt::Display) {
+        self.errors.fetch_add(1, Ordering::Relaxed);
+        self.first_error
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .get_or_insert_with(|| format!("{what}: {status}"));
+    }
+
+    /// Milliseconds since the first create, or 0 before it.
+    fn since_start(&self) -> u64 {
+        let start = self.start_unix_ms.load(Ordering::Relaxed);
+        if start == 0 {
+            0
+        } else {
+            unix_ms().saturating_sub(start)
+        }
+    }
+}
+
+fn unix_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
+}
+
+fn run(cluster: &mut Cluster, settings: &Settings) -> anyhow::Result<String> {
+    let started = Instant::now();
+    let runtime = cluster.client_runtime(2)?;
+    let leader = cluster.leader()?;
+    let leader_addr = cluster.node(leader).addr.to_string();
+    let admin = cluster.node(0).admin_dir();
+    let token = cluster.join_token(0, Role::Worker)?;
+
+    eprintln!("joining {} simulated workers...", settings.workers);
+    let joined = Instant::now();
+    let identities = {
+        let (addr, token, workers) = (leader_addr.clone(), token.clone(), settings.workers);
+        runtime.run(async move { join_all(addr, token, workers).await })??
+    };
+    let join_time = joined.elapsed();
+    eprintln!(
+        "{} workers joined in {:.1} s; starting their sessions...",
+        identities.len(),
+        join_time.as_secs_f64()
+    );
+
+    let counters = Arc::new(Counters::default());
+    {
+        // Channels spawn their connection tasks, so they are made on the runtime.
+        let (addr, counters) = (leader_addr.clone(), Arc::clone(&counters));
+        runtime.run(async move {
+            for (index, identity) in identities.into_iter().enumerate() {
+                let channel = tls::node_channel(&addr, &identity)?;
+                tokio::spawn(simulated_worker(index, channel, Arc::clone(&counters)));
+            }
+            Ok::<_, tls::TlsError>(())
+        })??;
+    }
+    let remaining = BUDGET.saturating_sub(started.elapsed());
+    cluster.wait_nodes_ready(0, MANAGERS + settings.workers, remaining)?;
+    eprintln!(
+        "all {} nodes ready; creating {} services with {} replicas in all...",
+        MANAGERS + settings.workers,
+        settings.services,
+        settings.replicas
+    );
+
+    let total = settings.replicas;
+    let deadline = started + BUDGET;
+    let measured = {
+        let (counters, addr, services) = (Arc::clone(&counters), leader_addr, settings.services);
+        runtime.run(async move {
+            create_and_wait(addr, admin, services, total, deadline, counters).await
+        })??
+    };
+    let rate = total as f64 / measured.as_secs_f64().max(1e-9);
+    let ratio = rate / TARGET_TASKS_PER_SEC;
+    let mut out = String::new();
+    out += &format!(
+        "\nrswarm task benchmark: {MANAGERS} managers in network namespaces, release build, \
+         {} simulated workers (one mutual-TLS connection each to the leader)\n\n",
+        settings.workers
+    );
+    out += &format!(
+        "joins (IssueNodeCertificate, {JOIN_CONCURRENCY} at once): {:.1} s\n",
+        join_time.as_secs_f64()
+    );
+    out += &format!(
+        "tasks: {total} in {} services, all RUNNING in the store {:.2} s after the first create\n",
+        settings.services,
+        measured.as_secs_f64()
+    );
+    out += &format!(
+        "workers: last task assigned at {:.2} s, last RUNNING report acknowledged at {:.2} s, \
+         {} errors\n",
+        counters.last_assigned_ms.load(Ordering::Relaxed) as f64 / 1000.0,
+        counters.last_reported_ms.load(Ordering::Relaxed) as f64 / 1000.0,
+        counters.errors.load(Ordering::Relaxed)
+    );
+    if let Some(first) = counters
+        .first_error
+        .lock()
+        .unwrap_or_else(PoisonError::into_inner)
+        .as_ref()
+    {
+        out += &format!("first worker error: {first}\n");
+    }
+    out += &format!(
+        "\n{:<34} {:>12} {:>12} {:>8}\n",
+        "metric", "measured", "target", "ratio"
+    );
+    out += &format!(
+        "{:<34} {:>12.0} {:>12} {:>7.2}x  {}\n",
+        "tasks/s committed RUNNING",
+        rate,
+        ">= 2000",
+        ratio,
+        if ratio >= 1.0 {
+            "meets the target"
+        } else {
+            "MISSES the target"
+        }
+    );
+    Ok(out)
+}
+
+/// Joins `workers` simulated workers through the manager at `addr`, a few at once.
+async fn join_all(addr: String, token: String, workers: usize) -> anyhow::Result<Vec<Identity>> {
+    let mut ca = NodeCaClient::new(tls::bootstrap_channel(&addr)?);
+    let ca_pem = ca
+        .get_root_ca_certificate(GetRootCaRequest {})
+        .await
+        .context("cannot fetch the root CA")?
+        .into_inner()
+        .cert_pem;
+    token
+        .parse::<tls::JoinToken>()
+        .context("bad join token")?
+        .verify_ca(&ca_pem)
+        .context("the root CA does not match the join token")?;
+    let pinned = tls::pinned_channel(&addr, &ca_pem)?;
+    let mut identities = Vec::with_capacity(workers);
+    let mut joins = JoinSet::new();
+    let mut next = 0usize;
+    while identities.len() < workers {
+        while next < workers && joins.len() < JOIN_CONCURRENCY {
+            let (channel, token, ca_pem) = (pinned.clone(), token.clone(), ca_pem.clone());
+            joins.spawn(join_one(next, channel, token, ca_pem));
+            next += 1;
+        }
+        match joins.join_next().await {
+            Some(joined) => identities.push(joined??),
+            None => bail!("joins ended early"),
+        }
+    }
+    Ok(identities)
+}
+
+/// One worker join: a fresh key, and a certificate issued for it.
+async fn join_one(
+    index: usize,
+    channel: Channel,
+    token: String,
+    ca_pem: String,
+) -> anyhow::Result<Identity> {
+    let (key_pem, csr_pem) = tls::new_key_and_csr()?;
+    let issued = NodeCaClient::new(channel)
+        .issue_node_certificate(IssueNodeCertificateRequest {
+            token,
+            csr_pem,
+            hostname: format!("sim-{index}"),
+            advertise_addr: format!("10.99.{}.{}:4242", index / 250, index % 250 + 1),
+            nano_cpus: 4_000_000_000,
+            memory_bytes: 8 << 30,
+        })
+        .await
+        .with_context(|| format!("sim-{index} could not join"))?
+        .into_inner();
+    Ok(Identity {
+        ca_pem,
+        cert_pem: issued.cert_pem,
+        key_pem,
+    })
+}
+
+/// A simulated worker session: heartbeats on the period the leader asks for, and
+/// reports each newly assigned running task as RUNNING. Runs until the runtime stops.
+async fn simulated_worker(index: usize, channel: Channel, counters: Arc<Counters>) {
+    let heartbeat = HeartbeatRequest {
+        description: Some(NodeDescription {
+            hostname: format!("sim-{index}"),
+            nano_cpus: 4_000_000_000,
+            memory_bytes: 8 << 30,
+            os: "linux".into(),
+            arch: "x86_64".into(),
+        }),
+        addr: format!("10.99.{}.{}:4242", index / 250, index % 250 + 1),
+    };
+    let mut dispatcher = DispatcherClient::new(channel)
+        .max_decoding_message_size(MAX_MESSAGE)
+        .max_encoding_message_size(MAX_MESSAGE);
+    {
+        let mut client = dispatcher.clone();
+        let counters = Arc::clone(&counters);
+        tokio::spawn(async move {
+            loop {
+                let period = match client.heartbeat(heartbeat.clone()).await {
+                    Ok(resp) => Duration::from_millis(resp.into_inner().period_ms.clamp(100, 1000)),
+                    Err(status) => {
+                        counters.error("heartbeat", &status);
+                        Duration::from_millis(200)
+                    }
+                };
+                tokio::time::sleep(period).await;
+            }
+        });
+    }
+    let mut seen: HashSet<String> = HashSet::new();
+    loop {
+        let mut stream = match dispatcher.assignments(AssignmentsRequest {}).await {
+            Ok(resp) => resp.into_inner(),
+            Err(status) => {
+                counters.error("opening assignments", &status);
+                tokio::time::sleep(Duration::from_millis(200)).await;
+                continue;
+            }
+        };
+        loop {
+            let message = match stream.message().await {
+                Ok(Some(message)) => message,
+                Ok(None) => {
+                    counters.error("assignments", &"stream ended");
+                    break;
+                }
+                Err(status) => {
+                    counters.error("assignments", &status);
+                    break;
+                }
+            };
+            let mut updates = Vec::new();
+            for task in message.changed {
+                if task.desired_state != TaskState::Running as i32 {
+                    continue;
+                }
+                let current = task.status.as_ref().map_or(0, |s| s.state);
+                if seen.insert(task.id.clone()) {
+                    counters.assigned.fetch_add(1, Ordering::Relaxed);
+                    counters
+                        .last_assigned_ms
+                        .fetch_max(counters.since_start(), Ordering::Relaxed);
+                }
+                if current < TaskState::Running as i32 {
+                    updates.push(TaskStatusUpdate {
+                        task_id: task.id,
+                        status: Some(TaskStatus {
+                            state: TaskState::Running as i32,
+                            timestamp: unix_ms(),
+                            message: "started".into(),
+                            ..Default::default()
+                        }),
+                    });
+                }
+            }
+            if updates.is_empty() {
+                continue;
+            }
+            let count = updates.len() as u64;
+            match dispatcher
+                .update_task_status(UpdateTaskStatusRequest { updates })
+                .await
+            {
+                Ok(_) => {
+                    counters.reported.fetch_add(count, Ordering::Relaxed);
+                    counters
+                        .last_reported_ms
+                        .fetch_max(counters.since_start(), Ordering::Relaxed);
+                }
+                Err(status) => counters.error("UpdateTaskStatus", &status),
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+/// A service of `replicas` fake tasks, kept off the managers.
+fn spec(name: String, replicas: u64) -> ServiceSpec {
+    ServiceSpec {
+        name,
+        task: Some(TaskSpec {
+            container: Some(ContainerSpec {
+                image: "busybox".into(),
+                ..Default::default()
+            }),
+            placement: Some(Placement {
+                constraints: vec!["node.role!=manager".into()],
+                ..Default::default()
+            }),
+            ..Default::default()
+        }),
+        mode: Some(Mode::Replicated(ReplicatedService { replicas })),
+        ..Default::default()
+    }
+}
+
+/// Creates the services (all at once, without waiting for tasks), then polls the
+/// store until `total` tasks are RUNNING; returns the time from the first create.
+async fn create_and_wait(
+    addr: String,
+    admin: PathBuf,
+    services: u64,
+    total: u64,
+    deadline: Instant,
+    counters: Arc<Counters>,
+) -> anyhow::Result<Duration> {
+    let channel = tls::admin_channel(&addr, &admin)?;
+    let control = ControlClient::new(channel)
+        .max_decoding_message_size(MAX_MESSAGE)
+        .max_encoding_message_size(MAX_MESSAGE);
+    // Connects before the clock starts.
+    control
+        .clone()
+        .list_tasks(ListTasksRequest::default())
+        .await
+        .context("warm-up ListTasks failed")?;
+    let start = Instant::now();
+    counters.start_unix_ms.store(unix_ms(), Ordering::Relaxed);
+    let mut creates = JoinSet::new();
+    for number in 0..services {
+        let replicas = total / services + u64::from(number < total % services);
+        let mut client = control.clone();
+        creates.spawn(async move {
+            client
+                .create_service(CreateServiceRequest {
+                    spec: Some(spec(format!("bench-{number}"), replicas)),
+                })
+                .await
+        });
+    }
+    while let Some(created) = creates.join_next().await {
+        created?.context("CreateService failed")?;
+    }
+    let created = start.elapsed();
+    eprintln!("services created in {:.2} s", created.as_secs_f64());
+    let mut last_print = Instant::now();
+    loop {
+        if Instant::now() > deadline {
+            bail!(
+                "only {} of {total} tasks RUNNING before the time budget of {BUDGET:?} ran out \
+                 (workers saw {} assigned, {} reported)",
+                running(&control).await?,
+                counters.assigned.load(Ordering::Relaxed),
+                counters.reported.load(Ordering::Relaxed)
+            );
+        }
+        let count = running(&control).await?;
+        if count >= total {
+            return Ok(start.elapsed());
+        }
+        if last_print.elapsed() >= Duration::from_secs(2) {
+            last_print = Instant::now();
+            eprintln!(
+                "{:>6.1} s: {count} RUNNING in the store; workers saw {} assigned, {} reported",
+                start.elapsed().as_secs_f64(),
+                counters.assigned.load(Ordering::Relaxed),
+                counters.reported.load(Ordering::Relaxed)
+            );
+        }
+        tokio::time::sleep(POLL_EVERY).await;
+    }
+}
+
+/// Tasks with desired state running that are RUNNING in the store.
+async fn running(control: &ControlClient<Channel>) -> anyhow::Result<u64> {
+    let tasks = control
+        .clone()
+        .list_tasks(ListTasksRequest {
+            service: String::new(),
+            desired_state: "running".into(),
+        })
+        .await
+        .context("ListTasks failed")?
+        .into_inner()
+        .tasks;
+    Ok(tasks
+        .iter()
+        .filter(|t| t.status.as_ref().map_or(0, |s| s.state) == TaskState::Running as i32)
+        .count() as u64)
+}
