@@ -10,7 +10,8 @@
 //! until every task is RUNNING in the store.
 //!
 //! `cargo run --release -p rswarm-e2e --bin bench-tasks [-- --workers N --replicas N
-//! --services N]`. Needs root.
+//! --services N]` (defaults: 1,000 workers, 20,000 replicas over 200 services).
+//! Needs root.
 
 use std::collections::HashSet;
 use std::path::PathBuf;
@@ -61,7 +62,7 @@ fn parse_args() -> anyhow::Result<Settings> {
     let mut settings = Settings {
         workers: 1_000,
         replicas: 20_000,
-        services: 20,
+        services: 200,
     };
     let mut args = std::env::args().skip(1);
     while let Some(flag) = args.next() {
@@ -120,10 +121,12 @@ struct Counters {
     reported: AtomicU64,
     /// Failed heartbeats, assignments streams or status reports.
     errors: AtomicU64,
-    /// Milliseconds after the first create when the last task was first assigned.
+    /// Milliseconds after the first create when the last task reached a worker.
     last_assigned_ms: AtomicU64,
     /// Milliseconds after the first create when the last report was acknowledged.
     last_reported_ms: AtomicU64,
+    /// Errors counted before the first create (sessions connecting).
+    errors_before: AtomicU64,
     /// Unix milliseconds of the first create (0 until then).
     start_unix_ms: AtomicU64,
     /// The first error, to show what kind they are. A std mutex: never held across
@@ -208,7 +211,7 @@ fn run(cluster: &mut Cluster, settings: &Settings) -> anyhow::Result<String> {
             create_and_wait(addr, admin, services, total, deadline, counters).await
         })??
     };
-    let rate = total as f64 / measured.as_secs_f64().max(1e-9);
+    let rate = total as f64 / measured.running.as_secs_f64().max(1e-9);
     let ratio = rate / TARGET_TASKS_PER_SEC;
     let mut out = String::new();
     out += &format!(
@@ -223,14 +226,22 @@ fn run(cluster: &mut Cluster, settings: &Settings) -> anyhow::Result<String> {
     out += &format!(
         "tasks: {total} in {} services, all RUNNING in the store {:.2} s after the first create\n",
         settings.services,
-        measured.as_secs_f64()
+        measured.running.as_secs_f64()
+    );
+    let seconds =
+        |d: Option<Duration>| d.map_or("-".to_string(), |d| format!("{:.2} s", d.as_secs_f64()));
+    out += &format!(
+        "store (polled every {POLL_EVERY:?}): all tasks created at {}, all assigned at {}\n",
+        seconds(measured.created),
+        seconds(measured.assigned)
     );
     out += &format!(
-        "workers: last task assigned at {:.2} s, last RUNNING report acknowledged at {:.2} s, \
-         {} errors\n",
+        "workers: last task received at {:.2} s, last RUNNING report acknowledged at {:.2} s, \
+         {} failed calls ({} of them before the first create)\n",
         counters.last_assigned_ms.load(Ordering::Relaxed) as f64 / 1000.0,
         counters.last_reported_ms.load(Ordering::Relaxed) as f64 / 1000.0,
-        counters.errors.load(Ordering::Relaxed)
+        counters.errors.load(Ordering::Relaxed),
+        counters.errors_before.load(Ordering::Relaxed)
     );
     if let Some(first) = counters
         .first_error
@@ -446,7 +457,7 @@ async fn create_and_wait(
     total: u64,
     deadline: Instant,
     counters: Arc<Counters>,
-) -> anyhow::Result<Duration> {
+) -> anyhow::Result<Stages> {
     let channel = tls::admin_channel(&addr, &admin)?;
     let control = ControlClient::new(channel)
         .max_decoding_message_size(MAX_MESSAGE)
@@ -459,6 +470,9 @@ async fn create_and_wait(
         .context("warm-up ListTasks failed")?;
     let start = Instant::now();
     counters.start_unix_ms.store(unix_ms(), Ordering::Relaxed);
+    counters
+        .errors_before
+        .store(counters.errors.load(Ordering::Relaxed), Ordering::Relaxed);
     let mut creates = JoinSet::new();
     for number in 0..services {
         let replicas = total / services + u64::from(number < total % services);
@@ -477,25 +491,41 @@ async fn create_and_wait(
     let created = start.elapsed();
     eprintln!("services created in {:.2} s", created.as_secs_f64());
     let mut last_print = Instant::now();
+    let mut stages = Stages::default();
     loop {
         if Instant::now() > deadline {
+            let census = census(&control).await?;
             bail!(
                 "only {} of {total} tasks RUNNING before the time budget of {BUDGET:?} ran out \
-                 (workers saw {} assigned, {} reported)",
-                running(&control).await?,
+                 ({} created, {} assigned in the store; workers saw {} assigned, {} reported)",
+                census.running,
+                census.created,
+                census.assigned,
                 counters.assigned.load(Ordering::Relaxed),
                 counters.reported.load(Ordering::Relaxed)
             );
         }
-        let count = running(&control).await?;
-        if count >= total {
-            return Ok(start.elapsed());
+        let census = census(&control).await?;
+        let now = start.elapsed();
+        if census.created >= total {
+            stages.created.get_or_insert(now);
+        }
+        if census.assigned >= total {
+            stages.assigned.get_or_insert(now);
+        }
+        if census.running >= total {
+            stages.running = now;
+            return Ok(stages);
         }
         if last_print.elapsed() >= Duration::from_secs(2) {
             last_print = Instant::now();
             eprintln!(
-                "{:>6.1} s: {count} RUNNING in the store; workers saw {} assigned, {} reported",
-                start.elapsed().as_secs_f64(),
+                "{:>6.1} s: store has {} created, {} assigned, {} RUNNING; workers saw {} \
+                 assigned, {} reported",
+                now.as_secs_f64(),
+                census.created,
+                census.assigned,
+                census.running,
                 counters.assigned.load(Ordering::Relaxed),
                 counters.reported.load(Ordering::Relaxed)
             );
@@ -504,8 +534,9 @@ async fn create_and_wait(
     }
 }
 
-/// Tasks with desired state running that are RUNNING in the store.
-async fn running(control: &ControlClient<Channel>) -> anyhow::Result<u64> {
+/// Tasks with desired state running in the store: how many exist, how many are
+/// assigned to a node (or further), how many are RUNNING.
+async fn census(control: &ControlClient<Channel>) -> anyhow::Result<Census> {
     let tasks = control
         .clone()
         .list_tasks(ListTasksRequest {
@@ -516,8 +547,37 @@ async fn running(control: &ControlClient<Channel>) -> anyhow::Result<u64> {
         .context("ListTasks failed")?
         .into_inner()
         .tasks;
-    Ok(tasks
-        .iter()
-        .filter(|t| t.status.as_ref().map_or(0, |s| s.state) == TaskState::Running as i32)
-        .count() as u64)
+    let state = |t: &rswarm_proto::api::Task| t.status.as_ref().map_or(0, |s| s.state);
+    Ok(Census {
+        created: tasks.len() as u64,
+        assigned: tasks
+            .iter()
+            .filter(|t| state(t) >= TaskState::Assigned as i32)
+            .count() as u64,
+        running: tasks
+            .iter()
+            .filter(|t| state(t) == TaskState::Running as i32)
+            .count() as u64,
+    })
+}
+
+/// Counts of one [`census`].
+struct Census {
+    /// Tasks in the store.
+    created: u64,
+    /// Tasks the scheduler placed.
+    assigned: u64,
+    /// Tasks reported RUNNING.
+    running: u64,
+}
+
+/// When each stage first covered every task, from the first create.
+#[derive(Default)]
+struct Stages {
+    /// All tasks created by the orchestrator.
+    created: Option<Duration>,
+    /// All tasks placed by the scheduler.
+    assigned: Option<Duration>,
+    /// All tasks RUNNING.
+    running: Duration,
 }
