@@ -33,6 +33,7 @@
 //! - `sys`: the only unsafe code (setns, kill), kept to two calls.
 #![deny(unsafe_code)]
 
+pub mod bench;
 pub mod binary;
 pub mod client;
 pub mod cluster;

@@ -17,7 +17,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
-use rswarm_e2e::{ClientRuntime, Cluster, skip_reason, wait_until};
+use rswarm_e2e::{ClientRuntime, Cluster, wait_until};
 use rswarm_proto::api::control_client::ControlClient;
 use rswarm_proto::api::service_spec::Mode;
 use rswarm_proto::api::{
@@ -86,36 +86,15 @@ fn parse_args() -> anyhow::Result<Settings> {
 }
 
 fn main() -> ExitCode {
-    if let Some(why) = skip_reason() {
-        eprintln!("bench-control: {why}");
-        return ExitCode::FAILURE;
-    }
-    let settings = match parse_args() {
-        Ok(settings) => settings,
-        Err(err) => {
-            eprintln!("bench-control: {err:#}");
-            return ExitCode::from(2);
-        }
-    };
-    eprintln!("starting {MANAGERS} managers...");
-    let mut cluster = match Cluster::start_with(MANAGERS, 0, &settings.node_flags) {
-        Ok(cluster) => cluster,
-        Err(err) => {
-            eprintln!("bench-control: the cluster did not form: {err:#}");
-            return ExitCode::FAILURE;
-        }
-    };
-    match run(&mut cluster, &settings) {
-        Ok(report) => {
-            println!("{report}");
-            ExitCode::SUCCESS
-        }
-        Err(err) => {
-            eprintln!("bench-control: {err:#}");
-            cluster.dump_logs();
-            ExitCode::FAILURE
-        }
-    }
+    rswarm_e2e::bench::main(
+        "bench-control",
+        parse_args,
+        |settings: &Settings| {
+            eprintln!("starting {MANAGERS} managers...");
+            Cluster::start_with(MANAGERS, 0, &settings.node_flags)
+        },
+        run,
+    )
 }
 
 /// Results of one throughput phase.

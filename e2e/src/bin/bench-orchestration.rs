@@ -14,8 +14,8 @@ use std::process::ExitCode;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
+use rswarm_e2e::Cluster;
 use rswarm_e2e::services::{self, per_node};
-use rswarm_e2e::{Cluster, skip_reason};
 
 /// Workers besides the manager.
 const WORKERS: usize = 3;
@@ -63,36 +63,15 @@ fn parse_args() -> anyhow::Result<Settings> {
 }
 
 fn main() -> ExitCode {
-    if let Some(why) = skip_reason() {
-        eprintln!("bench-orchestration: {why}");
-        return ExitCode::FAILURE;
-    }
-    let settings = match parse_args() {
-        Ok(settings) => settings,
-        Err(err) => {
-            eprintln!("bench-orchestration: {err:#}");
-            return ExitCode::from(2);
-        }
-    };
-    eprintln!("starting 1 manager and {WORKERS} workers (fake executor)...");
-    let mut cluster = match Cluster::start_fake(1, WORKERS, &[]) {
-        Ok(cluster) => cluster,
-        Err(err) => {
-            eprintln!("bench-orchestration: the cluster did not form: {err:#}");
-            return ExitCode::FAILURE;
-        }
-    };
-    match run(&mut cluster, &settings) {
-        Ok(report) => {
-            println!("{report}");
-            ExitCode::SUCCESS
-        }
-        Err(err) => {
-            eprintln!("bench-orchestration: {err:#}");
-            cluster.dump_logs();
-            ExitCode::FAILURE
-        }
-    }
+    rswarm_e2e::bench::main(
+        "bench-orchestration",
+        parse_args,
+        |_settings: &Settings| {
+            eprintln!("starting 1 manager and {WORKERS} workers (fake executor)...");
+            Cluster::start_fake(1, WORKERS, &[])
+        },
+        run,
+    )
 }
 
 fn run(cluster: &mut Cluster, settings: &Settings) -> anyhow::Result<String> {

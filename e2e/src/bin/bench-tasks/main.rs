@@ -22,7 +22,7 @@ use std::sync::{Arc, PoisonError};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
-use rswarm_e2e::{Cluster, Role, skip_reason};
+use rswarm_e2e::{Cluster, Role};
 use rswarm_proto::api::control_client::ControlClient;
 use rswarm_proto::api::service_spec::Mode;
 use rswarm_proto::api::{
@@ -77,36 +77,15 @@ fn parse_args() -> anyhow::Result<Settings> {
 }
 
 fn main() -> ExitCode {
-    if let Some(why) = skip_reason() {
-        eprintln!("bench-tasks: {why}");
-        return ExitCode::FAILURE;
-    }
-    let settings = match parse_args() {
-        Ok(settings) => settings,
-        Err(err) => {
-            eprintln!("bench-tasks: {err:#}");
-            return ExitCode::from(2);
-        }
-    };
-    eprintln!("starting {MANAGERS} managers...");
-    let mut cluster = match Cluster::start_fake(MANAGERS, 0, &[]) {
-        Ok(cluster) => cluster,
-        Err(err) => {
-            eprintln!("bench-tasks: the cluster did not form: {err:#}");
-            return ExitCode::FAILURE;
-        }
-    };
-    match run(&mut cluster, &settings) {
-        Ok(report) => {
-            println!("{report}");
-            ExitCode::SUCCESS
-        }
-        Err(err) => {
-            eprintln!("bench-tasks: {err:#}");
-            cluster.dump_logs();
-            ExitCode::FAILURE
-        }
-    }
+    rswarm_e2e::bench::main(
+        "bench-tasks",
+        parse_args,
+        |_settings: &Settings| {
+            eprintln!("starting {MANAGERS} managers...");
+            Cluster::start_fake(MANAGERS, 0, &[])
+        },
+        run,
+    )
 }
 
 fn run(cluster: &mut Cluster, settings: &Settings) -> anyhow::Result<String> {
