@@ -125,3 +125,31 @@ where
     crate::output::write_json(out, &serde_json::Value::Array(found))?;
     failures.finish()
 }
+
+/// `rm` for any kind of object: removes each reference with `remove`, prints each
+/// removed one (a JSON array of them with `--format json`), and reports each one
+/// that failed (the command then fails).
+pub async fn remove_each<F, Fut>(
+    ctx: &Context,
+    references: &[String],
+    out: &mut dyn Write,
+    mut remove: F,
+) -> anyhow::Result<()>
+where
+    F: FnMut(String) -> Fut,
+    Fut: std::future::Future<Output = Result<(), tonic::Status>>,
+{
+    let mut removed = Vec::new();
+    let mut failures = Failures::default();
+    for reference in references {
+        match remove(reference.clone()).await {
+            Ok(()) if ctx.format == Format::Table => write_line(out, reference)?,
+            Ok(()) => removed.push(serde_json::Value::from(reference.as_str())),
+            Err(status) => failures.report(&rpc_error(status)),
+        }
+    }
+    if ctx.format == Format::Json {
+        crate::output::write_json(out, &serde_json::Value::Array(removed))?;
+    }
+    failures.finish()
+}

@@ -8,7 +8,7 @@ use rswarm_proto::api::{
 use rswarm_proto::validate::{parse_availability, parse_label, parse_label_key};
 use serde_json::Value;
 
-use super::{Context, Failures, inspect_each, rpc_error, write_line};
+use super::{Context, Failures, inspect_each, remove_each, rpc_error, write_line};
 use crate::args::{Format, NodeCommand, NodeUpdateArgs};
 use crate::output;
 
@@ -163,24 +163,17 @@ async fn rm(
     force: bool,
     out: &mut dyn Write,
 ) -> anyhow::Result<()> {
-    let mut control = ctx.control().await?;
-    let mut removed = Vec::new();
-    let mut failures = Failures::default();
-    for reference in references {
-        let request = RemoveNodeRequest {
-            reference: reference.clone(),
-            force,
-        };
-        match control.remove_node(request).await {
-            Ok(_) if ctx.format == Format::Table => write_line(out, reference)?,
-            Ok(_) => removed.push(Value::from(reference.as_str())),
-            Err(status) => failures.report(&rpc_error(status)),
+    let control = ctx.control().await?;
+    remove_each(ctx, references, out, |reference| {
+        let mut control = control.clone();
+        async move {
+            control
+                .remove_node(RemoveNodeRequest { reference, force })
+                .await
+                .map(|_| ())
         }
-    }
-    if ctx.format == Format::Json {
-        output::write_json(out, &Value::Array(removed))?;
-    }
-    failures.finish()
+    })
+    .await
 }
 
 #[cfg(test)]

@@ -15,10 +15,9 @@ use rswarm_proto::validate::{
     parse_constraint, parse_cpus, parse_env, parse_publish, parse_replicas, parse_size,
     validate_service_spec,
 };
-use serde_json::Value;
 
 use super::progress::{self, Expect, Watch};
-use super::{Context, Failures, inspect_each, rpc_error, write_line};
+use super::{Context, inspect_each, remove_each, rpc_error, write_line};
 use crate::args::{
     Format, RestartArgs, RestartConditionArg, ServiceCommand, ServiceCreateArgs, ServiceMode,
 };
@@ -254,23 +253,17 @@ async fn inspect(ctx: &Context, references: &[String], out: &mut dyn Write) -> a
 /// `service rm`: prints each removed reference (a JSON array of them with `--format
 /// json`).
 async fn rm(ctx: &Context, references: &[String], out: &mut dyn Write) -> anyhow::Result<()> {
-    let mut control = ctx.control().await?;
-    let mut removed = Vec::new();
-    let mut failures = Failures::default();
-    for reference in references {
-        let request = GetServiceRequest {
-            reference: reference.clone(),
-        };
-        match control.remove_service(request).await {
-            Ok(_) if ctx.format == Format::Table => write_line(out, reference)?,
-            Ok(_) => removed.push(Value::from(reference.as_str())),
-            Err(status) => failures.report(&rpc_error(status)),
+    let control = ctx.control().await?;
+    remove_each(ctx, references, out, |reference| {
+        let mut control = control.clone();
+        async move {
+            control
+                .remove_service(GetServiceRequest { reference })
+                .await
+                .map(|_| ())
         }
-    }
-    if ctx.format == Format::Json {
-        output::write_json(out, &Value::Array(removed))?;
-    }
-    failures.finish()
+    })
+    .await
 }
 
 #[cfg(test)]

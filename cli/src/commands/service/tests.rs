@@ -1,6 +1,7 @@
 use super::*;
 use crate::commands::test_support::{start, text};
 use rswarm_proto::api::{PortConfig, PortProtocol, PublishMode, Task, TaskState, TaskStatus};
+use serde_json::Value;
 
 fn create_args(name: &str) -> ServiceCreateArgs {
     ServiceCreateArgs {
