@@ -395,6 +395,9 @@ pub struct ServiceCreateArgs {
     /// When and how often the service's tasks are restarted.
     #[command(flatten)]
     pub restart: RestartArgs,
+    /// The container's options, resources and placement beyond the common ones.
+    #[command(flatten)]
+    pub task: TaskArgs,
     /// Return once the service is created, without following its rollout.
     #[arg(short, long)]
     pub detach: bool,
@@ -412,6 +415,54 @@ pub struct ServiceCreateArgs {
         value_name = "COMMAND"
     )]
     pub args: Vec<String>,
+}
+
+/// The container options, reservations and placement limits of `service create`.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Args)]
+pub struct TaskArgs {
+    /// Limit on the number of processes, like `100`.
+    #[arg(long, allow_hyphen_values = true)]
+    pub limit_pids: Option<String>,
+    /// CPU a node must have free for each task, like `0.25`.
+    #[arg(long, allow_hyphen_values = true)]
+    pub reserve_cpu: Option<String>,
+    /// Memory a node must have free for each task, like `128MiB`.
+    #[arg(long, allow_hyphen_values = true)]
+    pub reserve_memory: Option<String>,
+    /// Most tasks of this service on one node (0: no limit).
+    #[arg(long)]
+    pub replicas_max_per_node: Option<u64>,
+    /// The container's hostname (default: the task's name).
+    #[arg(long)]
+    pub hostname: Option<String>,
+    /// Run as `UID[:GID]` or `NAME[:GROUP]` (default: the image's user).
+    #[arg(short, long)]
+    pub user: Option<String>,
+    /// Working directory inside the container.
+    #[arg(short, long)]
+    pub workdir: Option<String>,
+    /// Replace the image's entrypoint (one word; arguments go after the image).
+    #[arg(long, allow_hyphen_values = true)]
+    pub entrypoint: Option<String>,
+    /// `type=bind|volume|tmpfs,source=S,target=T[,readonly][,tmpfs-size=SIZE]`
+    /// (repeatable).
+    #[arg(long, allow_hyphen_values = true)]
+    pub mount: Vec<String>,
+    /// Add a Linux capability, like `NET_ADMIN` or `ALL` (repeatable).
+    #[arg(long)]
+    pub cap_add: Vec<String>,
+    /// Drop a Linux capability, like `CHOWN` or `ALL` (repeatable).
+    #[arg(long)]
+    pub cap_drop: Vec<String>,
+    /// Mount the container's root filesystem read-only.
+    #[arg(long)]
+    pub read_only: bool,
+    /// The signal that asks the container to stop (default SIGTERM).
+    #[arg(long)]
+    pub stop_signal: Option<String>,
+    /// Time between the stop signal and SIGKILL (`10s`, `500ms`...; default 10s).
+    #[arg(long, value_parser = parse_duration)]
+    pub stop_grace_period: Option<Duration>,
 }
 
 /// When a task that ended is replaced (`--restart-condition`).

@@ -4,6 +4,7 @@
 //! Everything here is a pure function: no I/O, no clock, no randomness.
 
 mod constraint;
+mod container;
 mod publish;
 mod quantity;
 mod spec;
@@ -11,6 +12,10 @@ mod spec;
 use crate::api::NodeAvailability;
 
 pub use constraint::{Constraint, ConstraintKey, ConstraintOp, parse_constraint};
+pub use container::{
+    ALL_CAPABILITIES, DEFAULT_CAPABILITIES, check_volume_name, effective_capabilities,
+    parse_capability, parse_mount, parse_signal, parse_user, signal_number, validate_container,
+};
 pub use publish::parse_publish;
 pub use quantity::{format_cpus, format_size, parse_cpus, parse_size};
 pub use spec::validate_service_spec;
@@ -75,6 +80,30 @@ pub enum ValidationError {
     /// A service name that breaks Docker's naming rules.
     #[error("invalid service name \"{input}\": {reason}")]
     ServiceName {
+        /// The input as given.
+        input: String,
+        /// What is wrong with it.
+        reason: String,
+    },
+    /// A `--mount` value that does not parse or names a bad path.
+    #[error("invalid mount \"{input}\": {reason}")]
+    Mount {
+        /// The input as given.
+        input: String,
+        /// What is wrong with it.
+        reason: String,
+    },
+    /// A capability name the kernel does not know.
+    #[error(
+        "invalid capability \"{0}\": not a Linux capability (e.g. NET_ADMIN, CAP_SYS_TIME, ALL)"
+    )]
+    Capability(String),
+    /// A signal name or number that is not a Linux signal.
+    #[error("invalid signal \"{0}\": expected a name like SIGTERM or TERM, or a number 1-31")]
+    Signal(String),
+    /// A `--user` value that is not `UID[:GID]` or `NAME[:GROUP]`.
+    #[error("invalid user \"{input}\": {reason}")]
+    User {
         /// The input as given.
         input: String,
         /// What is wrong with it.

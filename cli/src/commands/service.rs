@@ -12,8 +12,8 @@ use rswarm_proto::api::{
     RestartCondition, RestartPolicy, ServiceSpec, TaskSpec, service_spec::Mode,
 };
 use rswarm_proto::validate::{
-    parse_constraint, parse_cpus, parse_env, parse_publish, parse_replicas, parse_size,
-    validate_service_spec,
+    parse_capability, parse_constraint, parse_cpus, parse_env, parse_mount, parse_publish,
+    parse_replicas, parse_signal, parse_size, parse_user, validate_service_spec,
 };
 
 use super::progress::{self, Expect, Watch};
@@ -68,6 +68,7 @@ pub fn build_spec(args: &ServiceCreateArgs) -> anyhow::Result<ServiceSpec> {
         .iter()
         .map(|p| parse_publish(p))
         .collect::<Result<Vec<_>, _>>()?;
+    let task = &args.task;
     let limits = Resources {
         nano_cpus: args
             .limit_cpu
@@ -81,33 +82,117 @@ pub fn build_spec(args: &ServiceCreateArgs) -> anyhow::Result<ServiceSpec> {
             .map(parse_size)
             .transpose()?
             .unwrap_or(0),
+        pids: task
+            .limit_pids
+            .as_deref()
+            .map(parse_pids)
+            .transpose()?
+            .unwrap_or(0),
+    };
+    let reservations = Resources {
+        nano_cpus: task
+            .reserve_cpu
+            .as_deref()
+            .map(parse_cpus)
+            .transpose()?
+            .unwrap_or(0),
+        memory_bytes: task
+            .reserve_memory
+            .as_deref()
+            .map(parse_size)
+            .transpose()?
+            .unwrap_or(0),
         pids: 0,
     };
+    let max_replicas_per_node = task.replicas_max_per_node.unwrap_or(0);
     let spec = ServiceSpec {
         name: args.name.clone(),
         labels: Default::default(),
         task: Some(TaskSpec {
-            container: Some(ContainerSpec {
-                image: args.image.clone(),
-                args: args.args.clone(),
-                env: args.env.clone(),
-                ..Default::default()
-            }),
-            resources: (limits != Resources::default()).then_some(ResourceRequirements {
-                limits: Some(limits),
-                reservations: None,
-            }),
+            container: Some(container_spec(args)?),
+            resources: (limits != Resources::default() || reservations != Resources::default())
+                .then(|| ResourceRequirements {
+                    limits: (limits != Resources::default()).then_some(limits),
+                    reservations: (reservations != Resources::default()).then_some(reservations),
+                }),
             restart_policy: restart_policy(&args.restart)?,
-            placement: (!constraints.is_empty()).then_some(Placement {
-                constraints,
-                max_replicas_per_node: 0,
-            }),
+            placement: (!constraints.is_empty() || max_replicas_per_node != 0).then_some(
+                Placement {
+                    constraints,
+                    max_replicas_per_node,
+                },
+            ),
         }),
         mode: Some(mode),
         endpoint: (!ports.is_empty()).then_some(EndpointSpec { ports }),
     };
     validate_service_spec(&spec)?;
     Ok(spec)
+}
+
+/// The container part of the spec: image, command, environment and the options of
+/// [`TaskArgs`](crate::args::TaskArgs), with names put in canonical form.
+fn container_spec(args: &ServiceCreateArgs) -> anyhow::Result<ContainerSpec> {
+    let task = &args.task;
+    if let Some(user) = &task.user {
+        parse_user(user)?;
+    }
+    let stop_grace_period_ms = match task.stop_grace_period {
+        Some(grace) if grace.is_zero() => {
+            anyhow::bail!("--stop-grace-period must be above zero (the default is 10s)")
+        }
+        Some(grace) => u64::try_from(grace.as_millis())
+            .map_err(|_| anyhow::anyhow!("--stop-grace-period {grace:?} is too long"))?
+            .max(1),
+        None => 0,
+    };
+    let command = match &task.entrypoint {
+        Some(entrypoint) if entrypoint.trim().is_empty() => {
+            anyhow::bail!("--entrypoint must not be empty")
+        }
+        Some(entrypoint) => vec![entrypoint.clone()],
+        None => Vec::new(),
+    };
+    Ok(ContainerSpec {
+        image: args.image.clone(),
+        command,
+        args: args.args.clone(),
+        env: args.env.clone(),
+        hostname: task.hostname.clone().unwrap_or_default(),
+        user: task.user.clone().unwrap_or_default(),
+        dir: task.workdir.clone().unwrap_or_default(),
+        mounts: task
+            .mount
+            .iter()
+            .map(|m| parse_mount(m))
+            .collect::<Result<_, _>>()?,
+        cap_add: task
+            .cap_add
+            .iter()
+            .map(|c| parse_capability(c))
+            .collect::<Result<_, _>>()?,
+        cap_drop: task
+            .cap_drop
+            .iter()
+            .map(|c| parse_capability(c))
+            .collect::<Result<_, _>>()?,
+        read_only: task.read_only,
+        stop_signal: task
+            .stop_signal
+            .as_deref()
+            .map(parse_signal)
+            .transpose()?
+            .unwrap_or_default(),
+        stop_grace_period_ms,
+    })
+}
+
+/// Parses `--limit-pids`: a whole number above zero.
+fn parse_pids(input: &str) -> anyhow::Result<u64> {
+    match input.trim().parse::<u64>() {
+        Ok(pids) if pids > 0 => Ok(pids),
+        _ => anyhow::bail!("invalid --limit-pids \"{input}\": must be a whole number above 0"),
+    }
 }
 
 /// The restart policy of the `--restart-*` flags: `None` when none is given, so that

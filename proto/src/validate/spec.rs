@@ -5,7 +5,7 @@ use std::collections::HashSet;
 
 use super::{
     ValidationError, check_key, format_cpus, format_size, parse_constraint, parse_env,
-    validate_service_name,
+    validate_container, validate_service_name,
 };
 use crate::api::{PortConfig, PortProtocol, PublishMode, Resources, RestartCondition, ServiceSpec};
 
@@ -14,7 +14,8 @@ const MIN_NANO_CPUS: u64 = 1_000_000;
 /// Smallest memory amount a container can be given: 4 MiB, as in Swarm.
 const MIN_MEMORY_BYTES: u64 = 4 << 20;
 
-/// Checks a service spec: the name, an image, a mode, environment entries, labels,
+/// Checks a service spec: the name, an image, a mode, environment entries, container
+/// options (mounts, capabilities, stop signal, user), labels,
 /// placement constraints, port publications (valid, no published port/protocol pair
 /// twice) and resources (above the minimums, reservations within limits). Returns
 /// the first problem found.
@@ -34,8 +35,11 @@ pub fn validate_service_spec(spec: &ServiceSpec) -> Result<(), ValidationError> 
     if spec.mode.is_none() {
         return Err(ValidationError::MissingMode);
     }
-    for entry in container.iter().flat_map(|container| &container.env) {
-        parse_env(entry)?;
+    if let Some(container) = container {
+        for entry in &container.env {
+            parse_env(entry)?;
+        }
+        validate_container(container)?;
     }
     if let Some(task) = task {
         for constraint in task.placement.iter().flat_map(|p| &p.constraints) {

@@ -235,6 +235,7 @@ impl TaskManager {
     }
 
     fn spawn(&self, task: Task) -> RunnerHandle {
+        let grace = stop_grace(&task, self.config.stop_grace);
         let status = Arc::new(Mutex::new(task.status.clone().unwrap_or_default()));
         let (assignment, rx) = watch::channel(Assignment {
             task,
@@ -245,7 +246,7 @@ impl TaskManager {
             rx,
             self.updates.clone(),
             status.clone(),
-            self.config.stop_grace,
+            grace,
             self.cancel.child_token(),
         );
         tokio::spawn(runner.run());
@@ -255,6 +256,16 @@ impl TaskManager {
     fn lock(&self) -> MutexGuard<'_, HashMap<String, RunnerHandle>> {
         lock(&self.runners)
     }
+}
+
+/// The task's own stop grace period (`--stop-grace-period`), else the node's default.
+fn stop_grace(task: &Task, default: Duration) -> Duration {
+    task.spec
+        .as_ref()
+        .and_then(|spec| spec.container.as_ref())
+        .map(|container| container.stop_grace_period_ms)
+        .filter(|ms| *ms > 0)
+        .map_or(default, Duration::from_millis)
 }
 
 impl Drop for TaskManager {

@@ -14,6 +14,7 @@ fn create_args(name: &str) -> ServiceCreateArgs {
         limit_memory: None,
         limit_cpu: None,
         restart: Default::default(),
+        task: Default::default(),
         detach: true,
         timeout: Duration::from_secs(120),
         image: "nginx".into(),
@@ -410,4 +411,109 @@ fn restart_flags_make_a_policy() {
         })
         .contains("at least 1ms")
     );
+}
+
+#[test]
+fn container_options_reach_the_spec_in_canonical_form() {
+    let args = ServiceCreateArgs {
+        task: crate::args::TaskArgs {
+            limit_pids: Some("64".into()),
+            reserve_cpu: Some("0.25".into()),
+            reserve_memory: Some("32MiB".into()),
+            replicas_max_per_node: Some(2),
+            hostname: Some("web-host".into()),
+            user: Some("1000:1000".into()),
+            workdir: Some("/srv".into()),
+            entrypoint: Some("/bin/server".into()),
+            mount: vec![
+                "type=volume,source=data,target=/data".into(),
+                "type=tmpfs,target=/tmp".into(),
+            ],
+            cap_add: vec!["net_admin".into()],
+            cap_drop: vec!["ALL".into()],
+            read_only: true,
+            stop_signal: Some("int".into()),
+            stop_grace_period: Some(Duration::from_secs(3)),
+        },
+        ..create_args("web")
+    };
+    let spec = build_spec(&args).unwrap();
+    let task = spec.task.unwrap();
+    let container = task.container.unwrap();
+    assert_eq!(container.command, ["/bin/server"]);
+    assert_eq!(container.hostname, "web-host");
+    assert_eq!(container.user, "1000:1000");
+    assert_eq!(container.dir, "/srv");
+    assert_eq!(container.mounts.len(), 2);
+    assert_eq!(container.cap_add, ["CAP_NET_ADMIN"]);
+    assert_eq!(container.cap_drop, ["ALL"]);
+    assert!(container.read_only);
+    assert_eq!(container.stop_signal, "SIGINT");
+    assert_eq!(container.stop_grace_period_ms, 3000);
+    let resources = task.resources.unwrap();
+    assert_eq!(resources.limits.unwrap().pids, 64);
+    let reservations = resources.reservations.unwrap();
+    assert_eq!(reservations.nano_cpus, 250_000_000);
+    assert_eq!(reservations.memory_bytes, 32 << 20);
+    assert_eq!(task.placement.unwrap().max_replicas_per_node, 2);
+}
+
+#[test]
+fn bad_container_options_are_refused_by_name() {
+    let err = |task: crate::args::TaskArgs| {
+        build_spec(&ServiceCreateArgs {
+            task,
+            ..create_args("web")
+        })
+        .unwrap_err()
+        .to_string()
+    };
+    let base = crate::args::TaskArgs::default;
+    for (task, needle) in [
+        (
+            crate::args::TaskArgs {
+                limit_pids: Some("0".into()),
+                ..base()
+            },
+            "invalid --limit-pids \"0\"",
+        ),
+        (
+            crate::args::TaskArgs {
+                mount: vec!["type=bind,source=rel,target=/x".into()],
+                ..base()
+            },
+            "invalid mount \"type=bind,source=rel,target=/x\"",
+        ),
+        (
+            crate::args::TaskArgs {
+                cap_add: vec!["FLY".into()],
+                ..base()
+            },
+            "invalid capability \"FLY\"",
+        ),
+        (
+            crate::args::TaskArgs {
+                stop_signal: Some("SIGNOPE".into()),
+                ..base()
+            },
+            "invalid signal \"SIGNOPE\"",
+        ),
+        (
+            crate::args::TaskArgs {
+                user: Some("a:b:c".into()),
+                ..base()
+            },
+            "invalid user \"a:b:c\"",
+        ),
+        (
+            crate::args::TaskArgs {
+                stop_grace_period: Some(Duration::ZERO),
+                ..base()
+            },
+            "--stop-grace-period must be above zero",
+        ),
+    ] {
+        let message = err(task);
+        assert!(message.contains(needle), "{needle}: {message}");
+    }
 }

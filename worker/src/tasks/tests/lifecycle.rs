@@ -148,6 +148,24 @@ async fn the_stop_grace_period_is_configurable() {
 }
 
 #[tokio::test(start_paused = true)]
+async fn the_task_spec_stop_grace_period_wins_over_the_node_default() {
+    let fake = FakeExecutor::new();
+    let (tasks, mut reports) = manager(&fake);
+    let mut spec_task = task("t1", "busybox");
+    if let Some(container) = spec_task.spec.as_mut().and_then(|s| s.container.as_mut()) {
+        container.stop_grace_period_ms = 1500;
+    }
+    tasks.set_assignments(vec![spec_task.clone()]);
+    reports.until("t1", TaskState::Running).await;
+    tasks.set_assignments(vec![with_desired(spec_task, TaskState::Remove)]);
+    reports.until("t1", TaskState::Shutdown).await;
+    assert_eq!(
+        fake.ops("t1").last(),
+        Some(&FakeOp::Shutdown(Duration::from_millis(1500)))
+    );
+}
+
+#[tokio::test(start_paused = true)]
 async fn desired_shutdown_during_a_long_prepare_abandons_it() {
     let fake = FakeExecutor::with_default(FakeBehavior {
         prepare_delay: Duration::from_secs(300),
