@@ -8,6 +8,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         "proto/ca.proto",
         "proto/raft.proto",
         "proto/dispatcher.proto",
+        "proto/images.proto",
     ];
     for f in &files {
         println!("cargo:rerun-if-changed={f}");

@@ -114,6 +114,37 @@ pub enum Command {
         #[command(subcommand)]
         command: ServiceCommand,
     },
+    /// Manage the cluster's images.
+    Image {
+        /// What to do.
+        #[command(subcommand)]
+        command: ImageCommand,
+    },
+}
+
+/// `rswarm image ...`.
+#[derive(Debug, Clone, PartialEq, Eq, Subcommand)]
+pub enum ImageCommand {
+    /// Import an image into the cluster: a root filesystem tarball (as `docker
+    /// import`), a `docker save` archive or an OCI image layout (tar), from FILE or
+    /// `-` (stdin). Every node can then run it.
+    Import {
+        /// The image's name, `NAME[:TAG]` (required when the archive names none).
+        #[arg(long)]
+        name: Option<String>,
+        /// The archive, or `-` for stdin.
+        file: String,
+    },
+    /// List the cluster's images.
+    #[command(alias = "list")]
+    Ls,
+    /// Remove images by name or id (refused while a service uses them).
+    #[command(alias = "remove")]
+    Rm {
+        /// Names (`NAME[:TAG]`) or ids.
+        #[arg(required = true)]
+        images: Vec<String>,
+    },
 }
 
 impl Command {

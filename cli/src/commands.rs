@@ -3,6 +3,7 @@
 //! writes the reply.
 
 pub mod cluster;
+pub mod image;
 pub mod join_token;
 pub mod node;
 pub mod progress;
@@ -15,6 +16,7 @@ use std::io::Write;
 use std::path::PathBuf;
 
 use rswarm_proto::api::control_client::ControlClient;
+use rswarm_proto::api::images_client::ImagesClient;
 use tonic::transport::Channel;
 
 use crate::args::{Format, Host};
@@ -35,6 +37,13 @@ pub struct Context {
 }
 
 impl Context {
+    /// Connects to the image API.
+    pub async fn images(&self) -> anyhow::Result<ImagesClient<Channel>> {
+        Ok(ImagesClient::new(
+            client::connect(&self.host, &self.cert_dir).await?,
+        ))
+    }
+
     /// Connects to the control API.
     pub async fn control(&self) -> anyhow::Result<ControlClient<Channel>> {
         Ok(ControlClient::new(

@@ -21,7 +21,7 @@ use clap::Parser;
 use tracing_subscriber::EnvFilter;
 
 use crate::args::{Cli, Command};
-use crate::commands::{Context, Reported, cluster, join_token, node, service};
+use crate::commands::{Context, Reported, cluster, image, join_token, node, service};
 
 #[tokio::main]
 async fn main() -> ExitCode {
@@ -74,5 +74,6 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Cluster { command } => cluster::run(&ctx, command, &mut out).await,
         Command::Node { command } => node::run(&ctx, command, &mut out).await,
         Command::Service { command } => service::run(&ctx, command, &mut out).await,
+        Command::Image { command } => image::run(&ctx, command, &mut out).await,
     }
 }

@@ -2,6 +2,7 @@
 //! exactly one JSON value, with enums as readable names rather than numbers.
 
 mod cluster;
+mod images;
 mod inspect;
 pub mod names;
 mod nodes;
@@ -13,6 +14,7 @@ use std::io::Write;
 use comfy_table::{ContentArrangement, Table, presets};
 
 pub use cluster::{cluster_status_json, cluster_status_table};
+pub use images::{image_rows, images_table, short_id};
 pub use inspect::{node_json, service_json};
 pub use nodes::{node_rows, nodes_table};
 pub use services::{service_rows, services_table};

@@ -10,6 +10,7 @@
 //! - [`raft`]: the managers' Raft group replicating the store, and its transport.
 //! - [`orchestrator`]: the reconcile decision keeping each service at its desired tasks.
 //! - [`scheduler`]: the placement decision: which node each pending task goes to.
+//! - [`images`]: image import, records, replication between managers, blob serving.
 //! - [`leading`]: running the leader-only loops (orchestrator, scheduler).
 //! - [`node`]: a running manager: Raft plus its services on one mTLS listener.
 #![forbid(unsafe_code)]
@@ -17,6 +18,7 @@
 pub mod ca;
 pub mod controlapi;
 pub mod dispatcher;
+pub mod images;
 pub mod leading;
 pub mod node;
 pub mod nodeca;

@@ -5,6 +5,7 @@
 //!   node CA, Raft transport, dispatcher) and the cluster's stored objects.
 //! - [`validate`]: parsing and validation of user input (sizes, ports, constraints,
 //!   env), shared by the CLI and the managers so both give the same errors.
+//! - [`blobs`]: streaming an image blob from a manager into a local store.
 //! - [`tls`]: certificate roles, join tokens and rustls configurations for mTLS
 //!   between nodes; shared by managers and workers, which never depend on each other.
 #![forbid(unsafe_code)]
@@ -15,5 +16,6 @@ pub mod api {
     tonic::include_proto!("rswarm");
 }
 
+pub mod blobs;
 pub mod tls;
 pub mod validate;

@@ -5,6 +5,7 @@
 
 mod constraint;
 mod container;
+mod image;
 mod publish;
 mod quantity;
 mod spec;
@@ -16,6 +17,7 @@ pub use container::{
     ALL_CAPABILITIES, DEFAULT_CAPABILITIES, check_volume_name, effective_capabilities,
     parse_capability, parse_mount, parse_signal, parse_user, signal_number, validate_container,
 };
+pub use image::normalize_image_name;
 pub use publish::parse_publish;
 pub use quantity::{format_cpus, format_size, parse_cpus, parse_size};
 pub use spec::validate_service_spec;
@@ -104,6 +106,14 @@ pub enum ValidationError {
     /// A `--user` value that is not `UID[:GID]` or `NAME[:GROUP]`.
     #[error("invalid user \"{input}\": {reason}")]
     User {
+        /// The input as given.
+        input: String,
+        /// What is wrong with it.
+        reason: String,
+    },
+    /// An image reference that is not `NAME[:TAG]`.
+    #[error("invalid image name \"{input}\": {reason}")]
+    ImageName {
         /// The input as given.
         input: String,
         /// What is wrong with it.

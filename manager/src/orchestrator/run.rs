@@ -41,6 +41,7 @@ fn dirty_of(event: &Event) -> Option<Dirty> {
             Object::Service(s) => Some(Dirty::Service(s.id.clone())),
             Object::Task(t) => Some(Dirty::Service(t.service_id.clone())),
             Object::Node(_) | Object::Cluster(_) => Some(Dirty::All),
+            Object::Image(_) => None,
         },
         Event::Reset => Some(Dirty::All),
         Event::Commit(_) => None,

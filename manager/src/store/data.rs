@@ -2,7 +2,7 @@
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 
-use rswarm_proto::api::{Cluster, Meta, Node, Service, Task};
+use rswarm_proto::api::{Cluster, Image, Meta, Node, Service, Task};
 use serde::{Deserialize, Serialize};
 
 use super::{Event, Kind, Object, StoreAction, StoreError};
@@ -18,27 +18,32 @@ pub struct StoreSnapshot {
     pub tasks: BTreeMap<String, Task>,
     /// The cluster object, once `init` has written it.
     pub cluster: Option<Cluster>,
+    /// Images by id (manifest digest).
+    pub images: BTreeMap<String, Image>,
 }
 
 /// The live contents: the snapshot plus indexes derived from it.
 #[derive(Default)]
 pub(super) struct StoreData {
-    objects: StoreSnapshot,
+    pub(super) objects: StoreSnapshot,
     /// Service name → id; names are unique. Only looked up, never iterated: hashed.
     service_names: HashMap<String, String>,
     /// Service id → its task ids.
     tasks_by_service: BTreeMap<String, BTreeSet<String>>,
+    /// Image name (`NAME:TAG`) → image id; each name is held by one image at most.
+    pub(super) image_names: HashMap<String, String>,
 }
 
 /// What to put back if a later action of the same batch is refused.
-enum Undo {
+pub(super) enum Undo {
     Node(String, Option<Node>),
     Service(String, Option<Service>),
     Task(String, Option<Task>),
     Cluster(Option<Cluster>),
+    Image(String, Option<Image>),
 }
 
-fn meta_mut(meta: &mut Option<Meta>) -> &mut Meta {
+pub(super) fn meta_mut(meta: &mut Option<Meta>) -> &mut Meta {
     meta.get_or_insert_with(Meta::default)
 }
 
@@ -47,7 +52,7 @@ fn version_of(meta: &Option<Meta>) -> u64 {
 }
 
 /// Checks an update's base version and stamps the new one, keeping the creation time.
-fn stamp_update(
+pub(super) fn stamp_update(
     kind: Kind,
     id: &str,
     new_meta: &mut Option<Meta>,
@@ -79,6 +84,11 @@ impl StoreData {
         for (id, s) in &data.objects.services {
             data.service_names
                 .insert(service_name(s).to_owned(), id.clone());
+        }
+        for (id, image) in &data.objects.images {
+            for name in &image.names {
+                data.image_names.insert(name.clone(), id.clone());
+            }
         }
         for (id, t) in &data.objects.tasks {
             data.tasks_by_service
@@ -232,6 +242,9 @@ impl StoreData {
                 self.objects.cluster = Some(c.clone());
                 Event::Updated(Object::Cluster(c))
             }
+            A::CreateImage(image) => self.create_image(index, image, undo)?,
+            A::UpdateImage(image) => self.update_image(index, image, undo)?,
+            A::RemoveImage { id } => self.remove_image(&id, undo)?,
         };
         Ok(event)
     }
@@ -308,6 +321,7 @@ impl StoreData {
                 }
             }
             Undo::Cluster(old) => self.objects.cluster = old,
+            Undo::Image(id, old) => self.revert_image(&id, old),
         }
     }
 }
@@ -316,14 +330,14 @@ fn service_name(s: &Service) -> &str {
     s.spec.as_ref().map_or("", |spec| spec.name.as_str())
 }
 
-fn exists(kind: Kind, id: &str) -> StoreError {
+pub(super) fn exists(kind: Kind, id: &str) -> StoreError {
     StoreError::AlreadyExists {
         kind,
         id: id.to_owned(),
     }
 }
 
-fn missing(kind: Kind, id: &str) -> StoreError {
+pub(super) fn missing(kind: Kind, id: &str) -> StoreError {
     StoreError::NotFound {
         kind,
         id: id.to_owned(),
@@ -332,7 +346,7 @@ fn missing(kind: Kind, id: &str) -> StoreError {
 
 /// A consistent read of the store.
 pub struct ReadTx<'a> {
-    data: &'a StoreData,
+    pub(super) data: &'a StoreData,
 }
 
 impl<'a> ReadTx<'a> {

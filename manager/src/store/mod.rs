@@ -10,6 +10,7 @@
 //! no gap and no duplicate, because both happen under the same lock.
 
 mod data;
+mod images;
 mod proposer;
 #[cfg(test)]
 mod tests;
@@ -19,7 +20,7 @@ pub use proposer::{DirectProposer, ProposeError, Proposer, update};
 
 use std::sync::{Arc, Mutex, PoisonError, RwLock};
 
-use rswarm_proto::api::{Cluster, Node, Service, Task};
+use rswarm_proto::api::{Cluster, Image, Node, Service, Task};
 use serde::{Deserialize, Serialize};
 use tokio::sync::mpsc;
 
@@ -60,6 +61,15 @@ pub enum StoreAction {
     CreateCluster(Cluster),
     /// Replaces the cluster object; its `meta.version` must equal the stored one.
     UpdateCluster(Cluster),
+    /// Adds an image; refused if the id exists or one of its names is held by another.
+    CreateImage(Image),
+    /// Replaces an image; its `meta.version` must equal the stored one.
+    UpdateImage(Image),
+    /// Deletes an image.
+    RemoveImage {
+        /// The image's id (manifest digest).
+        id: String,
+    },
 }
 
 /// The kind of a stored object, for error messages and events.
@@ -73,6 +83,8 @@ pub enum Kind {
     Task,
     /// The [`Cluster`] object.
     Cluster,
+    /// An [`Image`].
+    Image,
 }
 
 impl std::fmt::Display for Kind {
@@ -82,6 +94,7 @@ impl std::fmt::Display for Kind {
             Kind::Service => "service",
             Kind::Task => "task",
             Kind::Cluster => "cluster",
+            Kind::Image => "image",
         })
     }
 }
@@ -140,6 +153,8 @@ pub enum Object {
     Task(Task),
     /// The cluster.
     Cluster(Cluster),
+    /// An image.
+    Image(Image),
 }
 
 /// What a watcher receives, in apply order.
