@@ -4,6 +4,8 @@
 //! - [`exec`]: the seam itself: [`Executor`] hands out a [`Controller`] per task,
 //!   whose idempotent operations the worker's task runner drives; [`ExecError`]
 //!   says which task state a failure leads to.
+//! - [`source`]: where a node gets images: the [`ImageSource`] the worker
+//!   implements over the managers' image service.
 //! - [`none`]: the executor of a node without a container runtime: refuses tasks.
 //! - `fake` (feature `test-util`): a fake executor on tokio timers with per-image
 //!   knobs and a record of every call, for worker and cluster tests.
@@ -13,6 +15,8 @@ pub mod exec;
 #[cfg(any(test, feature = "test-util"))]
 pub mod fake;
 pub mod none;
+pub mod source;
 
 pub use exec::{Controller, ExecError, Executor, ExitStatus};
 pub use none::NoRuntime;
+pub use source::{BlobSink, ImageSource, SourceError};

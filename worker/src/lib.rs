@@ -8,11 +8,13 @@
 //!   it through the executor, and the batching of status reports.
 //! - [`dispatch`]: the assignment stream in and batched status reports out, to
 //!   the leader the session follows.
+//! - [`images`]: the node's image source: the managers' image service, leader first.
 //! - [`control`]: the control API as a worker's local socket answers it: every call
 //!   is refused with the managers' addresses.
 #![forbid(unsafe_code)]
 
 pub mod control;
 pub mod dispatch;
+pub mod images;
 pub mod session;
 pub mod tasks;
