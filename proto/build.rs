@@ -9,6 +9,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         "proto/raft.proto",
         "proto/dispatcher.proto",
         "proto/images.proto",
+        "proto/logs.proto",
     ];
     for f in &files {
         println!("cargo:rerun-if-changed={f}");

@@ -7,9 +7,11 @@
 //! and every future it returns may be dropped half-way (the runner abandons a
 //! `prepare` or `wait` when the managers ask for the task to stop).
 
+use std::pin::Pin;
 use std::time::Duration;
 
 use async_trait::async_trait;
+use futures::Stream;
 use rswarm_proto::api::{Task, TaskState};
 
 /// Hands out the controllers of a node's tasks.
@@ -22,7 +24,42 @@ pub trait Executor: Send + Sync {
     /// returns is attached to them, which is how a running task is re-adopted.
     /// Fails only when the task can never run here, e.g. its spec has no container.
     fn controller(&self, task: &Task) -> Result<Box<dyn Controller>, ExecError>;
+
+    /// The logs the task's process wrote: the last `options.tail` lines (all when
+    /// `None`), oldest first, then with `options.follow` new lines as they are
+    /// written until the stream is dropped or the task is removed.
+    ///
+    /// The default is a runtime that keeps no logs.
+    fn logs(&self, task_id: &str, options: LogOptions) -> Result<LogLines, ExecError> {
+        let _ = options;
+        Err(ExecError::Logs(format!(
+            "task {task_id}: this node's runtime keeps no logs"
+        )))
+    }
 }
+
+/// Which lines [`Executor::logs`] returns.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct LogOptions {
+    /// Only the last this many lines; `None`: every line kept.
+    pub tail: Option<u64>,
+    /// Keep the stream open for new lines.
+    pub follow: bool,
+}
+
+/// One line a task's process wrote.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct LogLine {
+    /// When it was written, in nanoseconds since the Unix epoch.
+    pub timestamp_ns: u64,
+    /// Written on stderr rather than stdout.
+    pub stderr: bool,
+    /// The line without its newline.
+    pub data: Vec<u8>,
+}
+
+/// A task's log lines, oldest first.
+pub type LogLines = Pin<Box<dyn Stream<Item = LogLine> + Send>>;
 
 /// Runs one task's container through its life.
 ///
@@ -119,6 +156,9 @@ pub enum ExecError {
     /// The task's resources could not be freed.
     #[error("remove failed: {0}")]
     Remove(String),
+    /// The task's logs cannot be read.
+    #[error("logs unavailable: {0}")]
+    Logs(String),
 }
 
 impl ExecError {
@@ -133,7 +173,8 @@ impl ExecError {
             ExecError::Start(_)
             | ExecError::Wait(_)
             | ExecError::Stop(_)
-            | ExecError::Remove(_) => TaskState::Failed,
+            | ExecError::Remove(_)
+            | ExecError::Logs(_) => TaskState::Failed,
         }
     }
 }

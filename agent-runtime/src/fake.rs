@@ -14,7 +14,9 @@ use async_trait::async_trait;
 use rswarm_proto::api::{Task, TaskState};
 use tokio::sync::watch;
 
-use crate::exec::{Controller, ExecError, Executor, ExitStatus, task_image};
+use crate::exec::{
+    Controller, ExecError, Executor, ExitStatus, LogLine, LogLines, LogOptions, task_image,
+};
 
 /// Exit code of a process that ended on the stop signal (128 + SIGTERM).
 pub const STOPPED_EXIT_CODE: i32 = 143;
@@ -101,6 +103,8 @@ struct Shared {
     calls: Vec<FakeCall>,
     /// Each task's container state, by task id.
     tasks: HashMap<String, Arc<watch::Sender<FakeState>>>,
+    /// Each task's log lines, by task id.
+    logs: HashMap<String, Arc<watch::Sender<Vec<LogLine>>>>,
 }
 
 /// The fake [`Executor`]. Cloning shares the same state.
@@ -165,10 +169,14 @@ impl FakeExecutor {
     /// Makes `task_id`'s running process exit (or crash) with `status`. Returns
     /// false, changing nothing, when that process is not running.
     pub fn exit(&self, task_id: &str, status: ExitStatus) -> bool {
-        let Some(state) = self.lock().tasks.get(task_id).cloned() else {
-            return false;
+        let (state, logs) = {
+            let shared = self.lock();
+            match (shared.tasks.get(task_id), shared.logs.get(task_id)) {
+                (Some(state), Some(logs)) => (state.clone(), logs.clone()),
+                _ => return false,
+            }
         };
-        exit_if_running(&state, status)
+        exit_if_running(&state, &logs, status)
     }
 
     /// The shared state; a poisoned lock is recovered because every update to it
@@ -198,14 +206,61 @@ impl Executor for FakeExecutor {
         let state = state
             .or_insert_with(|| Arc::new(watch::Sender::new(initial)))
             .clone();
+        let logs = shared
+            .logs
+            .entry(task.id.clone())
+            .or_insert_with(|| Arc::new(watch::Sender::new(Vec::new())))
+            .clone();
         Ok(Box::new(FakeController {
             task_id: task.id.clone(),
             image,
             behavior,
             state,
+            logs,
             executor: self.clone(),
         }))
     }
+
+    /// A line when the task starts (stdout) and one when it exits (stderr).
+    fn logs(&self, task_id: &str, options: LogOptions) -> Result<LogLines, ExecError> {
+        let lines = self
+            .lock()
+            .logs
+            .get(task_id)
+            .cloned()
+            .ok_or_else(|| ExecError::Logs(format!("no such task: {task_id}")))?;
+        let rx = lines.subscribe();
+        let skip = match options.tail {
+            Some(tail) => rx.borrow().len().saturating_sub(tail as usize),
+            None => 0,
+        };
+        let stream = futures::stream::unfold((rx, skip), move |(mut rx, next)| async move {
+            loop {
+                let line = rx.borrow_and_update().get(next).cloned();
+                if let Some(line) = line {
+                    return Some((line, (rx, next + 1)));
+                }
+                if !options.follow || rx.changed().await.is_err() {
+                    return None;
+                }
+            }
+        });
+        Ok(Box::pin(stream))
+    }
+}
+
+/// Appends a line to a task's fake log.
+fn log_line(logs: &watch::Sender<Vec<LogLine>>, stderr: bool, text: String) {
+    let timestamp_ns = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| u64::try_from(d.as_nanos()).unwrap_or(u64::MAX));
+    logs.send_modify(|lines| {
+        lines.push(LogLine {
+            timestamp_ns,
+            stderr,
+            data: text.into_bytes(),
+        })
+    });
 }
 
 /// One task's fake controller.
@@ -218,6 +273,8 @@ struct FakeController {
     behavior: FakeBehavior,
     /// The container's state, shared with other controllers of the same task.
     state: Arc<watch::Sender<FakeState>>,
+    /// The task's log lines, shared likewise.
+    logs: Arc<watch::Sender<Vec<LogLine>>>,
     /// For recording calls.
     executor: FakeExecutor,
 }
@@ -247,15 +304,25 @@ impl FakeController {
     }
 }
 
-/// Moves a running process to `Exited(status)`; false if it was not running.
-fn exit_if_running(state: &watch::Sender<FakeState>, status: ExitStatus) -> bool {
-    state.send_if_modified(|s| {
+/// Moves a running process to `Exited(status)` and logs it; false if it was not
+/// running.
+fn exit_if_running(
+    state: &watch::Sender<FakeState>,
+    logs: &watch::Sender<Vec<LogLine>>,
+    status: ExitStatus,
+) -> bool {
+    let code = status.code;
+    let exited = state.send_if_modified(|s| {
         let running = *s == FakeState::Running;
         if running {
             *s = FakeState::Exited(status);
         }
         running
-    })
+    });
+    if exited {
+        log_line(logs, true, format!("exited with code {code}"));
+    }
+    exited
 }
 
 #[async_trait]
@@ -297,15 +364,17 @@ impl Controller for FakeController {
         if !self.advance(|s| *s == FakeState::Prepared, FakeState::Running) {
             return Ok(()); // Another controller of the same task started it.
         }
+        log_line(&self.logs, false, format!("running image {}", self.image));
         if let Some(run_for) = self.behavior.run_for {
             let state = self.state.clone();
+            let logs = self.logs.clone();
             let status = ExitStatus {
                 code: self.behavior.exit_code,
                 reason: self.behavior.exit_reason.clone(),
             };
             tokio::spawn(async move {
                 tokio::time::sleep(run_for).await;
-                exit_if_running(&state, status);
+                exit_if_running(&state, &logs, status);
             });
         }
         Ok(())
@@ -342,7 +411,7 @@ impl Controller for FakeController {
             return Ok(());
         }
         if !self.behavior.ignores_stop_signal {
-            exit_if_running(&self.state, ExitStatus::code(STOPPED_EXIT_CODE));
+            exit_if_running(&self.state, &self.logs, ExitStatus::code(STOPPED_EXIT_CODE));
             return Ok(());
         }
         // The process ignores the signal: it may still exit by itself during the
@@ -350,19 +419,19 @@ impl Controller for FakeController {
         let mut rx = self.state.subscribe();
         let exited = rx.wait_for(|s| *s != FakeState::Running);
         let _ = tokio::time::timeout(grace, exited).await;
-        exit_if_running(&self.state, ExitStatus::code(KILLED_EXIT_CODE));
+        exit_if_running(&self.state, &self.logs, ExitStatus::code(KILLED_EXIT_CODE));
         Ok(())
     }
 
     async fn terminate(&self) -> Result<(), ExecError> {
         self.record(FakeOp::Terminate);
-        exit_if_running(&self.state, ExitStatus::code(KILLED_EXIT_CODE));
+        exit_if_running(&self.state, &self.logs, ExitStatus::code(KILLED_EXIT_CODE));
         Ok(())
     }
 
     async fn remove(&self) -> Result<(), ExecError> {
         self.record(FakeOp::Remove);
-        exit_if_running(&self.state, ExitStatus::code(KILLED_EXIT_CODE));
+        exit_if_running(&self.state, &self.logs, ExitStatus::code(KILLED_EXIT_CODE));
         self.state.send_modify(|s| {
             *s = match s {
                 FakeState::Exited(status) => FakeState::Removed(Some(status.clone())),

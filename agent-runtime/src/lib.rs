@@ -17,6 +17,6 @@ pub mod fake;
 pub mod none;
 pub mod source;
 
-pub use exec::{Controller, ExecError, Executor, ExitStatus};
+pub use exec::{Controller, ExecError, Executor, ExitStatus, LogLine, LogLines, LogOptions};
 pub use none::NoRuntime;
 pub use source::{BlobSink, ImageSource, SourceError};

@@ -367,6 +367,8 @@ pub enum ServiceCommand {
     },
     /// List the tasks of services, each slot's current task first, then its history.
     Ps(ServicePsArgs),
+    /// Show the output of a service's tasks, gathered from every node.
+    Logs(ServiceLogsArgs),
     /// Change the number of tasks of replicated services.
     Scale {
         /// `NAME=N`: a service id, id prefix or name, and its new number of tasks.
@@ -446,6 +448,33 @@ pub struct ServiceCreateArgs {
         value_name = "COMMAND"
     )]
     pub args: Vec<String>,
+}
+
+/// `rswarm service logs`.
+#[derive(Debug, Clone, PartialEq, Eq, Args)]
+pub struct ServiceLogsArgs {
+    /// Keep printing new lines until interrupted.
+    #[arg(short, long)]
+    pub follow: bool,
+    /// Only the last N lines of each task (`all` for every line).
+    #[arg(short = 'n', long, default_value = "all", value_parser = parse_tail)]
+    pub tail: i64,
+    /// Show when each line was written.
+    #[arg(short, long)]
+    pub timestamps: bool,
+    /// Service id, id prefix or name.
+    pub service: String,
+}
+
+/// Parses `--tail`: `all` (-1) or a whole number.
+pub fn parse_tail(input: &str) -> Result<i64, String> {
+    match input.trim() {
+        "all" => Ok(-1),
+        n => n
+            .parse::<u32>()
+            .map(i64::from)
+            .map_err(|_| format!("invalid tail \"{input}\": expected a number of lines or `all`")),
+    }
 }
 
 /// The container options, reservations and placement limits of `service create`.

@@ -11,6 +11,7 @@
 //! - [`orchestrator`]: the reconcile decision keeping each service at its desired tasks.
 //! - [`scheduler`]: the placement decision: which node each pending task goes to.
 //! - [`images`]: image import, records, replication between managers, blob serving.
+//! - [`logs`]: task logs gathered from the nodes through the leader.
 //! - [`leading`]: running the leader-only loops (orchestrator, scheduler).
 //! - [`node`]: a running manager: Raft plus its services on one mTLS listener.
 #![forbid(unsafe_code)]
@@ -20,6 +21,7 @@ pub mod controlapi;
 pub mod dispatcher;
 pub mod images;
 pub mod leading;
+pub mod logs;
 pub mod node;
 pub mod nodeca;
 pub mod orchestrator;

@@ -7,51 +7,76 @@ use std::time::Duration;
 use rswarm_proto::api::control_server::ControlServer;
 use rswarm_proto::api::dispatcher_server::DispatcherServer;
 use rswarm_proto::api::images_server::ImagesServer;
+use rswarm_proto::api::logs_server::LogsServer;
 use rswarm_proto::api::node_ca_server::NodeCaServer;
 use tokio_util::sync::CancellationToken;
 use tonic::service::interceptor::InterceptedService;
+use tonic::transport::Channel;
 use tonic::transport::server::Router;
 
 use crate::controlapi::ControlApi;
 use crate::dispatcher::DispatcherService;
 use crate::images::{Connector, ImageBackend, ImageService, Replicator};
+use crate::logs::{LeaderLink, LogBroker, LogService};
 use crate::nodeca::NodeCaService;
 use crate::orchestrator::Orchestrator;
 use crate::raft::RaftNode;
 use crate::scheduler::Scheduler;
 use crate::store::Store;
 
-/// What a manager needs to serve images: the node's local image store, its own
-/// node id (recorded as a holder), and a way to reach the other managers.
+/// What a manager needs beyond Raft to serve images and relay logs: its node id,
+/// a way to reach the other managers, and the node's local image store.
 #[derive(Clone)]
-pub struct ImageSetup {
-    /// The local image store.
-    pub backend: Arc<dyn ImageBackend>,
-    /// This manager's node id.
+pub struct ManagerSetup {
+    /// This manager's node id (recorded as a holder of the images it stores).
     pub node_id: String,
-    /// Opens mTLS channels to other managers, to replicate images from them.
+    /// Opens mTLS channels to other managers.
     pub connect: Connector,
+    /// The local image store; without one, image calls are unimplemented.
+    pub images: Option<Arc<dyn ImageBackend>>,
 }
 
 /// A running manager: its Raft member, which is also how it proposes writes and
 /// sees the group.
 pub struct Manager {
     raft: Arc<RaftNode>,
-    images: Option<ImageSetup>,
+    setup: Option<ManagerSetup>,
+    logs: Arc<LogBroker>,
+}
+
+/// The leader as the log service sees it: Raft's view plus a channel to it.
+struct RaftLeader {
+    raft: Arc<RaftNode>,
+    connect: Option<Connector>,
+}
+
+impl LeaderLink for RaftLeader {
+    fn is_leader(&self) -> bool {
+        self.raft.is_leader()
+    }
+
+    fn leader_channel(&self) -> Result<Channel, String> {
+        let (_, addr) = self.raft.leader().ok_or("no leader is known")?;
+        let connect = self
+            .connect
+            .as_ref()
+            .ok_or("this manager cannot reach other managers")?;
+        connect(&addr)
+    }
 }
 
 impl Manager {
-    /// A manager around its Raft member, without an image store (image calls are
-    /// then unimplemented).
+    /// A manager around its Raft member, without images or relaying (tests).
     pub fn new(raft: RaftNode) -> Arc<Manager> {
-        Manager::with_images(raft, None)
+        Manager::with_setup(raft, None)
     }
 
-    /// A manager that also serves images from `images`.
-    pub fn with_images(raft: RaftNode, images: Option<ImageSetup>) -> Arc<Manager> {
+    /// A manager that also serves images and relays log requests, per `setup`.
+    pub fn with_setup(raft: RaftNode, setup: Option<ManagerSetup>) -> Arc<Manager> {
         Arc::new(Manager {
             raft: Arc::new(raft),
-            images,
+            setup,
+            logs: Arc::default(),
         })
     }
 
@@ -61,15 +86,28 @@ impl Manager {
     }
 
     fn image_service(&self) -> Option<ImagesServer<ImageService<RaftNode>>> {
-        self.images.as_ref().map(|setup| {
+        let setup = self.setup.as_ref()?;
+        let backend = setup.images.clone()?;
+        Some(
             ImagesServer::new(ImageService::new(
                 self.store().clone(),
                 self.raft.clone(),
-                setup.backend.clone(),
+                backend,
                 setup.node_id.clone(),
             ))
-            .max_decoding_message_size(8 << 20)
-        })
+            .max_decoding_message_size(8 << 20),
+        )
+    }
+
+    fn log_service(&self) -> LogsServer<LogService<RaftLeader>> {
+        LogsServer::new(LogService::new(
+            self.store().clone(),
+            self.logs.clone(),
+            Arc::new(RaftLeader {
+                raft: self.raft.clone(),
+                connect: self.setup.as_ref().map(|s| s.connect.clone()),
+            }),
+        ))
     }
 
     /// The services served over mTLS TCP: control (managers and admins), node CA
@@ -94,12 +132,14 @@ impl Manager {
             Orchestrator::new(store.clone(), self.raft.clone(), self.raft.clone())
                 .run(shutdown.clone()),
         );
-        if let Some(setup) = &self.images {
+        if let Some(setup) = &self.setup
+            && let Some(backend) = &setup.images
+        {
             tokio::spawn(
                 Replicator::new(
                     store.clone(),
                     self.raft.clone(),
-                    setup.backend.clone(),
+                    backend.clone(),
                     setup.node_id.clone(),
                     setup.connect.clone(),
                 )
@@ -126,6 +166,7 @@ impl Manager {
             ))
             .add_service(DispatcherServer::from_arc(dispatcher))
             .add_optional_service(self.image_service())
+            .add_service(self.log_service())
     }
 
     /// The control API alone, for the local Unix socket.
@@ -137,5 +178,6 @@ impl Manager {
                 self.raft.clone(),
             )))
             .add_optional_service(self.image_service())
+            .add_service(self.log_service())
     }
 }

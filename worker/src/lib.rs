@@ -9,6 +9,7 @@
 //! - [`dispatch`]: the assignment stream in and batched status reports out, to
 //!   the leader the session follows.
 //! - [`images`]: the node's image source: the managers' image service, leader first.
+//! - [`logs`]: answering the leader's log requests for this node's tasks.
 //! - [`control`]: the control API as a worker's local socket answers it: every call
 //!   is refused with the managers' addresses.
 #![forbid(unsafe_code)]
@@ -16,5 +17,6 @@
 pub mod control;
 pub mod dispatch;
 pub mod images;
+pub mod logs;
 pub mod session;
 pub mod tasks;

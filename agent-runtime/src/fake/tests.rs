@@ -232,3 +232,44 @@ async fn a_second_controller_attaches_to_the_same_container() {
     ctl.remove().await.unwrap();
     assert_eq!(fake.state("t2"), Some(FakeState::Removed(None)));
 }
+
+#[tokio::test]
+async fn logs_give_the_tail_then_follow_new_lines() {
+    use futures::StreamExt;
+    let fake = FakeExecutor::new();
+    assert!(matches!(
+        fake.logs("nope", LogOptions::default()),
+        Err(ExecError::Logs(_))
+    ));
+    let ctl = fake.controller(&task("t1", "busybox")).unwrap();
+    ctl.prepare().await.unwrap();
+    ctl.start().await.unwrap();
+    let mut follow = fake
+        .logs(
+            "t1",
+            LogOptions {
+                tail: None,
+                follow: true,
+            },
+        )
+        .unwrap();
+    let first = follow.next().await.unwrap();
+    assert_eq!(first.data, b"running image busybox");
+    assert!(!first.stderr);
+    assert!(fake.exit("t1", ExitStatus::code(4)));
+    let last = follow.next().await.unwrap();
+    assert_eq!(last.data, b"exited with code 4");
+    assert!(last.stderr);
+    let tail: Vec<LogLine> = fake
+        .logs(
+            "t1",
+            LogOptions {
+                tail: Some(1),
+                follow: false,
+            },
+        )
+        .unwrap()
+        .collect()
+        .await;
+    assert_eq!(tail, vec![last]);
+}

@@ -1,5 +1,6 @@
 //! `rswarm service ...`.
 
+mod logs;
 mod ps;
 mod scale;
 
@@ -35,6 +36,7 @@ pub async fn run(
         ServiceCommand::Inspect { services } => inspect(ctx, &services, out).await,
         ServiceCommand::Rm { services } => rm(ctx, &services, out).await,
         ServiceCommand::Ps(args) => ps::ps(ctx, &args, out).await,
+        ServiceCommand::Logs(args) => logs::logs(ctx, &args, out).await,
         ServiceCommand::Scale { scales } => scale::scale(ctx, &scales, out).await,
     }
 }

@@ -63,7 +63,7 @@ pub use executor::ByImage;
 mod executor {
     use rswarm_agent_runtime::exec::task_image;
     use rswarm_agent_runtime::fake::{FakeBehavior, FakeExecutor};
-    use rswarm_agent_runtime::{Controller, ExecError, Executor};
+    use rswarm_agent_runtime::{Controller, ExecError, Executor, LogLines, LogOptions};
     use rswarm_proto::api::Task;
 
     use super::{FakeImage, parse};
@@ -108,6 +108,10 @@ mod executor {
             // Idempotent: the same image always maps to the same behaviour.
             self.fake.set_image(image, behavior(&parse(image)));
             self.fake.controller(task)
+        }
+
+        fn logs(&self, task_id: &str, options: LogOptions) -> Result<LogLines, ExecError> {
+            self.fake.logs(task_id, options)
         }
     }
 }

@@ -7,10 +7,11 @@ use std::time::Duration;
 
 use anyhow::Context as _;
 use rswarm_agent_runtime::Executor;
-use rswarm_manager::node::Manager;
+use rswarm_manager::images::Connector;
+use rswarm_manager::node::{Manager, ManagerSetup};
 use rswarm_manager::raft::RaftNode;
 use rswarm_proto::api::control_server::ControlServer;
-use rswarm_proto::tls::{Identity, server_tls_config};
+use rswarm_proto::tls::{Identity, node_channel, server_tls_config};
 use rswarm_worker::control::WorkerControl;
 use rswarm_worker::dispatch;
 use rswarm_worker::session::{ManagerList, Session, SessionState};
@@ -107,6 +108,12 @@ fn start_session(
         dispatch::batcher(reports),
         shutdown.clone(),
     ));
+    tokio::spawn(rswarm_worker::logs::serve(
+        identity.clone(),
+        session.leader(),
+        executor.clone(),
+        shutdown.clone(),
+    ));
     let session = tokio::spawn(session.run(shutdown.clone()));
     let dir = dir.clone();
     let mut saved = record.clone();
@@ -154,7 +161,18 @@ pub async fn manager(
     // Servers stop on SIGTERM and on a role change; the latter keeps the daemon.
     let shutdown = stop.child_token();
     let role_change = CancellationToken::new();
-    let manager = Manager::new(raft.clone());
+    let connect_identity = identity.clone();
+    let connect: Connector = Arc::new(move |addr: &str| {
+        node_channel(addr, &connect_identity).map_err(|e| format!("{addr}: {e}"))
+    });
+    let manager = Manager::with_setup(
+        raft.clone(),
+        Some(ManagerSetup {
+            node_id: record.node_id.clone(),
+            connect,
+            images: None,
+        }),
+    );
     let tcp = TcpListener::bind(record.listen)
         .await
         .with_context(|| format!("cannot listen on {}", record.listen))?;
