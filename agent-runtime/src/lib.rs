@@ -4,6 +4,9 @@
 //! - [`exec`]: the seam itself: [`Executor`] hands out a [`Controller`] per task,
 //!   whose idempotent operations the worker's task runner drives; [`ExecError`]
 //!   says which task state a failure leads to.
+//! - [`image`]: the node's image store: verified blobs, image import (rootfs
+//!   tarball, `docker save`, OCI layout), layers unpacked once for overlayfs, and
+//!   the image config turned into the process to run.
 //! - [`none`]: the executor of a node without a container runtime: refuses tasks.
 //! - `fake` (feature `test-util`): a fake executor on tokio timers with per-image
 //!   knobs and a record of every call, for worker and cluster tests.
@@ -12,6 +15,7 @@
 pub mod exec;
 #[cfg(any(test, feature = "test-util"))]
 pub mod fake;
+pub mod image;
 pub mod none;
 
 pub use exec::{Controller, ExecError, Executor, ExitStatus};

@@ -1,0 +1,93 @@
+//! Removing names, and an image's content once no name points at it.
+
+use std::collections::BTreeSet;
+use std::fs;
+use std::io;
+
+use super::digest::Digest;
+use super::fsutil::temp_name;
+use super::{Image, ImageError, ImageStore, Removed, find, io_at, names_of, normalize};
+
+impl ImageStore {
+    /// Removes a name. Given an id (or unique id prefix), removes every name of that
+    /// image. When no name points at the image any more, its blobs and unpacked
+    /// layers are deleted, except those another image uses.
+    ///
+    /// `in_use` is asked before content is deleted (containers still running on the
+    /// image's layers); when it says yes nothing is changed and the error says so.
+    pub fn remove(
+        &self,
+        name: &str,
+        in_use: impl Fn(&Image) -> bool,
+    ) -> Result<Removed, ImageError> {
+        let lock = self.refs.lock()?;
+        let mut refs = self.refs.load()?;
+        let id = find(&refs, name)?.ok_or_else(|| ImageError::NotFound(name.to_string()))?;
+        let untagged = match normalize(name) {
+            Ok(n) if refs.get(&n) == Some(&id) => vec![n],
+            _ => names_of(&refs, &id),
+        };
+        for n in &untagged {
+            refs.remove(n);
+        }
+        if refs.values().any(|d| *d == id) {
+            self.refs.save(&lock, &refs)?;
+            return Ok(Removed {
+                untagged,
+                deleted: None,
+                blobs_deleted: 0,
+            });
+        }
+        let image = self.load(&id, untagged.clone())?;
+        if in_use(&image) {
+            return Err(ImageError::InUse {
+                name: name.to_string(),
+                id,
+            });
+        }
+        // The name goes first: from then on the image is invisible, and a crash
+        // below leaves only unreferenced blobs behind.
+        self.refs.save(&lock, &refs)?;
+        let mut kept: BTreeSet<Digest> = BTreeSet::new();
+        let others: BTreeSet<&Digest> = refs.values().collect();
+        for other in others {
+            let other = self.load(other, Vec::new())?;
+            kept.extend(other.blobs());
+        }
+        let mut blobs_deleted = 0;
+        for blob in image.blobs() {
+            if kept.contains(&blob) {
+                continue;
+            }
+            if self.blobs.has(&blob) {
+                self.blobs.remove(&blob)?;
+                blobs_deleted += 1;
+            }
+        }
+        for layer in image.layers() {
+            if !kept.contains(&layer) {
+                self.remove_layer_dir(&layer)?;
+            }
+        }
+        tracing::info!(image = %id, blobs_deleted, "image removed");
+        Ok(Removed {
+            untagged,
+            deleted: Some(id),
+            blobs_deleted,
+        })
+    }
+
+    /// Deletes an unpacked layer: renamed away first, so its final name never
+    /// points at a half-deleted tree.
+    fn remove_layer_dir(&self, layer: &Digest) -> Result<(), ImageError> {
+        let dir = self.layer_dir(layer);
+        let doomed = self
+            .layers_dir
+            .join(temp_name(&format!("rm-{}", layer.hex())));
+        match fs::rename(&dir, &doomed) {
+            Ok(()) => fs::remove_dir_all(&doomed).map_err(io_at(&doomed)),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
+            Err(e) => Err(io_at(&dir)(e)),
+        }
+    }
+}
