@@ -2,7 +2,9 @@
 //! is unit-tested without root ([`RecordingFs`]) and the real ones ([`HostFs`]) as root.
 
 use std::io;
-use std::path::{Path, PathBuf};
+use std::path::Path;
+#[cfg(test)]
+use std::path::PathBuf;
 #[cfg(test)]
 use std::sync::Mutex;
 
