@@ -140,8 +140,12 @@ impl Unpacker<'_> {
         };
         let rel = clean(&raw).map_err(refuse)?;
         let kind = entry.header().entry_type();
-        if kind == EntryType::XGlobalHeader {
-            return Ok(());
+        match kind {
+            EntryType::XGlobalHeader => return Ok(()),
+            EntryType::Char | EntryType::Block => {
+                return Err(refuse("device nodes are not allowed in layers"));
+            }
+            _ => {}
         }
         let file_name = rel
             .file_name()
@@ -221,9 +225,6 @@ impl Unpacker<'_> {
                     makedev(0, 0),
                 )
                 .map_err(|e| io_err(e.into()))?;
-            }
-            EntryType::Char | EntryType::Block => {
-                return Err(refuse("device nodes are not allowed in layers"));
             }
             other => {
                 return Err(refuse(&format!("unsupported tar entry type {other:?}")));
