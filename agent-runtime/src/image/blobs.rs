@@ -71,6 +71,11 @@ impl BlobStore {
         Ok(BlobStore { dir })
     }
 
+    /// The directory holding the blobs.
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
     /// Where the blob `digest` lives (whether or not it is there).
     pub fn path(&self, digest: &Digest) -> PathBuf {
         self.dir.join(digest.hex())

@@ -29,6 +29,43 @@ pub fn sync_dir(dir: &Path) -> io::Result<()> {
     File::open(dir)?.sync_all()
 }
 
+/// The pid in a name made by [`temp_name`].
+fn temp_owner(name: &str) -> Option<u32> {
+    let rest = name.strip_prefix(TMP_PREFIX)?;
+    let mut parts = rest.rsplitn(4, '-');
+    let (_nanos, _counter, pid) = (parts.next()?, parts.next()?, parts.next()?);
+    parts.next()?;
+    pid.parse().ok()
+}
+
+/// Removes temp entries in `dir` left by processes that are gone (a crash during
+/// an import or an unpack). Entries of live processes are work in progress.
+pub fn remove_stale_temps(dir: &Path) {
+    let Ok(entries) = fs::read_dir(dir) else {
+        return;
+    };
+    for entry in entries.flatten() {
+        let name = entry.file_name().to_string_lossy().into_owned();
+        let Some(pid) = temp_owner(&name) else {
+            continue;
+        };
+        if pid != 0 && Path::new(&format!("/proc/{pid}")).exists() {
+            continue;
+        }
+        let path = entry.path();
+        let res = match entry.file_type() {
+            Ok(t) if t.is_dir() => fs::remove_dir_all(&path),
+            _ => fs::remove_file(&path),
+        };
+        match res {
+            Ok(()) => tracing::info!(path = %path.display(), "stale temporary entry removed"),
+            Err(err) => {
+                tracing::warn!(path = %path.display(), %err, "cannot remove stale temporary entry")
+            }
+        }
+    }
+}
+
 /// A temporary file or directory removed on drop unless it was kept (renamed).
 pub struct TempPath {
     /// Where it is.
@@ -104,6 +141,14 @@ mod tests {
         write_atomic(&p, b"two").unwrap();
         assert_eq!(fs::read(&p).unwrap(), b"two");
         assert_eq!(fs::read_dir(dir.path()).unwrap().count(), 1);
+    }
+
+    #[test]
+    fn temp_names_carry_the_pid() {
+        let name = temp_name("rm-ab-cd");
+        assert_eq!(temp_owner(&name), Some(std::process::id()));
+        assert_eq!(temp_owner("blob"), None);
+        assert_eq!(temp_owner(".tmp-x"), None);
     }
 
     #[test]

@@ -155,6 +155,9 @@ impl ImageStore {
         for d in [&layers_dir, &tmp_dir] {
             fs::create_dir_all(d).map_err(io_at(d))?;
         }
+        for d in [blobs.dir(), &layers_dir, &tmp_dir] {
+            fsutil::remove_stale_temps(d);
+        }
         Ok(ImageStore {
             refs: Refs::new(&dir),
             dir,
@@ -264,6 +267,11 @@ impl ImageStore {
         }
         out.sort_by(|a, b| a.names.cmp(&b.names));
         Ok(out)
+    }
+
+    /// The `blobs/sha256` directory.
+    fn blobs_dir(&self) -> PathBuf {
+        self.dir.join("blobs").join("sha256")
     }
 
     /// The importer over this store's blobs.

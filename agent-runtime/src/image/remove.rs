@@ -77,6 +77,44 @@ impl ImageStore {
         })
     }
 
+    /// Deletes every blob and unpacked layer no named image references: what a
+    /// crashed import or a name moved to a newer image left behind. Layers for which
+    /// `layer_in_use` says yes (a container still runs on them) stay, with their blob.
+    /// Returns how many blobs and layer directories were deleted. Not to be run while
+    /// blobs are being fetched for [`ImageStore::add_image`]: until registered they
+    /// are unreferenced too.
+    pub fn prune(&self, layer_in_use: impl Fn(&Digest) -> bool) -> Result<usize, ImageError> {
+        let _lock = self.refs.lock()?;
+        let refs = self.refs.load()?;
+        let mut kept: BTreeSet<Digest> = BTreeSet::new();
+        for id in refs.values().collect::<BTreeSet<_>>() {
+            kept.extend(self.load(id, Vec::new())?.blobs());
+        }
+        let mut deleted = 0;
+        for (dir, is_layer) in [(self.layers_dir.clone(), true), (self.blobs_dir(), false)] {
+            for entry in fs::read_dir(&dir).map_err(io_at(&dir))? {
+                let entry = entry.map_err(io_at(&dir))?;
+                let Some(digest) = entry
+                    .file_name()
+                    .to_str()
+                    .and_then(|n| Digest::from_hex(n).ok())
+                else {
+                    continue; // temp entries of work in progress
+                };
+                if kept.contains(&digest) || layer_in_use(&digest) {
+                    continue;
+                }
+                if is_layer {
+                    self.remove_layer_dir(&digest)?;
+                } else {
+                    self.blobs.remove(&digest)?;
+                }
+                deleted += 1;
+            }
+        }
+        Ok(deleted)
+    }
+
     /// Deletes an unpacked layer: renamed away first, so its final name never
     /// points at a half-deleted tree.
     fn remove_layer_dir(&self, layer: &Digest) -> Result<(), ImageError> {

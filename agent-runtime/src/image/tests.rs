@@ -42,12 +42,6 @@ fn assert_no_temp(store: &ImageStore) {
     }
 }
 
-impl ImageStore {
-    fn blobs_dir(&self) -> PathBuf {
-        self.dir.join("blobs/sha256")
-    }
-}
-
 #[test]
 fn imports_plain_rootfs_tarball() {
     let (_d, store) = store();
@@ -472,4 +466,50 @@ fn write_blob_mismatch_keeps_nothing() {
         msg.contains(&expected.to_string()) && msg.contains(&Digest::of(b"received").to_string())
     );
     assert!(ls(&store.blobs_dir()).is_empty());
+}
+
+#[test]
+fn prune_deletes_what_no_name_references() {
+    let (_d, store) = store();
+    let old = store
+        .import(&sample_layer("old")[..], Some("p"))
+        .unwrap()
+        .remove(0);
+    store.lower_dirs(&old).unwrap();
+    let new = store
+        .import(&sample_layer("new")[..], Some("p"))
+        .unwrap()
+        .remove(0);
+    store.lower_dirs(&new).unwrap();
+    // A running container still uses the old layer: it stays, with its blob.
+    let old_layer = old.layers()[0].clone();
+    assert_eq!(store.prune(|l| *l == old_layer).unwrap(), 2);
+    assert!(store.has_blob(&old_layer) && store.layer_dir(&old_layer).exists());
+    assert!(!store.has_blob(&old.id));
+    assert_eq!(store.prune(|_| false).unwrap(), 2);
+    assert!(!store.has_blob(&old_layer) && !store.layer_dir(&old_layer).exists());
+    assert_eq!(
+        ls(&store.blobs_dir()).len(),
+        3,
+        "the new image's blobs stay"
+    );
+    assert_eq!(store.lower_dirs(&new).unwrap().len(), 1);
+}
+
+#[test]
+fn stale_temps_of_dead_processes_are_removed_on_open() {
+    let (d, store) = store();
+    // pid 0 is never a live process; our own pid is.
+    let stale = store.layers_dir.join(".tmp-abc-0-1-2");
+    let live = store
+        .layers_dir
+        .join(format!(".tmp-abc-{}-1-2", std::process::id()));
+    fs::create_dir(&stale).unwrap();
+    fs::write(stale.join("f"), b"x").unwrap();
+    fs::create_dir(&live).unwrap();
+    let stale_blob = store.blobs_dir().join(".tmp-blob-0-5-6");
+    fs::write(&stale_blob, b"x").unwrap();
+    ImageStore::with_fs(d.path().join("images"), Arc::new(RecordingFs::default())).unwrap();
+    assert!(!stale.exists() && !stale_blob.exists());
+    assert!(live.exists());
 }
