@@ -254,7 +254,8 @@ impl ImageStore {
         }
     }
 
-    /// Every image, sorted by first name.
+    /// Every image, sorted by first name. An image whose manifest or config cannot
+    /// be read is listed with size 0.
     pub fn list(&self) -> Result<Vec<ImageSummary>, ImageError> {
         let refs = self.refs.load()?;
         let mut by_id: BTreeMap<&Digest, Vec<String>> = BTreeMap::new();
@@ -263,7 +264,20 @@ impl ImageStore {
         }
         let mut out = Vec::new();
         for (id, names) in by_id {
-            out.push(self.load(id, names)?.summary());
+            // A broken image is still listed, so it can be seen and removed.
+            let summary = match self.load(id, names.clone()) {
+                Ok(image) => image.summary(),
+                Err(err) => {
+                    tracing::warn!(image = %id, %err, "unreadable image");
+                    ImageSummary {
+                        names,
+                        id: id.clone(),
+                        size: 0,
+                        created: None,
+                    }
+                }
+            };
+            out.push(summary);
         }
         out.sort_by(|a, b| a.names.cmp(&b.names));
         Ok(out)

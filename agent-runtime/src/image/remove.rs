@@ -38,35 +38,52 @@ impl ImageStore {
                 blobs_deleted: 0,
             });
         }
-        let image = self.load(&id, untagged.clone())?;
-        if in_use(&image) {
+        // An unreadable image can still be removed: only its manifest goes then,
+        // the rest is left to `prune`.
+        let image = match self.load(&id, untagged.clone()) {
+            Ok(image) => Some(image),
+            Err(err) => {
+                tracing::warn!(image = %id, %err, "removing an unreadable image");
+                None
+            }
+        };
+        if let Some(image) = &image
+            && in_use(image)
+        {
             return Err(ImageError::InUse {
                 name: name.to_string(),
                 id,
             });
         }
+        let (blobs, layers) = match &image {
+            Some(image) => (image.blobs(), image.layers()),
+            None => (vec![id.clone()], Vec::new()),
+        };
         // The name goes first: from then on the image is invisible, and a crash
         // below leaves only unreferenced blobs behind.
         self.refs.save(&lock, &refs)?;
         let mut kept: BTreeSet<Digest> = BTreeSet::new();
         let others: BTreeSet<&Digest> = refs.values().collect();
         for other in others {
-            let other = self.load(other, Vec::new())?;
-            kept.extend(other.blobs());
+            match self.load(other, Vec::new()) {
+                Ok(other) => kept.extend(other.blobs()),
+                Err(err) => {
+                    // What it shares is unknown: keep all but the manifest.
+                    tracing::warn!(image = %other, %err, "unreadable image, sharing unknown");
+                    kept.extend(blobs.iter().filter(|b| **b != id).cloned());
+                }
+            }
         }
         let mut blobs_deleted = 0;
-        for blob in image.blobs() {
-            if kept.contains(&blob) {
-                continue;
-            }
-            if self.blobs.has(&blob) {
-                self.blobs.remove(&blob)?;
+        for blob in &blobs {
+            if !kept.contains(blob) && self.blobs.has(blob) {
+                self.blobs.remove(blob)?;
                 blobs_deleted += 1;
             }
         }
-        for layer in image.layers() {
-            if !kept.contains(&layer) {
-                self.remove_layer_dir(&layer)?;
+        for layer in &layers {
+            if !kept.contains(layer) {
+                self.remove_layer_dir(layer)?;
             }
         }
         tracing::info!(image = %id, blobs_deleted, "image removed");

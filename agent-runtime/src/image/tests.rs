@@ -513,3 +513,24 @@ fn stale_temps_of_dead_processes_are_removed_on_open() {
     assert!(!stale.exists() && !stale_blob.exists());
     assert!(live.exists());
 }
+
+#[test]
+fn broken_image_is_listed_and_removable() {
+    let (_d, store) = store();
+    let image = store
+        .import(&sample_layer("b")[..], Some("broken"))
+        .unwrap()
+        .remove(0);
+    fs::remove_file(store.blob_store().path(&image.manifest.config.digest)).unwrap();
+    let listed = store.list().unwrap();
+    assert_eq!(listed.len(), 1);
+    assert_eq!((listed[0].size, &listed[0].names), (0, &image.names));
+    assert!(store.resolve("broken").is_err());
+    let removed = store.remove("broken", |_| true).unwrap();
+    assert_eq!(removed.deleted, Some(image.id.clone()));
+    assert!(!store.has_blob(&image.id));
+    assert!(store.list().unwrap().is_empty());
+    // The orphaned layer goes with the next prune.
+    assert_eq!(store.prune(|_| false).unwrap(), 1);
+    assert!(ls(&store.blobs_dir()).is_empty());
+}
