@@ -23,9 +23,9 @@ fn is_root() -> bool {
 }
 
 macro_rules! require_root {
-    () => {
+    ($test:literal) => {
         if !is_root() {
-            eprintln!("skipping {}: needs root", module_path!());
+            eprintln!("skipping {}::{}: needs root", module_path!(), $test);
             return;
         }
     };
@@ -218,7 +218,7 @@ fn xattr(path: &Path, name: &str) -> Option<Vec<u8>> {
 
 #[test]
 fn real_whiteouts_ownership_and_overlay() {
-    require_root!();
+    require_root!("real_whiteouts_ownership_and_overlay");
     let tmp = tempfile::tempdir().unwrap();
     let store = ImageStore::open(tmp.path().join("images")).unwrap();
     store.import(&base_layer()[..], Some("base")).unwrap();
@@ -274,7 +274,7 @@ fn real_whiteouts_ownership_and_overlay() {
 
 #[test]
 fn device_layer_refused_as_root_too() {
-    require_root!();
+    require_root!("device_layer_refused_as_root_too");
     let tmp = tempfile::tempdir().unwrap();
     let store = ImageStore::open(tmp.path().join("images")).unwrap();
     let mut b = tar::Builder::new(Vec::new());

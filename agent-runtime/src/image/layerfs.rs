@@ -1,11 +1,12 @@
 //! The privileged file operations of layer unpacking, behind a trait so their intent
-//! is unit-tested without root ([`RecordingFs`]) and the real ones ([`HostFs`]) as root.
+//! is unit-tested without root (`RecordingFs`, feature `test-util`) and the real
+//! ones ([`HostFs`]) as root.
 
 use std::io;
 use std::path::Path;
-#[cfg(test)]
+#[cfg(any(test, feature = "test-util"))]
 use std::path::PathBuf;
-#[cfg(test)]
+#[cfg(any(test, feature = "test-util"))]
 use std::sync::Mutex;
 
 use rustix::fs::{AtFlags, CWD, FileType, Gid, Mode, Uid, XattrFlags, chownat, makedev, mknodat};
@@ -66,7 +67,7 @@ impl LayerFs for HostFs {
 }
 
 /// One privileged operation, as a [`RecordingFs`] saw it.
-#[cfg(test)]
+#[cfg(any(test, feature = "test-util"))]
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum FsOp {
     /// A whiteout device at this path.
@@ -80,14 +81,14 @@ pub enum FsOp {
 }
 
 /// Records the privileged operations instead of doing them.
-#[cfg(test)]
+#[cfg(any(test, feature = "test-util"))]
 #[derive(Debug, Default)]
 pub struct RecordingFs {
     /// Every operation in order, with paths relative to `root`.
     pub ops: Mutex<Vec<FsOp>>,
 }
 
-#[cfg(test)]
+#[cfg(any(test, feature = "test-util"))]
 impl RecordingFs {
     /// The recorded operations, with paths made relative to the directory named
     /// `.tmp-*` or `<hex>` that they were under (the layer being unpacked).
@@ -104,7 +105,7 @@ impl RecordingFs {
 /// The part of `path` after the layer directory (the component starting with
 /// `.tmp` (ours and test temp dirs) or a 64-hex name), so recorded paths do not
 /// depend on temp names.
-#[cfg(test)]
+#[cfg(any(test, feature = "test-util"))]
 fn rel(path: &Path) -> PathBuf {
     let comps: Vec<_> = path.components().collect();
     let pos = comps.iter().rposition(|c| {
@@ -117,7 +118,7 @@ fn rel(path: &Path) -> PathBuf {
     }
 }
 
-#[cfg(test)]
+#[cfg(any(test, feature = "test-util"))]
 impl LayerFs for RecordingFs {
     fn whiteout(&self, path: &Path) -> io::Result<()> {
         self.record(FsOp::Whiteout(rel(path)))
