@@ -6,6 +6,9 @@
 //!   says which task state a failure leads to.
 //! - [`source`]: where a node gets images: the [`ImageSource`] the worker
 //!   implements over the managers' image service.
+//! - [`image`]: the node's image store: verified blobs, image import (rootfs
+//!   tarball, `docker save`, OCI layout), layers unpacked once for overlayfs, and
+//!   the image config turned into the process to run.
 //! - [`none`]: the executor of a node without a container runtime: refuses tasks.
 //! - `fake` (feature `test-util`): a fake executor on tokio timers with per-image
 //!   knobs and a record of every call, for worker and cluster tests.
@@ -14,6 +17,7 @@
 pub mod exec;
 #[cfg(any(test, feature = "test-util"))]
 pub mod fake;
+pub mod image;
 pub mod none;
 pub mod source;
 
