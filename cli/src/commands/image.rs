@@ -83,26 +83,27 @@ async fn import(
     });
     let response = client.import(ReceiverStream::new(rx)).await;
     let total = reading.await??;
-    let image = response
-        .map_err(image_rpc_error)?
-        .into_inner()
-        .image
-        .ok_or_else(|| anyhow::anyhow!("the manager answered without the image"))?;
+    let images = response.map_err(image_rpc_error)?.into_inner().images;
     if total == 0 {
         anyhow::bail!("{file} is empty");
     }
     match ctx.format {
         Format::Json => {
-            output::write_json(out, &serde_json::to_value(output::image_rows(&[image]))?)
+            output::write_json(out, &serde_json::to_value(output::image_rows(&images))?)
         }
-        Format::Table => write_line(
-            out,
-            &format!(
-                "Imported {} ({})",
-                image.names.join(", "),
-                output::short_id(&image.id)
-            ),
-        ),
+        Format::Table => {
+            for image in &images {
+                write_line(
+                    out,
+                    &format!(
+                        "Imported {} ({})",
+                        image.names.join(", "),
+                        output::short_id(&image.id)
+                    ),
+                )?;
+            }
+            Ok(())
+        }
     }
 }
 

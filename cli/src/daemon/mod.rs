@@ -6,6 +6,7 @@
 //! - [`bootstrap`]: creating a cluster (`init`) and joining one (`join`).
 //! - [`serve`]: running a manager or a worker until SIGTERM or a role change.
 //! - [`executor`]: which runtime runs this node's tasks.
+//! - [`images`]: the node's image store behind the managers' image service.
 //! - `fake_image` (feature `fake-executor`): fake task behaviours by image name.
 //! - [`roles`]: switching role in place after `node promote` / `node demote`.
 
@@ -13,12 +14,16 @@ mod bootstrap;
 mod executor;
 #[cfg(any(test, feature = "fake-executor"))]
 mod fake_image;
+mod images;
 mod roles;
 mod serve;
 mod state;
 mod system;
 
+use std::sync::Arc;
+
 use anyhow::Context as _;
+use rswarm_agent_runtime::image::ImageStore;
 use rswarm_manager::raft::RaftNode;
 use rswarm_proto::tls::Identity;
 use tokio_util::sync::CancellationToken;
@@ -89,13 +94,21 @@ async fn run_node(
     serve::on_signal(stop.clone())?;
     // Kept across role changes: what runs on this node does not depend on its role.
     let executor = executor::for_node(&record.executor)?;
+    let images =
+        Arc::new(ImageStore::open(dir.images()).with_context(|| {
+            format!("cannot open the image store in {}", dir.images().display())
+        })?);
     loop {
         let exit = if record.is_manager() {
             let member = match raft.take() {
                 Some(r) => r,
                 None => bootstrap::open_raft(&dir, &record, &identity).await?,
             };
-            serve::manager(&dir, &record, &identity, member, start, &stop, &executor).await?
+            let local = serve::Local {
+                executor: &executor,
+                images: &images,
+            };
+            serve::manager(&dir, &record, &identity, member, start, &stop, local).await?
         } else {
             serve::worker(&dir, &record, &identity, &stop, &executor).await?
         };

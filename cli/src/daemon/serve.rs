@@ -7,6 +7,7 @@ use std::time::Duration;
 
 use anyhow::Context as _;
 use rswarm_agent_runtime::Executor;
+use rswarm_agent_runtime::image::ImageStore;
 use rswarm_manager::images::Connector;
 use rswarm_manager::node::{Manager, ManagerSetup};
 use rswarm_manager::raft::RaftNode;
@@ -25,6 +26,7 @@ use tonic::transport::server::TcpIncoming;
 use tracing::{error, info, warn};
 
 use super::bootstrap;
+use super::images::StoreBackend;
 use super::state::{DataDir, NodeRecord};
 use super::system;
 
@@ -147,6 +149,14 @@ fn start_session(
     session
 }
 
+/// What runs on this node whatever its role.
+pub struct Local<'a> {
+    /// Runs the node's tasks.
+    pub executor: &'a Arc<dyn Executor>,
+    /// The node's image store.
+    pub images: &'a Arc<ImageStore>,
+}
+
 /// Runs a manager.
 pub async fn manager(
     dir: &DataDir,
@@ -155,8 +165,9 @@ pub async fn manager(
     raft: RaftNode,
     start: Start,
     stop: &CancellationToken,
-    executor: &Arc<dyn Executor>,
+    local: Local<'_>,
 ) -> anyhow::Result<Exit> {
+    let executor = local.executor;
     let mut record = record.clone();
     // Servers stop on SIGTERM and on a role change; the latter keeps the daemon.
     let shutdown = stop.child_token();
@@ -170,7 +181,10 @@ pub async fn manager(
         Some(ManagerSetup {
             node_id: record.node_id.clone(),
             connect,
-            images: None,
+            images: Some(Arc::new(StoreBackend::new(
+                local.images.clone(),
+                dir.runtime().join("uploads"),
+            ))),
         }),
     );
     let tcp = TcpListener::bind(record.listen)

@@ -84,6 +84,17 @@ impl DataDir {
         self.root.join("raft")
     }
 
+    /// The container runtime's state: images, containers, volumes.
+    pub fn runtime(&self) -> PathBuf {
+        self.root.join("runtime")
+    }
+
+    /// The image store, shared by the node's containers and (on a manager) the
+    /// cluster's image service.
+    pub fn images(&self) -> PathBuf {
+        self.runtime().join("images")
+    }
+
     /// The control socket.
     pub fn socket(&self) -> PathBuf {
         self.root.join("rswarm.sock")

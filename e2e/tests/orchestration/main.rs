@@ -11,8 +11,10 @@
 //! - `recovery`: a worker killed and cut off, a worker cut off and reconnected, the
 //!   leader killed.
 //! - `failures`: crashing tasks and their restart policy, missing images.
+//! - `images_logs`: images replicated between managers, service logs from nodes.
 
 mod failures;
+mod images_logs;
 mod placement;
 mod recovery;
 mod support;

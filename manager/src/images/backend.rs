@@ -38,8 +38,9 @@ pub enum BackendError {
 pub trait ImageBackend: Send + Sync + 'static {
     /// A directory on the same file system as the store, for spooling uploads.
     fn scratch_dir(&self) -> PathBuf;
-    /// Imports the archive at `archive`, naming the image `name` if given.
-    fn import(&self, archive: &Path, name: Option<&str>) -> Result<Imported, BackendError>;
+    /// Imports the archive at `archive` (one image or several), naming the image
+    /// `name` if given.
+    fn import(&self, archive: &Path, name: Option<&str>) -> Result<Vec<Imported>, BackendError>;
     /// Whether the blob is stored here.
     fn has_blob(&self, digest: &str) -> bool;
     /// A reader of a stored blob that fails at its end if the content does not match

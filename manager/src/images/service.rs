@@ -51,7 +51,7 @@ impl<P: Proposer + 'static> ImageService<P> {
     async fn import_upload(
         &self,
         mut chunks: Streaming<ImportImageChunk>,
-    ) -> Result<Imported, Status> {
+    ) -> Result<Vec<Imported>, Status> {
         let first = chunks
             .message()
             .await?
@@ -82,6 +82,34 @@ impl<P: Proposer + 'static> ImageService<P> {
         .map_err(internal)?
         .map_err(backend_status)?;
         Ok(imported)
+    }
+}
+
+impl<P: Proposer + 'static> ImageService<P> {
+    /// Records an imported image in the store, this manager as its holder.
+    async fn record(&self, imported: Imported) -> Result<Image, Status> {
+        let names = imported
+            .names
+            .iter()
+            .map(|n| normalize_image_name(n))
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(ControlError::from)?;
+        if names.is_empty() {
+            return Err(Status::invalid_argument(
+                "the archive names no image: give it a name with --name NAME[:TAG]",
+            ));
+        }
+        let node_id = self.node_id.clone();
+        update::<_, ControlError, _>(&self.store, &*self.proposer, |tx| {
+            Ok(record_import(tx, &imported, &names, &node_id))
+        })
+        .await?;
+        info!(image = %imported.id, names = ?names, "image imported");
+        self.store
+            .view(|tx| tx.image(&imported.id).cloned())
+            .ok_or_else(|| {
+                Status::unavailable("the import was committed but is not applied here yet")
+            })
     }
 }
 
@@ -270,31 +298,11 @@ impl<P: Proposer + 'static> Images for ImageService<P> {
         request: Request<Streaming<ImportImageChunk>>,
     ) -> Result<Response<ImportImageResponse>, Status> {
         require_manager_or_admin(&request)?;
-        let imported = self.import_upload(request.into_inner()).await?;
-        let names = imported
-            .names
-            .iter()
-            .map(|n| normalize_image_name(n))
-            .collect::<Result<Vec<_>, _>>()
-            .map_err(ControlError::from)?;
-        if names.is_empty() {
-            return Err(Status::invalid_argument(
-                "the archive names no image: give it a name with --name NAME[:TAG]",
-            ));
+        let mut images = Vec::new();
+        for imported in self.import_upload(request.into_inner()).await? {
+            images.push(self.record(imported).await?);
         }
-        let node_id = self.node_id.clone();
-        update::<_, ControlError, _>(&self.store, &*self.proposer, |tx| {
-            Ok(record_import(tx, &imported, &names, &node_id))
-        })
-        .await?;
-        info!(image = %imported.id, names = ?names, "image imported");
-        let image = self
-            .store
-            .view(|tx| tx.image(&imported.id).cloned())
-            .ok_or_else(|| {
-                Status::unavailable("the import was committed but is not applied here yet")
-            })?;
-        Ok(Response::new(ImportImageResponse { image: Some(image) }))
+        Ok(Response::new(ImportImageResponse { images }))
     }
 
     async fn list(
