@@ -13,6 +13,8 @@ pub mod exec;
 #[cfg(any(test, feature = "test-util"))]
 pub mod fake;
 pub mod none;
+#[cfg(any(test, feature = "test-util"))]
+pub mod testing;
 
 pub use exec::{Controller, ExecError, Executor, ExitStatus};
 pub use none::NoRuntime;
