@@ -9,6 +9,7 @@
 //!   knobs and a record of every call, for worker and cluster tests.
 #![forbid(unsafe_code)]
 
+pub mod cgroup;
 pub mod exec;
 #[cfg(any(test, feature = "test-util"))]
 pub mod fake;
