@@ -10,6 +10,7 @@
 #![forbid(unsafe_code)]
 
 pub mod cgroup;
+pub mod container;
 pub mod exec;
 #[cfg(any(test, feature = "test-util"))]
 pub mod fake;
