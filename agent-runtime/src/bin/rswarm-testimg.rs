@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 use nix::sys::resource::{UsageWho, getrusage};
 use nix::sys::signal::{SigSet, SigmaskHow, Signal, sigprocmask};
 
-const USAGE: &str = "usage: testimg pid|hostname|ps|sleep SECS|exit CODE|alloc MIB|fork N|spin MS|\
+const USAGE: &str = "usage: testimg pid|hostname|ps|sleep SECS|exit CODE [AFTER_SECS]|alloc MIB|fork N|spin MS|\
 trap-term MS|ignore-term|env|id|cat FILE|write FILE TEXT|ls DIR|echo TEXT...|echo-err TEXT...|\
 lines N|serve PORT";
 
@@ -47,7 +47,12 @@ fn run(cmd: &str, rest: &[String]) -> Res {
         "hostname" => println!("{}", nix::unistd::gethostname()?.to_string_lossy()),
         "ps" => ps()?,
         "sleep" => std::thread::sleep(Duration::from_secs_f64(arg(rest, 0)?.parse()?)),
-        "exit" => return Ok(arg(rest, 0)?.parse()?),
+        "exit" => {
+            if let Some(secs) = rest.get(1) {
+                std::thread::sleep(Duration::from_secs_f64(secs.parse()?));
+            }
+            return Ok(arg(rest, 0)?.parse()?);
+        }
         "alloc" => alloc(arg(rest, 0)?.parse()?),
         "fork" => fork(arg(rest, 0)?.parse()?)?,
         "spin" => spin(arg(rest, 0)?.parse()?)?,

@@ -17,7 +17,7 @@ use tokio::io::{AsyncBufReadExt, BufReader};
 use super::config::ContainerConfig;
 use super::state::{self, ExitInfo, RunState};
 use super::{CGROUP_FILE, CONFIG_FILE, ContainerError, signal_from_name};
-use crate::cgroup::{self, Cgroup, HostFs, Layout};
+use crate::cgroup::{Cgroup, HostFs, Layout};
 
 /// How long removal waits for killed processes to drain.
 const DRAIN: Duration = Duration::from_secs(5);
@@ -308,15 +308,16 @@ impl Runtime {
             Ok(())
         })
         .await?;
-        if let Some(rs) = running {
-            if tokio::time::timeout(DRAIN, self.wait(id)).await.is_err()
-                && state::is_same_process(rs.shim_pid, rs.shim_start)
-            {
-                let _ = nix::sys::signal::kill(
-                    nix::unistd::Pid::from_raw(rs.shim_pid as i32),
-                    Signal::SIGKILL,
-                );
-            }
+        // The shim records the exit and leaves; one stuck past the deadline is
+        // killed so it cannot write into a directory being removed.
+        if let Some(rs) = running
+            && tokio::time::timeout(DRAIN, self.wait(id)).await.is_err()
+            && state::is_same_process(rs.shim_pid, rs.shim_start)
+        {
+            let _ = nix::sys::signal::kill(
+                nix::unistd::Pid::from_raw(rs.shim_pid as i32),
+                Signal::SIGKILL,
+            );
         }
         blocking(move || {
             cgroup.remove(&HostFs, DRAIN)?;
@@ -344,9 +345,12 @@ impl Runtime {
         Ok(ids)
     }
 
-    /// Removes every container not in `keep`, and cgroups under `rswarm/` that
-    /// belong to no container, as left by tasks that vanished while the daemon was
-    /// down. Returns the removed container ids.
+    /// Removes every container not in `keep` (also half-created ones, whose
+    /// directory exists without `config.json`), as left by tasks that vanished
+    /// while the daemon was down. Returns the removed container ids.
+    ///
+    /// Only containers under this runtime's root are touched: several nodes may
+    /// share a host (tests, benchmarks), and their cgroups sit side by side.
     pub async fn cleanup_orphans(
         &self,
         keep: &HashSet<String>,
@@ -356,24 +360,6 @@ impl Runtime {
             if !keep.contains(&id) {
                 self.remove(&id).await?;
                 removed.push(id);
-            }
-        }
-        let known: HashSet<String> = self.list().await?.into_iter().collect();
-        for h in self.layout.hierarchies() {
-            let parent = h.mount.join(cgroup::PARENT);
-            let Ok(entries) = std::fs::read_dir(&parent) else {
-                continue;
-            };
-            for e in entries.flatten() {
-                let name = e.file_name().to_string_lossy().into_owned();
-                if e.path().is_dir() && !known.contains(&name) && !keep.contains(&name) {
-                    let cg = Cgroup::for_container(&self.layout, &name);
-                    blocking(move || {
-                        let _ = cg.kill_all(&HostFs, DRAIN);
-                        Ok(cg.remove(&HostFs, DRAIN)?)
-                    })
-                    .await?;
-                }
             }
         }
         Ok(removed)
