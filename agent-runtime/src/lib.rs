@@ -14,12 +14,16 @@
 //!   knobs and a record of every call, for worker and cluster tests.
 #![forbid(unsafe_code)]
 
+pub mod cgroup;
+pub mod container;
 pub mod exec;
 #[cfg(any(test, feature = "test-util"))]
 pub mod fake;
 pub mod image;
 pub mod none;
 pub mod source;
+#[cfg(any(test, feature = "test-util"))]
+pub mod testing;
 
 pub use exec::{Controller, ExecError, Executor, ExitStatus, LogLine, LogLines, LogOptions};
 pub use none::NoRuntime;

@@ -1,0 +1,225 @@
+//! The only program of the runtime's test image: one subcommand per behaviour a
+//! container test needs to observe (its pid, hostname, limits, signals, files).
+//!
+//! Kept free of dependencies beyond std and nix so the test rootfs needs only the
+//! shared libraries of a plain Rust binary.
+#![forbid(unsafe_code)]
+
+use std::io::{Read, Write};
+use std::net::TcpListener;
+use std::process::{Command, ExitCode, Stdio};
+use std::time::{Duration, Instant};
+
+use nix::sys::resource::{UsageWho, getrusage};
+use nix::sys::signal::{SigSet, SigmaskHow, Signal, sigprocmask};
+
+const USAGE: &str = "usage: testimg pid|hostname|ps|sleep SECS|exit CODE [AFTER_SECS]|alloc MIB|fork N|spin MS|\
+trap-term MS|ignore-term|env|id|cat FILE|write FILE TEXT|ls DIR|echo TEXT...|echo-err TEXT...|\
+lines N|serve PORT";
+
+fn main() -> ExitCode {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let Some(cmd) = args.first() else {
+        eprintln!("{USAGE}");
+        return ExitCode::from(2);
+    };
+    let rest = &args[1..];
+    match run(cmd, rest) {
+        Ok(code) => ExitCode::from(code),
+        Err(err) => {
+            eprintln!("testimg {cmd}: {err}");
+            ExitCode::from(1)
+        }
+    }
+}
+
+type Res = Result<u8, Box<dyn std::error::Error>>;
+
+fn arg(rest: &[String], i: usize) -> Result<&str, String> {
+    rest.get(i)
+        .map(String::as_str)
+        .ok_or_else(|| format!("missing argument {}; {USAGE}", i + 1))
+}
+
+fn run(cmd: &str, rest: &[String]) -> Res {
+    match cmd {
+        "pid" => println!("{}", std::process::id()),
+        "hostname" => println!("{}", nix::unistd::gethostname()?.to_string_lossy()),
+        "ps" => ps()?,
+        "sleep" => std::thread::sleep(Duration::from_secs_f64(arg(rest, 0)?.parse()?)),
+        "exit" => {
+            if let Some(secs) = rest.get(1) {
+                std::thread::sleep(Duration::from_secs_f64(secs.parse()?));
+            }
+            return Ok(arg(rest, 0)?.parse()?);
+        }
+        "alloc" => alloc(arg(rest, 0)?.parse()?),
+        "fork" => fork(arg(rest, 0)?.parse()?)?,
+        "spin" => spin(arg(rest, 0)?.parse()?)?,
+        "trap-term" => trap_term(arg(rest, 0)?.parse()?)?,
+        "ignore-term" => ignore_term()?,
+        "env" => std::env::vars().for_each(|(k, v)| println!("{k}={v}")),
+        "id" => id(),
+        "cat" => std::io::stdout().write_all(&std::fs::read(arg(rest, 0)?)?)?,
+        "write" => std::fs::write(arg(rest, 0)?, arg(rest, 1)?)?,
+        "ls" => ls(arg(rest, 0)?)?,
+        "echo" => println!("{}", rest.join(" ")),
+        "echo-err" => eprintln!("{}", rest.join(" ")),
+        "lines" => lines(arg(rest, 0)?.parse()?)?,
+        "serve" => serve(arg(rest, 0)?.parse()?)?,
+        _ => {
+            eprintln!("unknown command {cmd}; {USAGE}");
+            return Ok(2);
+        }
+    }
+    Ok(0)
+}
+
+fn ps() -> Result<(), std::io::Error> {
+    let mut pids: Vec<u32> = std::fs::read_dir("/proc")?
+        .filter_map(|e| e.ok()?.file_name().to_str()?.parse().ok())
+        .collect();
+    pids.sort_unstable();
+    for pid in pids {
+        println!("{pid}");
+    }
+    Ok(())
+}
+
+fn ls(dir: &str) -> Result<(), std::io::Error> {
+    let mut names: Vec<String> = std::fs::read_dir(dir)?
+        .filter_map(|e| Some(e.ok()?.file_name().to_string_lossy().into_owned()))
+        .collect();
+    names.sort();
+    names.iter().for_each(|n| println!("{n}"));
+    Ok(())
+}
+
+/// Allocates and touches `mib` MiB so the pages are really charged to the cgroup.
+fn alloc(mib: usize) {
+    let mut blocks = Vec::with_capacity(mib);
+    for i in 0..mib {
+        let mut block = vec![0u8; 1 << 20];
+        for page in block.chunks_mut(4096) {
+            page[0] = (i % 251) as u8 + 1;
+        }
+        blocks.push(block);
+    }
+    println!("allocated {} MiB", blocks.len());
+}
+
+/// Spawns up to `n` sleeping children and reports how many the pids limit let through.
+fn fork(n: usize) -> Result<(), Box<dyn std::error::Error>> {
+    let exe = std::env::current_exe()?;
+    let mut children = Vec::new();
+    for _ in 0..n {
+        match Command::new(&exe)
+            .args(["sleep", "30"])
+            .stdout(Stdio::null())
+            .spawn()
+        {
+            Ok(child) => children.push(child),
+            Err(_) => break,
+        }
+    }
+    println!("forked {}", children.len());
+    for mut child in children {
+        let _ = child.kill();
+        let _ = child.wait();
+    }
+    Ok(())
+}
+
+/// Busy-loops for `ms` of wall time and prints the CPU time it got, in ms.
+fn spin(ms: u64) -> Result<(), nix::Error> {
+    let start = Instant::now();
+    let mut x: u64 = 0;
+    while start.elapsed() < Duration::from_millis(ms) {
+        for i in 0..10_000u64 {
+            x = x.wrapping_mul(31).wrapping_add(i);
+        }
+        std::hint::black_box(x);
+    }
+    let usage = getrusage(UsageWho::RUSAGE_SELF)?;
+    let cpu = usage.user_time() + usage.system_time();
+    let cpu_ms = cpu.tv_sec() * 1000 + cpu.tv_usec() / 1000;
+    println!("cpu_ms {cpu_ms}");
+    Ok(())
+}
+
+fn block_term() -> Result<SigSet, nix::Error> {
+    let mut set = SigSet::empty();
+    set.add(Signal::SIGTERM);
+    sigprocmask(SigmaskHow::SIG_BLOCK, Some(&set), None)?;
+    Ok(set)
+}
+
+/// Waits for SIGTERM (blocked and taken with sigwait, so no handler and no unsafe),
+/// then takes `ms` to "shut down" and exits 0.
+fn trap_term(ms: u64) -> Result<(), Box<dyn std::error::Error>> {
+    let set = block_term()?;
+    println!("ready");
+    std::io::stdout().flush()?;
+    let sig = set.wait()?;
+    println!("got {sig}");
+    std::thread::sleep(Duration::from_millis(ms));
+    Ok(())
+}
+
+/// Blocks SIGTERM and never takes it: only SIGKILL ends this process.
+fn ignore_term() -> Result<(), Box<dyn std::error::Error>> {
+    block_term()?;
+    println!("ready");
+    std::io::stdout().flush()?;
+    loop {
+        std::thread::sleep(Duration::from_secs(3600));
+    }
+}
+
+fn id() {
+    let groups = nix::unistd::getgroups()
+        .map(|g| {
+            g.iter()
+                .map(|g| g.to_string())
+                .collect::<Vec<_>>()
+                .join(",")
+        })
+        .unwrap_or_default();
+    println!(
+        "uid={} gid={} groups={groups}",
+        nix::unistd::getuid(),
+        nix::unistd::getgid()
+    );
+}
+
+fn lines(n: usize) -> Result<(), std::io::Error> {
+    let mut out = std::io::stdout().lock();
+    for i in 0..n {
+        writeln!(out, "line {i:06} of {n}")?;
+    }
+    out.flush()
+}
+
+/// A one-line HTTP server answering every request with the container's hostname.
+fn serve(port: u16) -> Result<(), std::io::Error> {
+    let listener = TcpListener::bind(("0.0.0.0", port))?;
+    println!("listening on {}", listener.local_addr()?);
+    std::io::stdout().flush()?;
+    let host = std::env::var("HOSTNAME").unwrap_or_else(|_| {
+        nix::unistd::gethostname()
+            .map(|h| h.to_string_lossy().into_owned())
+            .unwrap_or_default()
+    });
+    for stream in listener.incoming() {
+        let Ok(mut stream) = stream else { continue };
+        let mut buf = [0u8; 1024];
+        let _ = stream.read(&mut buf);
+        let body = format!("{host}\n");
+        let _ = write!(
+            stream,
+            "HTTP/1.0 200 OK\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+            body.len()
+        );
+    }
+    Ok(())
+}

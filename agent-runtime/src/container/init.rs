@@ -1,0 +1,268 @@
+//! Stage 2 of the shim: runs as pid 1 of the container's new pid namespace, builds
+//! the rest of the container around itself and execs the service's command.
+//!
+//! Errors travel back to the shim through a close-on-exec pipe that arrives as
+//! stdin: EOF on it means the exec succeeded.
+
+use std::ffi::OsStr;
+use std::fs::File;
+use std::io::Write;
+use std::os::fd::{AsFd, AsRawFd};
+use std::os::unix::process::CommandExt;
+use std::path::{Path, PathBuf};
+
+use nix::mount::{MntFlags, MsFlags};
+use nix::sched::CloneFlags;
+use nix::unistd::{Gid, Uid};
+use rustix::thread::{CapabilitySet, CapabilitySets};
+
+use super::config::{ContainerConfig, NetworkMode};
+use super::mounts::{self, Mounter};
+use super::{CGROUP_FILE, CONFIG_FILE, caps, net};
+use crate::cgroup::{Cgroup, HostFs};
+
+/// The default `PATH` when the config sets none (Docker's).
+const DEFAULT_PATH: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
+
+/// A failed setup step, reported to the shim as `<step>: <error>`.
+#[derive(Debug, thiserror::Error)]
+#[error("{step}: {message}")]
+pub struct InitError {
+    /// What was being done.
+    pub step: String,
+    /// Why it failed.
+    pub message: String,
+}
+
+fn step<E: std::fmt::Display>(step: impl Into<String>) -> impl FnOnce(E) -> InitError {
+    let step = step.into();
+    move |e| InitError {
+        step,
+        message: e.to_string(),
+    }
+}
+
+/// Entry point of `rswarm-shim init <dir>`: never returns on success (the process
+/// becomes the container's command); on failure reports and returns exit code 127.
+pub fn main(dir: &Path) -> i32 {
+    // The error pipe is stdin; keep a close-on-exec copy (fd >= 3) so stdin can
+    // become /dev/null and the copy vanishes exactly when the exec succeeds.
+    let mut report: Option<File> = std::io::stdin()
+        .as_fd()
+        .try_clone_to_owned()
+        .ok()
+        .map(File::from);
+    let err = match setup(dir) {
+        Ok(cmd) => exec(cmd),
+        Err(err) => err,
+    };
+    match report.as_mut() {
+        Some(f) => {
+            let _ = f.write_all(err.to_string().as_bytes());
+        }
+        None => eprintln!("container init: {err}"),
+    }
+    127
+}
+
+/// Everything up to the exec; returns the command ready to run.
+fn setup(dir: &Path) -> Result<std::process::Command, InitError> {
+    let config: ContainerConfig = super::state::read_json(&dir.join(CONFIG_FILE))
+        .map_err(step("read config"))?
+        .ok_or_else(|| step("read config")("config.json is missing"))?;
+    let cgroup: Cgroup = super::state::read_json(&dir.join(CGROUP_FILE))
+        .map_err(step("read cgroup"))?
+        .ok_or_else(|| step("read cgroup")("cgroup.json is missing"))?;
+    cgroup.join_self(&HostFs).map_err(step("join cgroup"))?;
+    // Its own session, so signals aimed at the shim's group never reach it.
+    nix::unistd::setsid().map_err(step("setsid"))?;
+
+    let mut flags = CloneFlags::CLONE_NEWNS
+        | CloneFlags::CLONE_NEWUTS
+        | CloneFlags::CLONE_NEWIPC
+        | CloneFlags::CLONE_NEWCGROUP;
+    match &config.network {
+        NetworkMode::Isolated => flags |= CloneFlags::CLONE_NEWNET,
+        NetworkMode::Join { path } => {
+            let ns = File::open(path).map_err(step(format!("open netns {}", path.display())))?;
+            nix::sched::setns(ns, CloneFlags::CLONE_NEWNET)
+                .map_err(step(format!("join netns {}", path.display())))?;
+        }
+    }
+    nix::sched::unshare(flags).map_err(step("unshare namespaces"))?;
+    if config.network == NetworkMode::Isolated {
+        net::link_up("lo").map_err(step("loopback"))?;
+    }
+    nix::unistd::sethostname(&config.hostname).map_err(step("sethostname"))?;
+
+    let rootfs = dir.join("rootfs");
+    let plan = mounts::plan(&config, dir);
+    mounts::execute(&plan, &rootfs, &mut HostMounter).map_err(step("mounts"))?;
+    pivot(&rootfs)?;
+
+    let null = File::options()
+        .read(true)
+        .open("/dev/null")
+        .map_err(step("open /dev/null"))?;
+    nix::unistd::dup2(null.as_raw_fd(), 0).map_err(step("stdin"))?;
+
+    drop_capabilities(&config.capabilities)?;
+    let p = &config.process;
+    let groups: Vec<Gid> = p
+        .additional_gids
+        .iter()
+        .map(|g| Gid::from_raw(*g))
+        .collect();
+    nix::unistd::setgroups(&groups).map_err(step("setgroups"))?;
+    nix::unistd::setgid(Gid::from_raw(p.gid)).map_err(step("setgid"))?;
+    if !p.cwd.exists() {
+        // Docker creates a missing working directory; a read-only rootfs may refuse,
+        // and then chdir below names the problem.
+        let _ = std::fs::create_dir_all(&p.cwd);
+        let _ = nix::unistd::chown(
+            &p.cwd,
+            Some(Uid::from_raw(p.uid)),
+            Some(Gid::from_raw(p.gid)),
+        );
+    }
+    nix::unistd::setuid(Uid::from_raw(p.uid)).map_err(step("setuid"))?;
+    rustix::thread::set_no_new_privs(true).map_err(step("no_new_privs"))?;
+    std::env::set_current_dir(&p.cwd).map_err(step(format!("chdir {}", p.cwd.display())))?;
+
+    let mut cmd = std::process::Command::new(&p.argv[0]);
+    cmd.args(&p.argv[1..]).env_clear();
+    for (k, v) in process_env(&p.env, &config.hostname) {
+        cmd.env(k, v);
+    }
+    Ok(cmd)
+}
+
+/// Replaces the process image; returns only on failure.
+fn exec(mut cmd: std::process::Command) -> InitError {
+    let program = cmd.get_program().to_string_lossy().into_owned();
+    let err = cmd.exec();
+    InitError {
+        step: format!("exec {program}"),
+        message: err.to_string(),
+    }
+}
+
+/// The environment as (key, value) pairs, with `PATH` and `HOSTNAME` added when
+/// absent, as Docker does.
+pub fn process_env(env: &[String], hostname: &str) -> Vec<(String, String)> {
+    let mut out: Vec<(String, String)> = env
+        .iter()
+        .map(|e| match e.split_once('=') {
+            Some((k, v)) => (k.to_string(), v.to_string()),
+            None => (e.clone(), String::new()),
+        })
+        .collect();
+    if !out.iter().any(|(k, _)| k == "PATH") {
+        out.insert(0, ("PATH".into(), DEFAULT_PATH.into()));
+    }
+    if !out.iter().any(|(k, _)| k == "HOSTNAME") {
+        out.insert(1, ("HOSTNAME".into(), hostname.into()));
+    }
+    out
+}
+
+/// Makes the rootfs `/` and detaches the old root (the `pivot_root(".", ".")`
+/// idiom: no put-old directory is needed in the image).
+fn pivot(rootfs: &Path) -> Result<(), InitError> {
+    nix::unistd::chdir(rootfs).map_err(step("chdir rootfs"))?;
+    nix::unistd::pivot_root(".", ".").map_err(step("pivot_root"))?;
+    nix::mount::umount2(".", MntFlags::MNT_DETACH).map_err(step("detach old root"))?;
+    nix::unistd::chdir("/").map_err(step("chdir /"))?;
+    Ok(())
+}
+
+/// Leaves only `keep` in the bounding set and clears the inheritable and ambient
+/// sets. The exec then gives root exactly `keep` and any other user nothing, as in
+/// Docker.
+fn drop_capabilities(keep: &[String]) -> Result<(), InitError> {
+    let mut wanted = 0u64;
+    for name in keep {
+        wanted |= 1 << caps::number(name).map_err(step("capabilities"))?;
+    }
+    let last: u32 = std::fs::read_to_string("/proc/sys/kernel/cap_last_cap")
+        .ok()
+        .and_then(|s| s.trim().parse().ok())
+        .unwrap_or(caps::NAMES.len() as u32 - 1);
+    for n in (0..=last.min(63)).filter(|n| wanted & (1 << n) == 0) {
+        rustix::thread::remove_capability_from_bounding_set(CapabilitySet::from_bits_retain(
+            1 << n,
+        ))
+        .map_err(step(format!("drop capability {n}")))?;
+    }
+    rustix::thread::clear_ambient_capability_set().map_err(step("clear ambient capabilities"))?;
+    let current = rustix::thread::capabilities(None).map_err(step("capget"))?;
+    rustix::thread::set_capabilities(
+        None,
+        CapabilitySets {
+            inheritable: CapabilitySet::empty(),
+            ..current
+        },
+    )
+    .map_err(step("capset"))?;
+    Ok(())
+}
+
+/// The real [`Mounter`].
+struct HostMounter;
+
+impl Mounter for HostMounter {
+    fn mount(
+        &mut self,
+        source: Option<&Path>,
+        target: &Path,
+        fstype: Option<&str>,
+        flags: MsFlags,
+        data: Option<&str>,
+    ) -> nix::Result<()> {
+        nix::mount::mount(source, target, fstype, flags, data)
+    }
+    fn exists(&mut self, path: &Path) -> bool {
+        path.symlink_metadata().is_ok()
+    }
+    fn is_dir(&mut self, path: &Path) -> bool {
+        path.is_dir()
+    }
+    fn create_dir(&mut self, path: &Path) -> std::io::Result<()> {
+        std::fs::create_dir_all(path)
+    }
+    fn create_file(&mut self, path: &Path) -> std::io::Result<()> {
+        if let Some(parent) = path.parent() {
+            std::fs::create_dir_all(parent)?;
+        }
+        File::options()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(path)
+            .map(drop)
+    }
+    fn symlink(&mut self, to: &str, path: &Path) -> std::io::Result<()> {
+        match std::os::unix::fs::symlink(OsStr::new(to), path) {
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => Ok(()),
+            other => other,
+        }
+    }
+    fn resolve(&mut self, root: &Path, path: &Path) -> std::io::Result<PathBuf> {
+        mounts::secure_join(root, path)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn env_gets_path_and_hostname_unless_set() {
+        let env = process_env(&["A=1".into(), "B=x=y".into()], "h1");
+        assert_eq!(env[0], ("PATH".into(), DEFAULT_PATH.into()));
+        assert_eq!(env[1], ("HOSTNAME".into(), "h1".into()));
+        assert!(env.contains(&("B".into(), "x=y".into())));
+        let env = process_env(&["PATH=/bin".into(), "HOSTNAME=mine".into()], "h1");
+        assert_eq!(env.len(), 2);
+    }
+}
