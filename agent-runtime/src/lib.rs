@@ -17,6 +17,7 @@
 pub mod cgroup;
 pub mod container;
 pub mod exec;
+pub mod executor;
 #[cfg(any(test, feature = "test-util"))]
 pub mod fake;
 pub mod image;

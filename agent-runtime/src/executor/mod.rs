@@ -1,0 +1,96 @@
+//! The real [`Executor`]: tasks run as containers of the [`container`](crate::container)
+//! runtime, from images of the node's [`ImageStore`], fetched from the cluster
+//! through an [`ImageSource`] when missing.
+//!
+//! - [`spec`]: a task's container configuration (pure: Docker's rules).
+//! - [`users`]: user and group names looked up in the image.
+//! - [`logs`]: reading the shim's log files as log lines.
+//! - `controller`: the per-task [`Controller`].
+
+mod controller;
+pub mod logs;
+pub mod spec;
+#[cfg(test)]
+mod tests;
+pub mod users;
+
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use rswarm_proto::api::Task;
+
+use crate::container::Runtime;
+use crate::exec::{Controller, ExecError, Executor, LogLines, LogOptions, task_image};
+use crate::image::ImageStore;
+use crate::source::ImageSource;
+
+/// Runs a node's tasks as containers.
+#[derive(Clone)]
+pub struct ContainerExecutor {
+    shared: Arc<Shared>,
+}
+
+/// What every controller of the executor uses.
+pub(crate) struct Shared {
+    /// The container runtime.
+    pub runtime: Arc<Runtime>,
+    /// The node's images.
+    pub images: Arc<ImageStore>,
+    /// Where missing images come from.
+    pub source: Arc<dyn ImageSource>,
+}
+
+impl ContainerExecutor {
+    /// An executor running containers with `runtime` from images in `images`,
+    /// fetching missing ones from `source`.
+    pub fn new(
+        runtime: Arc<Runtime>,
+        images: Arc<ImageStore>,
+        source: Arc<dyn ImageSource>,
+    ) -> ContainerExecutor {
+        ContainerExecutor {
+            shared: Arc::new(Shared {
+                runtime,
+                images,
+                source,
+            }),
+        }
+    }
+
+    /// The container runtime (for cleanup at start and volume listings).
+    pub fn runtime(&self) -> &Arc<Runtime> {
+        &self.shared.runtime
+    }
+}
+
+impl Executor for ContainerExecutor {
+    fn controller(&self, task: &Task) -> Result<Box<dyn Controller>, ExecError> {
+        task_image(task)?;
+        crate::container::config::validate_id(&task.id).map_err(ExecError::InvalidSpec)?;
+        Ok(Box::new(controller::ContainerController::new(
+            task.clone(),
+            self.shared.clone(),
+        )))
+    }
+
+    fn logs(&self, task_id: &str, options: LogOptions) -> Result<LogLines, ExecError> {
+        crate::container::config::validate_id(task_id).map_err(ExecError::Logs)?;
+        let dir: PathBuf = self.shared.runtime.log_dir(task_id);
+        if !dir.is_dir() {
+            return Err(ExecError::Logs(format!(
+                "task {task_id} has no logs on this node (its container was removed)"
+            )));
+        }
+        let exit_file = self
+            .shared
+            .runtime
+            .container_dir(task_id)
+            .join(crate::container::state::EXIT_FILE);
+        let container_dir = self.shared.runtime.container_dir(task_id);
+        // Following ends once the container has exited (its shim wrote exit.json)
+        // or was removed, after the last lines are read.
+        Ok(logs::read(dir, options, move || {
+            exit_file.exists() || !container_dir.exists()
+        }))
+    }
+}
