@@ -3,7 +3,9 @@
 
 mod support;
 
-use rswarm_agent_runtime::container::{ContainerError, caps};
+use std::time::{Duration, Instant};
+
+use rswarm_agent_runtime::container::{ContainerError, NetworkMode, caps};
 use support::{TestRuntime, root_or_skip};
 
 #[tokio::test]
@@ -129,4 +131,44 @@ async fn a_missing_program_fails_start_with_the_reason() {
     assert!(matches!(err, ContainerError::Start { .. }), "{err}");
     assert!(err.to_string().contains("exec /bin/nope"), "{err}");
     t.rt.remove(&c.id).await.unwrap();
+}
+
+#[tokio::test]
+async fn a_container_can_join_an_existing_network_namespace() {
+    if !root_or_skip() {
+        return;
+    }
+    let t = TestRuntime::new();
+    let mut holder = std::process::Command::new("unshare")
+        .args(["-n", "sleep", "30"])
+        .spawn()
+        .unwrap();
+    struct Kill<'a>(&'a mut std::process::Child);
+    impl Drop for Kill<'_> {
+        fn drop(&mut self) {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
+    }
+    let ns = format!("/proc/{}/ns/net", holder.id());
+    let holder = Kill(&mut holder);
+    let own = std::fs::read_link("/proc/self/ns/net").unwrap();
+    let start = Instant::now();
+    let target = loop {
+        let link = std::fs::read_link(&ns).unwrap();
+        if link != own {
+            break link;
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(5),
+            "unshare -n did not run"
+        );
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    };
+    let mut c = t.config("joinnet", &["readlink", "/proc/self/ns/net"]);
+    c.network = NetworkMode::Join { path: ns.into() };
+    let (exit, log) = t.run(&c).await;
+    assert_eq!(exit.code, 0, "{log}");
+    assert_eq!(t.stdout(&c.id), vec![target.display().to_string()]);
+    drop(holder);
 }
