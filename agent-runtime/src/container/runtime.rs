@@ -70,7 +70,14 @@ impl Runtime {
         root: impl Into<PathBuf>,
         shim: impl Into<PathBuf>,
     ) -> Result<Runtime, ContainerError> {
-        let (root, shim) = (root.into(), shim.into());
+        let (root, shim): (PathBuf, PathBuf) = (root.into(), shim.into());
+        // The upper and work dirs go into overlay options, separated by ':' and ','.
+        if root.to_string_lossy().contains([':', ',']) {
+            return Err(ContainerError::InvalidConfig(format!(
+                "runtime root {} contains ':' or ','",
+                root.display()
+            )));
+        }
         if !shim.is_file() {
             return Err(io_err("find shim", &shim)(std::io::Error::from(
                 std::io::ErrorKind::NotFound,
@@ -180,6 +187,8 @@ impl Runtime {
         let mut child = tokio::process::Command::new(&self.shim)
             .arg("run")
             .arg(dir)
+            // Not the daemon's cwd: the shim may outlive it by a long time.
+            .current_dir(dir)
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(shim_log)
