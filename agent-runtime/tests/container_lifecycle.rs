@@ -156,22 +156,34 @@ async fn create_start_exit_remove_timing() {
     }
     let t = TestRuntime::new();
     let mut times = Vec::new();
+    let mut phases = [Duration::ZERO; 4];
     for i in 0..20 {
         let c = t.config(&format!("time{i}"), &["exit", "0"]);
         let start = Instant::now();
         t.rt.create(&c).await.unwrap();
+        let created = Instant::now();
         t.rt.start(&c.id).await.unwrap();
+        let started = Instant::now();
         let exit = t.rt.wait(&c.id).await.unwrap();
+        let exited = Instant::now();
         t.rt.remove(&c.id).await.unwrap();
         times.push(start.elapsed());
+        phases[0] += created - start;
+        phases[1] += started - created;
+        phases[2] += exited - started;
+        phases[3] += exited.elapsed();
         assert_eq!(exit.code, 0);
     }
     times.sort();
     eprintln!(
-        "create+start+exit+remove: median {:?}, min {:?}, max {:?}",
+        "create+start+exit+remove: median {:?}, min {:?}, max {:?}; mean create {:?} start {:?} exit {:?} remove {:?}",
         times[times.len() / 2],
         times[0],
-        times[times.len() - 1]
+        times[times.len() - 1],
+        phases[0] / 20,
+        phases[1] / 20,
+        phases[2] / 20,
+        phases[3] / 20,
     );
 }
 
