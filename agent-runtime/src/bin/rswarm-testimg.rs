@@ -14,7 +14,7 @@ use nix::sys::resource::{UsageWho, getrusage};
 use nix::sys::signal::{SigSet, SigmaskHow, Signal, sigprocmask};
 
 const USAGE: &str = "usage: testimg pid|hostname|ps|sleep SECS|exit CODE [AFTER_SECS]|alloc MIB|fork N|spin MS|\
-trap-term MS|ignore-term|env|id|cat FILE|write FILE TEXT|ls DIR|echo TEXT...|echo-err TEXT...|\
+trap-term MS|ignore-term|env|id|cat FILE|write FILE TEXT|ls DIR|readlink PATH|echo TEXT...|echo-err TEXT...|\
 lines N|serve PORT";
 
 fn main() -> ExitCode {
@@ -63,6 +63,7 @@ fn run(cmd: &str, rest: &[String]) -> Res {
         "cat" => std::io::stdout().write_all(&std::fs::read(arg(rest, 0)?)?)?,
         "write" => std::fs::write(arg(rest, 0)?, arg(rest, 1)?)?,
         "ls" => ls(arg(rest, 0)?)?,
+        "readlink" => println!("{}", std::fs::read_link(arg(rest, 0)?)?.display()),
         "echo" => println!("{}", rest.join(" ")),
         "echo-err" => eprintln!("{}", rest.join(" ")),
         "lines" => lines(arg(rest, 0)?.parse()?)?,

@@ -156,6 +156,17 @@ impl ContainerConfig {
         if let Some(d) = self.lower_dirs.iter().find(|d| !d.is_absolute()) {
             return Err(format!("layer path {} is not absolute", d.display()));
         }
+        // Overlay options separate layers with ':' and options with ','.
+        if let Some(d) = self
+            .lower_dirs
+            .iter()
+            .find(|d| d.to_string_lossy().contains([':', ',']))
+        {
+            return Err(format!(
+                "layer path {} contains ':' or ',', which overlayfs cannot take",
+                d.display()
+            ));
+        }
         if self.process.argv.is_empty() || self.process.argv[0].is_empty() {
             return Err("no command to run (argv is empty)".into());
         }
@@ -241,6 +252,9 @@ mod tests {
         let mut c = cfg();
         c.lower_dirs.clear();
         assert!(c.validate().unwrap_err().contains("layers"));
+        let mut c = cfg();
+        c.lower_dirs.push("/a:b".into());
+        assert!(c.validate().unwrap_err().contains("/a:b"));
         let mut c = cfg();
         c.process.argv.clear();
         assert!(c.validate().unwrap_err().contains("argv"));

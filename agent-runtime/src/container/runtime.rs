@@ -5,9 +5,10 @@
 //! restart and a new [`Runtime`] on the same root re-adopts them from the files
 //! the shim writes (`state.json`, `exit.json`).
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use nix::sys::signal::Signal;
@@ -44,6 +45,9 @@ pub struct Runtime {
     root: PathBuf,
     shim: PathBuf,
     layout: Layout,
+    /// One lock per container being started, so concurrent `start` calls for the
+    /// same id start one shim. A std mutex: held only to look up the entry.
+    starting: Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
 }
 
 fn io_err(op: &'static str, path: &Path) -> impl FnOnce(std::io::Error) -> ContainerError {
@@ -66,7 +70,19 @@ impl Runtime {
         root: impl Into<PathBuf>,
         shim: impl Into<PathBuf>,
     ) -> Result<Runtime, ContainerError> {
-        let root = root.into();
+        let (root, shim): (PathBuf, PathBuf) = (root.into(), shim.into());
+        // The upper and work dirs go into overlay options, separated by ':' and ','.
+        if root.to_string_lossy().contains([':', ',']) {
+            return Err(ContainerError::InvalidConfig(format!(
+                "runtime root {} contains ':' or ','",
+                root.display()
+            )));
+        }
+        if !shim.is_file() {
+            return Err(io_err("find shim", &shim)(std::io::Error::from(
+                std::io::ErrorKind::NotFound,
+            )));
+        }
         for d in ["containers", "volumes"] {
             let p = root.join(d);
             std::fs::create_dir_all(&p).map_err(io_err("create", &p))?;
@@ -75,8 +91,9 @@ impl Runtime {
         tracing::debug!(root = %root.display(), kind = ?layout.kind(), "container runtime ready");
         Ok(Runtime {
             root,
-            shim: shim.into(),
+            shim,
             layout,
+            starting: Mutex::new(HashMap::new()),
         })
     }
 
@@ -136,7 +153,27 @@ impl Runtime {
     /// started before (running or exited).
     pub async fn start(&self, id: &str) -> Result<u32, ContainerError> {
         let dir = self.dir_checked(id)?;
-        if let Some(rs) = read_state(&dir)? {
+        let lock = self
+            .starting
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .entry(id.to_string())
+            .or_default()
+            .clone();
+        let result = {
+            let _guard = lock.lock().await;
+            self.start_locked(id, &dir).await
+        };
+        let mut starting = self.starting.lock().unwrap_or_else(|p| p.into_inner());
+        // Ours and the map's: nobody else is waiting, so the entry can go.
+        if Arc::strong_count(&lock) <= 2 {
+            starting.remove(id);
+        }
+        result
+    }
+
+    async fn start_locked(&self, id: &str, dir: &Path) -> Result<u32, ContainerError> {
+        if let Some(rs) = read_state(dir)? {
             return Ok(rs.pid);
         }
         if !dir.join(CONFIG_FILE).exists() {
@@ -149,7 +186,9 @@ impl Runtime {
             .map_err(io_err("open", &dir.join("shim.log")))?;
         let mut child = tokio::process::Command::new(&self.shim)
             .arg("run")
-            .arg(&dir)
+            .arg(dir)
+            // Not the daemon's cwd: the shim may outlive it by a long time.
+            .current_dir(dir)
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(shim_log)
@@ -268,7 +307,11 @@ impl Runtime {
     }
 
     /// Stops container `id`: its stop signal, up to `grace` to exit, then SIGKILL.
-    /// Returns how it exited (at once if it already had).
+    /// Returns how it exited (at once if it already had); a container that was
+    /// never started gives [`ContainerError::NotStarted`].
+    ///
+    /// As in Docker, a pid 1 without a handler for the stop signal ignores it (the
+    /// kernel protects a namespace's init), so such a process waits out the grace.
     pub async fn stop(&self, id: &str, grace: Duration) -> Result<ExitInfo, ContainerError> {
         let config = self.config(id)?;
         let signal =

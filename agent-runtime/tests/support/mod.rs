@@ -16,10 +16,27 @@ pub fn rootfs() -> &'static Path {
     ROOTFS.get_or_init(|| {
         let dir = Path::new(env!("CARGO_TARGET_TMPDIR"))
             .join(format!("testimg-rootfs-{}", std::process::id()));
+        remove_stale_rootfs();
         let _ = std::fs::remove_dir_all(&dir);
         build_test_rootfs(&dir, Path::new(env!("CARGO_BIN_EXE_rswarm-testimg"))).unwrap();
         dir
     })
+}
+
+/// Removes rootfs copies of earlier test processes that are gone.
+fn remove_stale_rootfs() {
+    let Ok(entries) = std::fs::read_dir(env!("CARGO_TARGET_TMPDIR")) else {
+        return;
+    };
+    for e in entries.flatten() {
+        let name = e.file_name().to_string_lossy().into_owned();
+        let Some(pid) = name.strip_prefix("testimg-rootfs-") else {
+            continue;
+        };
+        if !Path::new("/proc").join(pid).exists() {
+            let _ = std::fs::remove_dir_all(e.path());
+        }
+    }
 }
 
 /// Prints a notice and returns false when not root.
