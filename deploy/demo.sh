@@ -8,7 +8,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-cargo build --release -p rswarm
+cargo build --release -p rswarm -p rswarm-agent-runtime --bins
 bin="$PWD/target/release/rswarm"
 work=$(mktemp -d /tmp/rswarm-demo.XXXXXX)
 pids=()

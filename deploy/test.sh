@@ -16,5 +16,5 @@ fi
 cargo fmt --all -- --check
 cargo clippy --workspace --all-targets -- -D warnings
 # The e2e tests start real node processes: build the binary they drive first.
-cargo build -p rswarm
+cargo build -p rswarm -p rswarm-agent-runtime --bins
 cargo test --workspace -- --test-threads="${RSWARM_TEST_THREADS:-2}"

@@ -25,6 +25,14 @@ pub trait Executor: Send + Sync {
     /// Fails only when the task can never run here, e.g. its spec has no container.
     fn controller(&self, task: &Task) -> Result<Box<dyn Controller>, ExecError>;
 
+    /// Frees what the runtime holds for tasks other than `keep`: called once the
+    /// node has its first full assignment set after a start, so containers of tasks
+    /// that no longer exist (removed while the daemon was down) do not linger. Runs
+    /// in the background; the default holds nothing.
+    fn cleanup(&self, keep: std::collections::HashSet<String>) {
+        let _ = keep;
+    }
+
     /// The logs the task's process wrote: the last `options.tail` lines (all when
     /// `None`), oldest first, then with `options.follow` new lines as they are
     /// written until the stream is dropped or the task is removed.

@@ -105,6 +105,8 @@ struct Shared {
     tasks: HashMap<String, Arc<watch::Sender<FakeState>>>,
     /// Each task's log lines, by task id.
     logs: HashMap<String, Arc<watch::Sender<Vec<LogLine>>>>,
+    /// The sets of tasks to keep each cleanup was called with.
+    cleanups: Vec<std::collections::HashSet<String>>,
 }
 
 /// The fake [`Executor`]. Cloning shares the same state.
@@ -166,6 +168,11 @@ impl FakeExecutor {
         ids
     }
 
+    /// The task sets [`Executor::cleanup`] was called with, in order.
+    pub fn cleanups(&self) -> Vec<std::collections::HashSet<String>> {
+        self.lock().cleanups.clone()
+    }
+
     /// Makes `task_id`'s running process exit (or crash) with `status`. Returns
     /// false, changing nothing, when that process is not running.
     pub fn exit(&self, task_id: &str, status: ExitStatus) -> bool {
@@ -219,6 +226,10 @@ impl Executor for FakeExecutor {
             logs,
             executor: self.clone(),
         }))
+    }
+
+    fn cleanup(&self, keep: std::collections::HashSet<String>) {
+        self.lock().cleanups.push(keep);
     }
 
     /// A line when the task starts (stdout) and one when it exits (stderr).

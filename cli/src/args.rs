@@ -209,9 +209,10 @@ pub struct NodeArgs {
     /// Hostname the node reports; defaults to the system's.
     #[arg(long)]
     pub hostname: Option<String>,
-    /// Runtime for this node's tasks: `none` refuses them; `fake` simulates them
-    /// (cluster tests; needs the `fake-executor` build feature).
-    #[arg(long, default_value = "none", hide = true)]
+    /// Runtime for this node's tasks: `container` runs them (root); `none` refuses
+    /// them; `fake` simulates them (cluster tests; needs the `fake-executor` build
+    /// feature).
+    #[arg(long, default_value = "container")]
     pub executor: String,
 }
 

@@ -11,9 +11,10 @@ pub const BIN_ENV: &str = "RSWARM_BIN";
 
 /// The `rswarm` binary: `$RSWARM_BIN` if set, otherwise `<target>/<profile>/rswarm`
 /// for the profile this program was built with, (re)built once per process with
-/// `cargo build -p rswarm --features fake-executor` so that tests never run a stale
-/// daemon (cargo does not build another package's binary for a test of this one)
-/// and nodes can simulate tasks (`--executor fake`, see [`crate::cluster::FAKE_EXECUTOR`]).
+/// `cargo build -p rswarm -p rswarm-agent-runtime --bins --features
+/// rswarm/fake-executor` so that tests never run a stale daemon (cargo does not build
+/// another package's binary for a test of this one), the container shim and the test
+/// image program sit next to it, and nodes can simulate tasks (`--executor fake`, see [`crate::cluster::FAKE_EXECUTOR`]).
 pub fn rswarm_binary() -> anyhow::Result<PathBuf> {
     static BINARY: OnceLock<Result<PathBuf, String>> = OnceLock::new();
     BINARY
@@ -83,8 +84,11 @@ fn build(profile_dir: &Path) -> anyhow::Result<()> {
         .arg("--quiet")
         .arg("-p")
         .arg("rswarm")
+        .arg("-p")
+        .arg("rswarm-agent-runtime")
+        .arg("--bins")
         .arg("--features")
-        .arg("fake-executor")
+        .arg("rswarm/fake-executor")
         .arg("--manifest-path")
         .arg(workspace.join("Cargo.toml"))
         .arg("--target-dir")

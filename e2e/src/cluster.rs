@@ -448,6 +448,20 @@ impl Cluster {
                 eprintln!("e2e: {}: cannot stop the daemon: {err:#}", node.name);
             }
         }
+        for node in &self.nodes {
+            match crate::containers::remove_left(&node.data_dir(), &self.binary) {
+                Ok(removed) if !removed.is_empty() => {
+                    eprintln!("e2e: {}: removed containers {removed:?}", node.name);
+                }
+                Ok(_) => {}
+                Err(err) => eprintln!("e2e: {}: cannot remove its containers: {err:#}", node.name),
+            }
+        }
+    }
+
+    /// The `rswarm` binary the nodes run (the shim and test program sit next to it).
+    pub fn binary(&self) -> &Path {
+        &self.binary
     }
 }
 

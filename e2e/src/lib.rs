@@ -6,10 +6,10 @@
 //!
 //! - `cargo test -p rswarm-e2e`: the harness's own tests (`tests/harness.rs`), the
 //!   control-plane scenarios (`tests/control_plane/`) and the orchestration ones
-//!   (`tests/orchestration/`, nodes with `--executor fake`). Nodes run
-//!   `<target>/<profile>/rswarm`, built with `cargo build -p rswarm --features
-//!   fake-executor` on first use, or `$RSWARM_BIN` if set (it needs that feature
-//!   for the orchestration scenarios).
+//!   (`tests/orchestration/`, nodes with `--executor fake`) and real containers
+//!   (`tests/containers/`). Nodes run `<target>/<profile>/rswarm`, built with its
+//!   shim and test image program on first use, or `$RSWARM_BIN` if set (it needs
+//!   the `fake-executor` feature for the orchestration scenarios).
 //! - `cargo run --release -p rswarm-e2e --bin bench-control`: the control-plane
 //!   benchmark (writes/s, latency, leader failover).
 //! - `cargo run --release -p rswarm-e2e --bin bench-orchestration`: how long a dead
@@ -29,6 +29,7 @@
 //! - [`binary`]: finds or builds the `rswarm` binary.
 //! - [`services`]: services and their tasks as `service ps` shows them, and the
 //!   waits orchestration scenarios compose.
+//! - [`containers`]: the test image, and removing containers nodes leave behind.
 //! - [`command`], [`wait`]: commands and polls with time limits.
 //! - `sys`: the only unsafe code (setns, kill), kept to two calls.
 #![deny(unsafe_code)]
@@ -38,6 +39,7 @@ pub mod binary;
 pub mod client;
 pub mod cluster;
 pub mod command;
+pub mod containers;
 pub mod network;
 pub mod node;
 pub mod services;

@@ -240,11 +240,12 @@ impl Node {
 
     /// `ip netns exec <ns> rswarm`, ready for arguments.
     fn netns_command(&self) -> Command {
-        let mut command = Command::new("ip");
+        // nsenter enters the network namespace only; `ip netns exec` would also
+        // remount /sys, hiding the cgroup hierarchies the node's containers need.
+        let mut command = Command::new("nsenter");
         command
-            .arg("netns")
-            .arg("exec")
-            .arg(&self.netns)
+            .arg(format!("--net=/run/netns/{}", self.netns))
+            .arg("--")
             .arg(&self.bin);
         command
     }

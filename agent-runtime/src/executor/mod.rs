@@ -73,6 +73,19 @@ impl Executor for ContainerExecutor {
         )))
     }
 
+    fn cleanup(&self, keep: std::collections::HashSet<String>) {
+        let runtime = self.shared.runtime.clone();
+        tokio::spawn(async move {
+            match runtime.cleanup_orphans(&keep).await {
+                Ok(removed) if !removed.is_empty() => {
+                    tracing::info!(containers = ?removed, "removed containers of tasks that no longer exist");
+                }
+                Ok(_) => {}
+                Err(err) => tracing::warn!(error = %err, "cleaning up old containers failed"),
+            }
+        });
+    }
+
     fn logs(&self, task_id: &str, options: LogOptions) -> Result<LogLines, ExecError> {
         crate::container::config::validate_id(task_id).map_err(ExecError::Logs)?;
         let dir: PathBuf = self.shared.runtime.log_dir(task_id);

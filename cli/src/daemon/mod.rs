@@ -36,7 +36,7 @@ use state::{DataDir, NodeRecord};
 pub async fn init(args: InitArgs) -> anyhow::Result<()> {
     let dir = DataDir::new(&args.node.data_dir);
     dir.ensure_free()?;
-    executor::for_node(&args.node.executor)?;
+    executor::validate(&args.node.executor)?;
     let (record, identity, raft) = match bootstrap::init(&dir, &args).await {
         Ok(started) => started,
         Err(err) => {
@@ -51,7 +51,7 @@ pub async fn init(args: InitArgs) -> anyhow::Result<()> {
 pub async fn join(args: JoinArgs) -> anyhow::Result<()> {
     let dir = DataDir::new(&args.node.data_dir);
     dir.ensure_free()?;
-    executor::for_node(&args.node.executor)?;
+    executor::validate(&args.node.executor)?;
     let result = match bootstrap::join(&dir, &args).await {
         Ok(bootstrap::Joined::Worker(record, identity)) => {
             run_node(dir.clone(), record, identity, None, Start::Restart).await
@@ -93,11 +93,12 @@ async fn run_node(
     let stop = CancellationToken::new();
     serve::on_signal(stop.clone())?;
     // Kept across role changes: what runs on this node does not depend on its role.
-    let executor = executor::for_node(&record.executor)?;
     let images =
         Arc::new(ImageStore::open(dir.images()).with_context(|| {
             format!("cannot open the image store in {}", dir.images().display())
         })?);
+    let source = Arc::new(executor::LateSource::default());
+    let executor = executor::for_node(&record.executor, &dir.runtime(), &images, &source)?;
     loop {
         let exit = if record.is_manager() {
             let member = match raft.take() {
@@ -107,10 +108,16 @@ async fn run_node(
             let local = serve::Local {
                 executor: &executor,
                 images: &images,
+                source: &source,
             };
             serve::manager(&dir, &record, &identity, member, start, &stop, local).await?
         } else {
-            serve::worker(&dir, &record, &identity, &stop, &executor).await?
+            let local = serve::Local {
+                executor: &executor,
+                images: &images,
+                source: &source,
+            };
+            serve::worker(&dir, &record, &identity, &stop, local).await?
         };
         if exit == Exit::Stopped {
             return Ok(());

@@ -15,6 +15,7 @@ use rswarm_proto::api::control_server::ControlServer;
 use rswarm_proto::tls::{Identity, node_channel, server_tls_config};
 use rswarm_worker::control::WorkerControl;
 use rswarm_worker::dispatch;
+use rswarm_worker::images::ManagerImages;
 use rswarm_worker::session::{ManagerList, Session, SessionState};
 use rswarm_worker::tasks::TaskManager;
 use tokio::net::{TcpListener, UnixListener};
@@ -26,6 +27,7 @@ use tonic::transport::server::TcpIncoming;
 use tracing::{error, info, warn};
 
 use super::bootstrap;
+use super::executor::LateSource;
 use super::images::StoreBackend;
 use super::state::{DataDir, NodeRecord};
 use super::system;
@@ -88,14 +90,20 @@ fn start_session(
     managers: ManagerList,
     shutdown: CancellationToken,
     role_change: CancellationToken,
-    executor: &Arc<dyn Executor>,
+    local: &Local<'_>,
 ) -> JoinHandle<()> {
+    let executor = local.executor;
     let (session, mut states) = Session::new(
         identity.clone(),
         record.advertise.to_string(),
         system::describe(&record.hostname),
-        managers,
+        managers.clone(),
     );
+    local.source.set(Arc::new(ManagerImages::new(
+        identity.clone(),
+        managers,
+        session.leader(),
+    )));
     // Tasks: assignments from the leader drive the runners; their reports go back.
     let (tasks, reports) = TaskManager::new(executor.clone());
     tokio::spawn(dispatch::assignments(
@@ -155,6 +163,8 @@ pub struct Local<'a> {
     pub executor: &'a Arc<dyn Executor>,
     /// The node's image store.
     pub images: &'a Arc<ImageStore>,
+    /// Where the executor gets missing images: set to this session's managers.
+    pub source: &'a Arc<LateSource>,
 }
 
 /// Runs a manager.
@@ -167,7 +177,6 @@ pub async fn manager(
     stop: &CancellationToken,
     local: Local<'_>,
 ) -> anyhow::Result<Exit> {
-    let executor = local.executor;
     let mut record = record.clone();
     // Servers stop on SIGTERM and on a role change; the latter keeps the daemon.
     let shutdown = stop.child_token();
@@ -203,12 +212,12 @@ pub async fn manager(
             shutdown.clone().cancelled_owned(),
         );
     let tcp_server = tokio::spawn(tcp_server);
-    let local = bind_socket(dir)?;
+    let socket = bind_socket(dir)?;
     let local_server = tokio::spawn(
         manager
             .local_router(Server::builder())
             .serve_with_incoming_shutdown(
-                UnixListenerStream::new(local),
+                UnixListenerStream::new(socket),
                 shutdown.clone().cancelled_owned(),
             ),
     );
@@ -237,7 +246,7 @@ pub async fn manager(
         managers,
         shutdown.clone(),
         role_change.clone(),
-        executor,
+        &local,
     );
     info!(node.id = %record.node_id, addr = %record.advertise, "manager running");
     let exit = tokio::select! {
@@ -290,17 +299,17 @@ pub async fn worker(
     record: &NodeRecord,
     identity: &Identity,
     stop: &CancellationToken,
-    executor: &Arc<dyn Executor>,
+    local: Local<'_>,
 ) -> anyhow::Result<Exit> {
     let shutdown = stop.child_token();
     let role_change = CancellationToken::new();
     let managers: ManagerList = Arc::new(RwLock::new(record.manager_addrs.clone()));
-    let local = bind_socket(dir)?;
+    let socket = bind_socket(dir)?;
     let local_server = tokio::spawn(
         Server::builder()
             .add_service(ControlServer::new(WorkerControl::new(managers.clone())))
             .serve_with_incoming_shutdown(
-                UnixListenerStream::new(local),
+                UnixListenerStream::new(socket),
                 shutdown.clone().cancelled_owned(),
             ),
     );
@@ -311,7 +320,7 @@ pub async fn worker(
         managers,
         shutdown.clone(),
         role_change.clone(),
-        executor,
+        &local,
     );
     info!(node.id = %record.node_id, addr = %record.advertise, "worker running");
     let exit = tokio::select! {

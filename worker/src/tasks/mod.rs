@@ -125,6 +125,9 @@ pub struct TaskManager {
     runners: Mutex<HashMap<String, RunnerHandle>>,
     /// Cancelled on drop: runners stop where they are.
     cancel: CancellationToken,
+    /// Whether a full assignment set arrived since the start (the runtime is then
+    /// told which tasks exist, once).
+    got_full_set: std::sync::atomic::AtomicBool,
 }
 
 impl TaskManager {
@@ -148,6 +151,7 @@ impl TaskManager {
             updates,
             runners: Mutex::new(HashMap::new()),
             cancel: CancellationToken::new(),
+            got_full_set: std::sync::atomic::AtomicBool::new(false),
         };
         (manager, rx)
     }
@@ -156,6 +160,13 @@ impl TaskManager {
     /// message): new tasks get a runner, known ones get their new desired state, and
     /// tasks no longer assigned are shut down and removed.
     pub fn set_assignments(&self, tasks: Vec<Task>) {
+        if !self
+            .got_full_set
+            .swap(true, std::sync::atomic::Ordering::SeqCst)
+        {
+            self.executor
+                .cleanup(tasks.iter().map(|t| t.id.clone()).collect());
+        }
         let assigned: HashSet<&str> = tasks.iter().map(|t| t.id.as_str()).collect();
         let mut runners = self.lock();
         let gone: Vec<String> = (runners.keys())

@@ -171,3 +171,16 @@ async fn adopted_tasks_run_until_the_first_set_drops_them() {
         [FakeOp::Prepare, FakeOp::Start, FakeOp::Wait]
     );
 }
+
+#[tokio::test(start_paused = true)]
+async fn the_first_full_set_tells_the_runtime_which_tasks_exist() {
+    let fake = FakeExecutor::new();
+    let (tasks, mut reports) = manager(&fake);
+    tasks.set_assignments(vec![task("t1", "busybox"), task("t2", "busybox")]);
+    reports.until("t1", TaskState::Running).await;
+    tasks.set_assignments(vec![task("t1", "busybox")]);
+    let cleanups = fake.cleanups();
+    assert_eq!(cleanups.len(), 1, "only after the first set");
+    let kept: std::collections::HashSet<String> = ["t1", "t2"].map(String::from).into();
+    assert_eq!(cleanups[0], kept);
+}

@@ -1,0 +1,182 @@
+//! Services of real containers on real nodes: the test image (built from
+//! `rswarm-testimg`, nothing downloaded) imported on a manager, fetched by the
+//! workers, run with namespaces and cgroups, its logs read back, and nothing left
+//! on the nodes once the service is gone.
+//!
+//! Root only (network namespaces, containers); skipped with a notice otherwise.
+
+use std::time::Duration;
+
+use anyhow::{Context, ensure};
+use rswarm_e2e::services;
+use rswarm_e2e::{Cluster, skip_reason, wait_until};
+
+/// Tasks must get where they are asked within this (the image is fetched and
+/// unpacked first; the machine may be busy).
+const CONVERGE: Duration = Duration::from_secs(90);
+
+fn with_cluster(test: &str, scenario: impl FnOnce(&mut Cluster) -> anyhow::Result<()>) {
+    if let Some(why) = skip_reason() {
+        eprintln!("skipping {test}: {why}");
+        return;
+    }
+    let mut cluster =
+        Cluster::start(1, 2).unwrap_or_else(|err| panic!("{test}: cluster did not form: {err:#}"));
+    if let Err(err) = scenario(&mut cluster) {
+        panic!("{test}: {err:#}");
+    }
+}
+
+/// Imports the test image as `testimg:1` through the first manager.
+fn import_test_image(cluster: &Cluster) -> anyhow::Result<()> {
+    let tar = cluster.root_dir().join("testimg.tar");
+    rswarm_e2e::containers::test_image_tar(cluster.binary(), &tar)
+        .context("building the test image")?;
+    cluster.node(0).cli_ok(&[
+        "image".as_ref(),
+        "import".as_ref(),
+        "--name".as_ref(),
+        "testimg:1".as_ref(),
+        tar.as_os_str(),
+    ])?;
+    Ok(())
+}
+
+/// Containers a node holds now.
+fn containers_on(cluster: &Cluster, index: usize) -> Vec<String> {
+    std::fs::read_dir(cluster.node(index).data_dir().join("runtime/containers"))
+        .map(|entries| {
+            entries
+                .flatten()
+                .map(|e| e.file_name().to_string_lossy().into_owned())
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+#[test]
+fn a_replicated_service_runs_in_containers_and_leaves_nothing_behind() {
+    with_cluster("containers", |cluster| {
+        import_test_image(cluster)?;
+        // The image has no command: the service gives one.
+        let out = cluster.node(0).cli(&[
+            "service",
+            "create",
+            "--detach",
+            "--name",
+            "echo",
+            "--replicas",
+            "3",
+            "testimg:1",
+            "/bin/testimg",
+            "serve",
+            "8080",
+        ])?;
+        ensure!(
+            out.status.success(),
+            "create failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let tasks = services::wait_converged(cluster, 0, "echo", 3, CONVERGE, |_| Ok(()))?;
+        let ids: Vec<String> = tasks.iter().map(|t| t.id.clone()).collect();
+
+        let logs = cluster.node(0).cli_ok(&["service", "logs", "echo"])?;
+        ensure!(
+            logs.lines()
+                .filter(|l| l.ends_with("| listening on 0.0.0.0:8080"))
+                .count()
+                == 3,
+            "expected a start line from each task: {logs}"
+        );
+
+        cluster.node(0).cli_ok(&["service", "rm", "echo"])?;
+        wait_until(CONVERGE, "every container removed", || {
+            let left: Vec<String> = (0..3)
+                .flat_map(|i| containers_on(cluster, i))
+                .filter(|c| ids.contains(c))
+                .collect();
+            if left.is_empty() {
+                Ok(())
+            } else {
+                Err(format!("left: {left:?}"))
+            }
+        })?;
+        for id in &ids {
+            for hierarchy in ["memory", "pids", "cpu,cpuacct", "unified"] {
+                let dir = std::path::Path::new("/sys/fs/cgroup")
+                    .join(hierarchy)
+                    .join("rswarm")
+                    .join(id);
+                ensure!(!dir.exists(), "cgroup left behind: {}", dir.display());
+            }
+        }
+        Ok(())
+    });
+}
+
+#[test]
+fn an_oom_kill_is_reported_with_the_limit() {
+    with_cluster("oom", |cluster| {
+        import_test_image(cluster)?;
+        let out = cluster.node(0).cli(&[
+            "service",
+            "create",
+            "--detach",
+            "--name",
+            "hog",
+            "--replicas",
+            "1",
+            "--limit-memory",
+            "16MiB",
+            "--restart-condition",
+            "none",
+            "testimg:1",
+            "/bin/testimg",
+            "alloc",
+            "64",
+        ])?;
+        ensure!(
+            out.status.success(),
+            "create failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        wait_until(CONVERGE, "the task failed by OOM", || {
+            let tasks = services::tasks(cluster, 0, "hog").map_err(|e| format!("{e:#}"))?;
+            match tasks.iter().find(|t| t.state == "failed") {
+                Some(t) if t.error.contains("OOM killed (limit 16MiB)") => Ok(()),
+                Some(t) => Err(format!("failed without the OOM reason: {t:?}")),
+                None => Err(format!("{tasks:?}")),
+            }
+        })?;
+        Ok(())
+    });
+}
+
+#[test]
+fn a_missing_image_rejects_the_task() {
+    with_cluster("missing image", |cluster| {
+        let out = cluster.node(0).cli(&[
+            "service",
+            "create",
+            "--detach",
+            "--name",
+            "ghost",
+            "--replicas",
+            "1",
+            "nosuch:1",
+        ])?;
+        ensure!(
+            out.status.success(),
+            "create failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        wait_until(CONVERGE, "a rejected task saying why", || {
+            let tasks = services::tasks(cluster, 0, "ghost").map_err(|e| format!("{e:#}"))?;
+            match tasks.iter().find(|t| t.state == "rejected") {
+                Some(t) if t.error.contains("image not found") => Ok(()),
+                _ => Err(format!("{tasks:?}")),
+            }
+        })?;
+        Ok(())
+    });
+}
