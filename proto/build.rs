@@ -10,6 +10,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         "proto/dispatcher.proto",
         "proto/images.proto",
         "proto/logs.proto",
+        "proto/volumes.proto",
     ];
     for f in &files {
         println!("cargo:rerun-if-changed={f}");

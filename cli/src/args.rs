@@ -120,6 +120,27 @@ pub enum Command {
         #[command(subcommand)]
         command: ImageCommand,
     },
+    /// Manage this node's named volumes.
+    Volume {
+        /// What to do.
+        #[command(subcommand)]
+        command: VolumeCommand,
+    },
+}
+
+/// `rswarm volume ...`: the named volumes of the node whose socket is used.
+#[derive(Debug, Clone, PartialEq, Eq, Subcommand)]
+pub enum VolumeCommand {
+    /// List this node's volumes.
+    #[command(alias = "list")]
+    Ls,
+    /// Remove volumes and their data (refused while a container mounts them).
+    #[command(alias = "remove")]
+    Rm {
+        /// Volume names.
+        #[arg(required = true)]
+        volumes: Vec<String>,
+    },
 }
 
 /// `rswarm image ...`.

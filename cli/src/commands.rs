@@ -10,6 +10,7 @@ pub mod progress;
 pub mod service;
 #[cfg(test)]
 pub mod test_support;
+pub mod volume;
 
 use std::fmt;
 use std::io::Write;

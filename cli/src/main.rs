@@ -21,7 +21,7 @@ use clap::Parser;
 use tracing_subscriber::EnvFilter;
 
 use crate::args::{Cli, Command};
-use crate::commands::{Context, Reported, cluster, image, join_token, node, service};
+use crate::commands::{Context, Reported, cluster, image, join_token, node, service, volume};
 
 #[tokio::main]
 async fn main() -> ExitCode {
@@ -75,5 +75,6 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Node { command } => node::run(&ctx, command, &mut out).await,
         Command::Service { command } => service::run(&ctx, command, &mut out).await,
         Command::Image { command } => image::run(&ctx, command, &mut out).await,
+        Command::Volume { command } => volume::run(&ctx, command, &mut out).await,
     }
 }

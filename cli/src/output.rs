@@ -14,7 +14,7 @@ use std::io::Write;
 use comfy_table::{ContentArrangement, Table, presets};
 
 pub use cluster::{cluster_status_json, cluster_status_table};
-pub use images::{image_rows, images_table, short_id};
+pub use images::{image_rows, images_table, short_id, volumes_table};
 pub use inspect::{node_json, service_json};
 pub use nodes::{node_rows, nodes_table};
 pub use services::{service_rows, services_table};

@@ -10,6 +10,7 @@
 //!   the leader the session follows.
 //! - [`images`]: the node's image source: the managers' image service, leader first.
 //! - [`logs`]: answering the leader's log requests for this node's tasks.
+//! - [`volumes`]: the node's named volumes on its local socket.
 //! - [`control`]: the control API as a worker's local socket answers it: every call
 //!   is refused with the managers' addresses.
 #![forbid(unsafe_code)]
@@ -20,3 +21,4 @@ pub mod images;
 pub mod logs;
 pub mod session;
 pub mod tasks;
+pub mod volumes;

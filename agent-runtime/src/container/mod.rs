@@ -19,6 +19,7 @@ pub mod net;
 pub mod runtime;
 pub mod shim;
 pub mod state;
+pub mod volumes;
 
 use std::path::PathBuf;
 use std::str::FromStr;
@@ -28,6 +29,7 @@ use nix::sys::signal::Signal;
 pub use config::{ContainerConfig, LogConfig, MountSpec, NetworkMode, ProcessSpec};
 pub use runtime::{ContainerState, Runtime};
 pub use state::ExitInfo;
+pub use volumes::VolumeInfo;
 
 /// The container's configuration in its directory.
 pub const CONFIG_FILE: &str = "config.json";
@@ -65,6 +67,14 @@ pub enum ContainerError {
         id: String,
         /// What the shim reported.
         message: String,
+    },
+    /// A volume is still mounted by containers of this node.
+    #[error("volume {name} is in use by container(s) {users}")]
+    VolumeInUse {
+        /// The volume.
+        name: String,
+        /// The containers mounting it, comma-separated.
+        users: String,
     },
     /// The shim vanished without recording how the container exited.
     #[error("the shim of container {id} is gone without recording an exit")]

@@ -42,7 +42,7 @@ pub enum ContainerState {
 /// Containers under one root directory.
 #[derive(Debug)]
 pub struct Runtime {
-    root: PathBuf,
+    pub(super) root: PathBuf,
     shim: PathBuf,
     layout: Layout,
     /// One lock per container being started, so concurrent `start` calls for the

@@ -56,22 +56,40 @@ pub fn for_node(
     runtime_dir: &Path,
     images: &Arc<ImageStore>,
     source: &Arc<LateSource>,
-) -> anyhow::Result<Arc<dyn Executor>> {
+) -> anyhow::Result<NodeExecutor> {
     validate(name)?;
     match name {
         "container" => {
-            let runtime = Runtime::new(runtime_dir, shim_path()?)?;
+            let runtime = Arc::new(Runtime::new(runtime_dir, shim_path()?)?);
             let source: Arc<dyn ImageSource> = source.clone();
-            Ok(Arc::new(ContainerExecutor::new(
-                Arc::new(runtime),
-                images.clone(),
-                source,
-            )))
+            Ok(NodeExecutor {
+                executor: Arc::new(ContainerExecutor::new(
+                    runtime.clone(),
+                    images.clone(),
+                    source,
+                )),
+                containers: Some(runtime),
+            })
         }
         #[cfg(feature = "fake-executor")]
-        "fake" => Ok(Arc::new(super::fake_image::ByImage::new())),
-        _ => Ok(Arc::new(NoRuntime)),
+        "fake" => Ok(NodeExecutor {
+            executor: Arc::new(super::fake_image::ByImage::new()),
+            containers: None,
+        }),
+        _ => Ok(NodeExecutor {
+            executor: Arc::new(NoRuntime),
+            containers: None,
+        }),
     }
+}
+
+/// The node's executor, and its container runtime when it runs containers (for
+/// the volume API).
+pub struct NodeExecutor {
+    /// Runs the node's tasks.
+    pub executor: Arc<dyn Executor>,
+    /// The container runtime behind `executor`, if any.
+    pub containers: Option<Arc<Runtime>>,
 }
 
 /// An [`ImageSource`] set once the node's session with the managers exists (the

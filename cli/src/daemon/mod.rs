@@ -98,7 +98,9 @@ async fn run_node(
             format!("cannot open the image store in {}", dir.images().display())
         })?);
     let source = Arc::new(executor::LateSource::default());
-    let executor = executor::for_node(&record.executor, &dir.runtime(), &images, &source)?;
+    let node_executor = executor::for_node(&record.executor, &dir.runtime(), &images, &source)?;
+    let executor = node_executor.executor;
+    let containers = node_executor.containers;
     loop {
         let exit = if record.is_manager() {
             let member = match raft.take() {
@@ -109,6 +111,7 @@ async fn run_node(
                 executor: &executor,
                 images: &images,
                 source: &source,
+                containers: &containers,
             };
             serve::manager(&dir, &record, &identity, member, start, &stop, local).await?
         } else {
@@ -116,6 +119,7 @@ async fn run_node(
                 executor: &executor,
                 images: &images,
                 source: &source,
+                containers: &containers,
             };
             serve::worker(&dir, &record, &identity, &stop, local).await?
         };

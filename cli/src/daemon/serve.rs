@@ -7,17 +7,20 @@ use std::time::Duration;
 
 use anyhow::Context as _;
 use rswarm_agent_runtime::Executor;
+use rswarm_agent_runtime::container::Runtime;
 use rswarm_agent_runtime::image::ImageStore;
 use rswarm_manager::images::Connector;
 use rswarm_manager::node::{Manager, ManagerSetup};
 use rswarm_manager::raft::RaftNode;
 use rswarm_proto::api::control_server::ControlServer;
+use rswarm_proto::api::volumes_server::VolumesServer;
 use rswarm_proto::tls::{Identity, node_channel, server_tls_config};
 use rswarm_worker::control::WorkerControl;
 use rswarm_worker::dispatch;
 use rswarm_worker::images::ManagerImages;
 use rswarm_worker::session::{ManagerList, Session, SessionState};
 use rswarm_worker::tasks::TaskManager;
+use rswarm_worker::volumes::VolumeService;
 use tokio::net::{TcpListener, UnixListener};
 use tokio::task::JoinHandle;
 use tokio_stream::wrappers::UnixListenerStream;
@@ -165,6 +168,17 @@ pub struct Local<'a> {
     pub images: &'a Arc<ImageStore>,
     /// Where the executor gets missing images: set to this session's managers.
     pub source: &'a Arc<LateSource>,
+    /// The container runtime, when the node runs containers.
+    pub containers: &'a Option<Arc<Runtime>>,
+}
+
+impl Local<'_> {
+    /// The node's volume API, served on its local socket when it runs containers.
+    fn volume_service(&self) -> Option<VolumesServer<VolumeService>> {
+        self.containers
+            .as_ref()
+            .map(|runtime| VolumesServer::new(VolumeService::new(runtime.clone())))
+    }
 }
 
 /// Runs a manager.
@@ -216,6 +230,7 @@ pub async fn manager(
     let local_server = tokio::spawn(
         manager
             .local_router(Server::builder())
+            .add_optional_service(local.volume_service())
             .serve_with_incoming_shutdown(
                 UnixListenerStream::new(socket),
                 shutdown.clone().cancelled_owned(),
@@ -308,6 +323,7 @@ pub async fn worker(
     let local_server = tokio::spawn(
         Server::builder()
             .add_service(ControlServer::new(WorkerControl::new(managers.clone())))
+            .add_optional_service(local.volume_service())
             .serve_with_incoming_shutdown(
                 UnixListenerStream::new(socket),
                 shutdown.clone().cancelled_owned(),

@@ -58,6 +58,19 @@ pub fn human_size(bytes: u64) -> String {
     format!("{value:.digits$}{}", UNITS[unit])
 }
 
+/// `volume ls`: name, size and the containers using each volume.
+pub fn volumes_table(volumes: &[rswarm_proto::api::Volume]) -> String {
+    let mut table = plain_table(&["VOLUME NAME", "SIZE", "USED BY"]);
+    for volume in volumes {
+        table.add_row(vec![
+            volume.name.clone(),
+            human_size(volume.size_bytes),
+            volume.used_by.join(", "),
+        ]);
+    }
+    render(&table)
+}
+
 /// Docker's `image ls` table, one line per name (an image with several names shows
 /// on several lines).
 pub fn images_table(rows: &[ImageRow]) -> String {

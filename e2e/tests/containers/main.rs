@@ -180,3 +180,76 @@ fn a_missing_image_rejects_the_task() {
         Ok(())
     });
 }
+
+#[test]
+fn a_named_volume_outlives_its_task_and_is_removed_once_unused() {
+    with_cluster("volumes", |cluster| {
+        import_test_image(cluster)?;
+        let out = cluster.node(0).cli(&[
+            "service",
+            "create",
+            "--detach",
+            "--name",
+            "writer",
+            "--replicas",
+            "1",
+            "--restart-condition",
+            "none",
+            "--mount",
+            "type=volume,source=data,target=/data",
+            "testimg:1",
+            "/bin/testimg",
+            "write",
+            "/data/hello",
+            "world",
+        ])?;
+        ensure!(
+            out.status.success(),
+            "create failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let task = wait_until(CONVERGE, "the writer finished", || {
+            let tasks = services::tasks(cluster, 0, "writer").map_err(|e| format!("{e:#}"))?;
+            match tasks.iter().find(|t| t.state == "complete") {
+                Some(t) => Ok(t.clone()),
+                None => Err(format!("{tasks:?}")),
+            }
+        })?;
+        let index = cluster
+            .index_of_name(&task.node)
+            .with_context(|| format!("unknown node {}", task.node))?;
+        let node = cluster.node(index);
+        let volumes = node.cli_json(&["volume", "ls"])?;
+        ensure!(
+            volumes[0]["name"] == "data" && volumes[0]["size_bytes"] == 5,
+            "{volumes}"
+        );
+        let written = std::fs::read_to_string(node.data_dir().join("runtime/volumes/data/hello"))?;
+        ensure!(written == "world", "volume holds {written:?}");
+
+        let refused = node.cli(&["volume", "rm", "data"])?;
+        ensure!(
+            !refused.status.success(),
+            "removed a volume a container mounts"
+        );
+        ensure!(
+            String::from_utf8_lossy(&refused.stderr).contains("in use"),
+            "unclear refusal: {}",
+            String::from_utf8_lossy(&refused.stderr)
+        );
+        cluster.node(0).cli_ok(&["service", "rm", "writer"])?;
+        wait_until(CONVERGE, "the volume removable", || {
+            let out = node
+                .cli(&["volume", "rm", "data"])
+                .map_err(|e| format!("{e:#}"))?;
+            if out.status.success() {
+                Ok(())
+            } else {
+                Err(String::from_utf8_lossy(&out.stderr).into_owned())
+            }
+        })?;
+        let left = node.cli_json(&["volume", "ls"])?;
+        ensure!(left.as_array().is_some_and(Vec::is_empty), "{left}");
+        Ok(())
+    });
+}
