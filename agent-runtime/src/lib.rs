@@ -9,9 +9,16 @@
 //! - [`image`]: the node's image store: verified blobs, image import (rootfs
 //!   tarball, `docker save`, OCI layout), layers unpacked once for overlayfs, and
 //!   the image config turned into the process to run.
+//! - [`executor`]: the real executor: tasks as containers, images fetched from the
+//!   cluster, Docker's rules for command, env and user, logs.
+//! - [`container`]: the container runtime: configuration, mount plan, the
+//!   `rswarm-shim` process model (survives daemon restarts), stop, remove, volumes.
+//! - [`cgroup`]: per-container cgroups on v1, v2 and hybrid hosts.
 //! - [`none`]: the executor of a node without a container runtime: refuses tasks.
 //! - `fake` (feature `test-util`): a fake executor on tokio timers with per-image
 //!   knobs and a record of every call, for worker and cluster tests.
+//! - `testing` (feature `test-util`): the test image's root filesystem, built
+//!   around the `rswarm-testimg` program of this crate (nothing downloaded).
 #![forbid(unsafe_code)]
 
 pub mod cgroup;
