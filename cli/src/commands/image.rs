@@ -49,11 +49,13 @@ async fn import(
     } else {
         let path = std::path::Path::new(file);
         if path.is_dir() {
-            anyhow::bail!(
-                "{file} is a directory: pack the OCI layout first (`tar -C {file} -cf - . | rswarm image import -`)"
-            );
+            Box::new(pack_layout(path)?)
+        } else {
+            Box::new(
+                std::fs::File::open(path)
+                    .map_err(|e| anyhow::anyhow!("cannot open {file}: {e}"))?,
+            )
         }
-        Box::new(std::fs::File::open(path).map_err(|e| anyhow::anyhow!("cannot open {file}: {e}"))?)
     };
     let mut client = ctx.images().await?;
     let (tx, rx) = mpsc::channel(4);
@@ -107,6 +109,29 @@ async fn import(
     }
 }
 
+/// An OCI image layout directory packed into a temporary tar (the managers take
+/// archives); the file is deleted when the returned handle closes.
+fn pack_layout(dir: &std::path::Path) -> anyhow::Result<std::fs::File> {
+    use std::io::Seek;
+    if !dir.join("oci-layout").is_file() || !dir.join("index.json").is_file() {
+        anyhow::bail!(
+            "{} is a directory but not an OCI image layout (no oci-layout or index.json)",
+            dir.display()
+        );
+    }
+    let mut file = tempfile::tempfile()?;
+    {
+        let mut archive = tar::Builder::new(&mut file);
+        archive.follow_symlinks(false);
+        archive
+            .append_dir_all(".", dir)
+            .map_err(|e| anyhow::anyhow!("cannot pack {}: {e}", dir.display()))?;
+        archive.finish()?;
+    }
+    file.seek(std::io::SeekFrom::Start(0))?;
+    Ok(file)
+}
+
 /// Reads until `buf` is full or the input ends.
 fn read_full(reader: &mut dyn Read, buf: &mut [u8]) -> std::io::Result<usize> {
     let mut filled = 0;
@@ -149,4 +174,43 @@ async fn rm(ctx: &Context, images: &[String], out: &mut dyn Write) -> anyhow::Re
         }
     })
     .await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_oci_layout_directory_is_packed_whole() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(
+            dir.path().join("oci-layout"),
+            "{\"imageLayoutVersion\":\"1.0.0\"}",
+        )
+        .unwrap();
+        std::fs::write(dir.path().join("index.json"), "{}").unwrap();
+        std::fs::create_dir_all(dir.path().join("blobs/sha256")).unwrap();
+        std::fs::write(dir.path().join("blobs/sha256/abc"), "blob").unwrap();
+        let file = pack_layout(dir.path()).unwrap();
+        let mut archive = tar::Archive::new(file);
+        let mut names: Vec<String> = archive
+            .entries()
+            .unwrap()
+            .map(|e| e.unwrap().path().unwrap().display().to_string())
+            .collect();
+        names.sort();
+        assert!(
+            names.iter().any(|n| n.ends_with("blobs/sha256/abc")),
+            "{names:?}"
+        );
+        assert!(names.iter().any(|n| n.ends_with("index.json")), "{names:?}");
+        assert!(names.iter().any(|n| n.ends_with("oci-layout")), "{names:?}");
+    }
+
+    #[test]
+    fn a_plain_directory_is_refused_by_name() {
+        let dir = tempfile::tempdir().unwrap();
+        let err = pack_layout(dir.path()).unwrap_err().to_string();
+        assert!(err.contains("not an OCI image layout"), "{err}");
+    }
 }

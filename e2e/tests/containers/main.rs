@@ -253,3 +253,73 @@ fn a_named_volume_outlives_its_task_and_is_removed_once_unused() {
         Ok(())
     });
 }
+
+/// The host pid of a container's pid 1, from the state its shim recorded.
+fn container_pid(cluster: &Cluster, index: usize, task: &str) -> anyhow::Result<u64> {
+    let path = cluster
+        .node(index)
+        .data_dir()
+        .join("runtime/containers")
+        .join(task)
+        .join("state.json");
+    let state: serde_json::Value = serde_json::from_slice(&std::fs::read(&path)?)?;
+    state["pid"]
+        .as_u64()
+        .with_context(|| format!("no pid in {}", path.display()))
+}
+
+#[test]
+fn a_daemon_restart_keeps_its_containers_running() {
+    with_cluster("live restore", |cluster| {
+        import_test_image(cluster)?;
+        let out = cluster.node(0).cli(&[
+            "service",
+            "create",
+            "--detach",
+            "--name",
+            "keep",
+            "--replicas",
+            "2",
+            "--constraint",
+            "node.role==worker",
+            "testimg:1",
+            "/bin/testimg",
+            "sleep",
+            "600",
+        ])?;
+        ensure!(
+            out.status.success(),
+            "create failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let tasks = services::wait_converged(cluster, 0, "keep", 2, CONVERGE, |_| Ok(()))?;
+        let task = &tasks[0];
+        let index = cluster
+            .index_of_name(&task.node)
+            .with_context(|| format!("unknown node {}", task.node))?;
+        let pid = container_pid(cluster, index, &task.id)?;
+
+        let node = cluster.node_mut(index);
+        node.sigterm()?;
+        ensure!(
+            std::path::Path::new(&format!("/proc/{pid}")).exists(),
+            "the container died with its daemon"
+        );
+        node.start_daemon()?;
+
+        // The same task keeps running in the same process: nothing was restarted.
+        std::thread::sleep(Duration::from_secs(3));
+        let after = services::wait_converged(cluster, 0, "keep", 2, CONVERGE, |_| Ok(()))?;
+        ensure!(
+            after.iter().any(|t| t.id == task.id && t.is_running()),
+            "the task was replaced: {after:?}"
+        );
+        ensure!(
+            container_pid(cluster, index, &task.id)? == pid,
+            "the container was restarted"
+        );
+        let history = services::tasks(cluster, 0, "keep")?;
+        ensure!(history.len() == 2, "tasks were replaced: {history:?}");
+        Ok(())
+    });
+}
