@@ -133,19 +133,30 @@ fn run(settings: &Settings) -> anyhow::Result<String> {
     // Warm up both (page cache, binaries), then measure interleaved.
     let mut ours = Vec::with_capacity(settings.runs);
     let mut theirs = Vec::with_capacity(settings.runs);
+    let mut phases: [Vec<Duration>; 4] = Default::default();
     for i in 0..settings.runs + 3 {
         let id = format!("bench-{i}");
         let started = Instant::now();
-        tokio.block_on(async {
+        let steps = tokio.block_on(async {
             let c = config(id.clone(), &[TESTIMG_PATH, "exit", "0"]);
+            let t0 = Instant::now();
             runtime.create(&c).await?;
+            let t1 = Instant::now();
             runtime.start(&id).await?;
+            let t2 = Instant::now();
             let exit = runtime.wait(&id).await?;
+            let t3 = Instant::now();
             runtime.remove(&id).await?;
+            let t4 = Instant::now();
             ensure!(exit.code == 0, "our container exited with {exit:?}");
-            anyhow::Ok(())
+            anyhow::Ok([t1 - t0, t2 - t1, t3 - t2, t4 - t3])
         })?;
         let own = started.elapsed();
+        if i >= 3 {
+            for (all, step) in phases.iter_mut().zip(steps) {
+                all.push(step);
+            }
+        }
         let started = Instant::now();
         let status = Command::new(&runc)
             .args(["run", "--bundle"])
@@ -164,6 +175,7 @@ fn run(settings: &Settings) -> anyhow::Result<String> {
     let (own_median, own_p99) = (percentile(&mut ours, 50.0), percentile(&mut ours, 99.0));
     let (runc_median, runc_p99) = (percentile(&mut theirs, 50.0), percentile(&mut theirs, 99.0));
     let ratio = own_median.as_secs_f64() / runc_median.as_secs_f64();
+    let [create, start, wait, remove] = phases.map(|mut p| ms(percentile(&mut p, 50.0)));
 
     // Memory per running task.
     let before = own_rss()?;
@@ -200,6 +212,7 @@ fn run(settings: &Settings) -> anyhow::Result<String> {
     Ok(format!(
         "container create+start+exit+cleanup ({} runs each, interleaved)\n\
          \x20 rswarm runtime  median {:>7.2} ms   p99 {:>7.2} ms   (overlay rootfs, state in {})\n\
+         \x20   steps (median): create {create:.2} ms, start {start:.2} ms, run to exit {wait:.2} ms, remove {remove:.2} ms\n\
          \x20 runc run        median {:>7.2} ms   p99 {:>7.2} ms   (plain rootfs, state in /run/runc)\n\
          \x20 ratio (median)  {ratio:.2}x runc   target <= {LATENCY_TARGET}x: {}\n\
          memory per running task ({} containers running `testimg sleep`)\n\
