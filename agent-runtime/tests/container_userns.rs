@@ -3,7 +3,7 @@
 
 mod support;
 
-use std::os::unix::fs::{MetadataExt, PermissionsExt};
+use std::os::unix::fs::{FileTypeExt, MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
@@ -23,7 +23,11 @@ const MAP: IdMap = IdMap {
 
 /// The test image imported into a store under the runtime's root, its layers
 /// shifted for [`MAP`].
+///
+/// The runtime's root is made private (0700), as a node's data directory may be:
+/// container root must not need to search it.
 fn mapped_layers(t: &TestRuntime) -> (ImageStore, Vec<PathBuf>) {
+    std::fs::set_permissions(t.tmp.path(), std::fs::Permissions::from_mode(0o700)).unwrap();
     let store = ImageStore::with_fs(t.tmp.path().join("images"), Arc::new(image::HostFs)).unwrap();
     let tar = t.tmp.path().join("rootfs.tar");
     test_rootfs_tar(&tar, Path::new(env!("CARGO_BIN_EXE_rswarm-testimg"))).unwrap();
@@ -114,6 +118,23 @@ async fn a_remapped_container_is_root_inside_and_unprivileged_outside() {
     let upper = t.rt.container_dir(&c.id).join("upper");
     assert_eq!(owner(&upper.join("created")), (1_500_000, 1_600_000));
     assert_eq!(owner(&upper), (1_500_000, 1_600_000));
+
+    // Changing and deleting the image's files: copy-up and whiteouts in the upper
+    // layer, as under host root.
+    let c = mapped_config(&t, &lower, "copyup", &["write", "/etc/passwd", "x"]);
+    let (exit, log) = t.run(&c).await;
+    assert_eq!(exit.code, 0, "{log}");
+    let upper = t.rt.container_dir(&c.id).join("upper");
+    assert_eq!(owner(&upper.join("etc/passwd")), (1_500_000, 1_600_000));
+    let c = mapped_config(&t, &lower, "rm", &["rm", "/etc/group"]);
+    let (exit, log) = t.run(&c).await;
+    assert_eq!(exit.code, 0, "{log}");
+    let upper = t.rt.container_dir(&c.id).join("upper");
+    let whiteout = std::fs::symlink_metadata(upper.join("etc/group")).unwrap();
+    assert!(
+        whiteout.file_type().is_char_device() && whiteout.rdev() == 0,
+        "a whiteout device"
+    );
 
     // Another user of the image maps too.
     let mut c = mapped_config(&t, &lower, "user", &["id"]);

@@ -14,7 +14,7 @@ use nix::sys::resource::{UsageWho, getrusage};
 use nix::sys::signal::{SigSet, SigmaskHow, Signal, sigprocmask};
 
 const USAGE: &str = "usage: testimg pid|hostname|ps|sleep SECS|exit CODE [AFTER_SECS]|alloc MIB|fork N|spin MS|\
-trap-term MS|ignore-term|env|id|cat FILE|write FILE TEXT|ls DIR|owner PATH...|readlink PATH|echo TEXT...|echo-err TEXT...|\
+trap-term MS|ignore-term|env|id|cat FILE|write FILE TEXT|ls DIR|owner PATH...|rm FILE|readlink PATH|echo TEXT...|echo-err TEXT...|\
 lines N|serve PORT";
 
 fn main() -> ExitCode {
@@ -64,6 +64,7 @@ fn run(cmd: &str, rest: &[String]) -> Res {
         "write" => std::fs::write(arg(rest, 0)?, arg(rest, 1)?)?,
         "ls" => ls(arg(rest, 0)?)?,
         "owner" => owner(rest)?,
+        "rm" => std::fs::remove_file(arg(rest, 0)?)?,
         "readlink" => println!("{}", std::fs::read_link(arg(rest, 0)?)?.display()),
         "echo" => println!("{}", rest.join(" ")),
         "echo-err" => eprintln!("{}", rest.join(" ")),

@@ -79,10 +79,11 @@ fn setup(dir: &Path, report: Option<&mut File>) -> Result<std::process::Command,
 
     let rootfs = dir.join("rootfs");
     let plan = mounts::plan(&config, dir);
-    match &config.id_map {
+    let root = match &config.id_map {
         None => {
             enter_namespaces(&config, CloneFlags::CLONE_NEWNS)?;
             mounts::execute(&plan, &rootfs, &mut HostMounter).map_err(step("mounts"))?;
+            rootfs
         }
         Some(_) => {
             // Host root mounts what needs host paths or the pid namespace (the
@@ -95,14 +96,21 @@ fn setup(dir: &Path, report: Option<&mut File>) -> Result<std::process::Command,
                 .map_err(step("unshare mount namespace"))?;
             let (before, after) = mounts::split_for_userns(plan, &config.network);
             mounts::execute(&before, &rootfs, &mut HostMounter).map_err(step("mounts"))?;
+            // From here on the rootfs is reached through the working directory
+            // (carried into the new mount namespace): container root may not
+            // search the host directories above it.
+            nix::unistd::chdir(&rootfs).map_err(step("chdir rootfs"))?;
             enter_namespaces(&config, CloneFlags::CLONE_NEWUSER | CloneFlags::CLONE_NEWNS)?;
             await_id_map(report)?;
             become_root()?;
             configure_namespaces(&config)?;
-            mounts::execute(&after, &rootfs, &mut HostMounter).map_err(step("mounts"))?;
+            enter_root_clone()?;
+            let here = PathBuf::from(".");
+            mounts::execute(&after, &here, &mut HostMounter).map_err(step("mounts"))?;
+            here
         }
-    }
-    pivot(&rootfs)?;
+    };
+    pivot(&root)?;
 
     let null = File::options()
         .read(true)
@@ -198,6 +206,26 @@ fn become_root() -> Result<(), InitError> {
     nix::unistd::setresgid(root_gid, root_gid, root_gid).map_err(step("setresgid 0"))?;
     nix::unistd::setgroups(&[]).map_err(step("setgroups"))?;
     nix::unistd::setresuid(root_uid, root_uid, root_uid).map_err(step("setresuid 0"))
+}
+
+/// Puts a recursive copy of the root filesystem (the working directory) on top of
+/// it and moves into the copy. The mounts inherited from the parent mount
+/// namespace are locked, and `pivot_root` refuses a locked new root; the copy is
+/// not locked.
+fn enter_root_clone() -> Result<(), InitError> {
+    use rustix::mount::{MoveMountFlags, OpenTreeFlags, move_mount, open_tree};
+    let cwd = rustix::fs::CWD;
+    let copy = open_tree(
+        cwd,
+        ".",
+        OpenTreeFlags::OPEN_TREE_CLONE
+            | OpenTreeFlags::AT_RECURSIVE
+            | OpenTreeFlags::OPEN_TREE_CLOEXEC,
+    )
+    .map_err(step("copy the root filesystem mount"))?;
+    move_mount(&copy, "", cwd, ".", MoveMountFlags::MOVE_MOUNT_F_EMPTY_PATH)
+        .map_err(step("attach the root filesystem copy"))?;
+    rustix::process::fchdir(&copy).map_err(step("enter the root filesystem copy"))
 }
 
 /// Replaces the process image; returns only on failure.

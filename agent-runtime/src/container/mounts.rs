@@ -77,10 +77,6 @@ pub enum MountOp {
     },
     /// Remount the root filesystem read-only (last, after everything mounted on it).
     RootReadonly,
-    /// Bind the root filesystem (with everything on it) onto itself. In a user
-    /// namespace the mounts inherited from the parent namespace are locked and
-    /// `pivot_root` refuses a locked new root; the fresh bind is not locked.
-    RebindRoot,
 }
 
 /// The whole mount plan of a container whose state directory is `dir`.
@@ -209,7 +205,7 @@ pub fn plan(config: &ContainerConfig, dir: &Path) -> Vec<MountOp> {
 /// bound in and whose overlay keeps working with the layers' trusted xattrs) and
 /// what needs the container's namespaces owned by the user namespace: sysfs (of
 /// the new network namespace), mqueue (of the new IPC namespace) and the read-only
-/// root, after a [`MountOp::RebindRoot`]. Order is kept within each part.
+/// root. Order is kept within each part.
 ///
 /// A joined network namespace is not owned by the container's user namespace, so
 /// its sysfs is mounted before, like the rest.
@@ -218,12 +214,10 @@ pub fn split_for_userns(ops: Vec<MountOp>, network: &NetworkMode) -> (Vec<MountO
         MountOp::Fs { fstype, .. } => {
             *fstype == "mqueue" || (*fstype == "sysfs" && *network == NetworkMode::Isolated)
         }
-        MountOp::RootReadonly | MountOp::RebindRoot => true,
+        MountOp::RootReadonly => true,
         _ => false,
     };
-    let (mut post, pre): (Vec<MountOp>, Vec<MountOp>) = ops.into_iter().partition(after);
-    post.retain(|op| *op != MountOp::RebindRoot);
-    post.insert(0, MountOp::RebindRoot);
+    let (post, pre): (Vec<MountOp>, Vec<MountOp>) = ops.into_iter().partition(after);
     (pre, post)
 }
 
@@ -384,15 +378,6 @@ pub fn execute(ops: &[MountOp], rootfs: &Path, m: &mut dyn Mounter) -> Result<()
                 m.mount(None, rootfs, None, flags, None)
                     .map_err(mnt("read-only remount", rootfs))?;
             }
-            MountOp::RebindRoot => m
-                .mount(
-                    Some(rootfs),
-                    rootfs,
-                    None,
-                    MsFlags::MS_BIND | MsFlags::MS_REC,
-                    None,
-                )
-                .map_err(mnt("root filesystem bind", rootfs))?,
         }
     }
     Ok(())
