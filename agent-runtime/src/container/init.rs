@@ -1,8 +1,10 @@
 //! Stage 2 of the shim: runs as pid 1 of the container's new pid namespace, builds
 //! the rest of the container around itself and execs the service's command.
 //!
-//! Errors travel back to the shim through a close-on-exec pipe that arrives as
-//! stdin: EOF on it means the exec succeeded.
+//! Errors travel back to the shim through a close-on-exec socket that arrives as
+//! stdin: EOF on it means the exec succeeded. With an id mapping, stage 2 also asks
+//! the shim on it to map the user namespace it has just created (see
+//! `docs/design/runtime.md`, "User namespaces").
 
 use std::ffi::OsStr;
 use std::fs::File;

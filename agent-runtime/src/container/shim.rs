@@ -1,8 +1,9 @@
 //! Stage 1 of the shim: the small per-container process the daemon starts.
 //!
 //! It leaves the daemon's session (so it outlives a daemon restart), makes the
-//! next child pid 1 of a new pid namespace, starts stage 2 ([`super::init`]) and
-//! reports `started <pid>` or `error: <why>` on stdout. Then it copies the
+//! next child pid 1 of a new pid namespace, starts stage 2 ([`super::init`]) (and,
+//! for a container with an id mapping, writes the id maps of the user namespace
+//! stage 2 creates) and reports `started <pid>` or `error: <why>` on stdout. Then it copies the
 //! container's output to the log and, when pid 1 exits, writes `exit.json`.
 //! Single-threaded with fixed small buffers: it lives as long as the container.
 
