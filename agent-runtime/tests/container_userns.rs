@@ -238,3 +238,78 @@ async fn a_remapped_container_leaves_nothing_behind_and_volumes_are_its_roots() 
     );
     assert!(!t.rt.container_dir(&c.id).exists());
 }
+
+/// The managers are out of reach: the executor uses the node's own store.
+struct Offline;
+
+#[async_trait::async_trait]
+impl rswarm_agent_runtime::ImageSource for Offline {
+    async fn resolve(
+        &self,
+        _name: &str,
+    ) -> Result<rswarm_proto::api::Image, rswarm_agent_runtime::SourceError> {
+        Err(rswarm_agent_runtime::SourceError::Unavailable(
+            "offline".into(),
+        ))
+    }
+    async fn fetch_blob(
+        &self,
+        _digest: &str,
+        _sink: rswarm_agent_runtime::BlobSink,
+    ) -> Result<(), rswarm_agent_runtime::SourceError> {
+        Err(rswarm_agent_runtime::SourceError::Unavailable(
+            "offline".into(),
+        ))
+    }
+}
+
+#[tokio::test]
+async fn the_executor_runs_a_nodes_tasks_with_its_mapping() {
+    use rswarm_agent_runtime::Executor;
+    use rswarm_agent_runtime::container::Runtime;
+    use rswarm_agent_runtime::executor::ContainerExecutor;
+    use rswarm_proto::api::{ContainerSpec, Task, TaskSpec};
+
+    if !root_or_skip() {
+        return;
+    }
+    let t = TestRuntime::new();
+    let (store, _) = mapped_layers(&t);
+    let runtime = Arc::new(Runtime::new(t.tmp.path(), env!("CARGO_BIN_EXE_rswarm-shim")).unwrap());
+    let executor = ContainerExecutor::new(runtime.clone(), Arc::new(store), Arc::new(Offline))
+        .with_id_map(Some(MAP));
+    let task = Task {
+        id: format!("exec-{}", std::process::id()),
+        service_name: "svc".into(),
+        slot: 1,
+        spec: Some(TaskSpec {
+            container: Some(ContainerSpec {
+                image: "testimg".into(),
+                command: vec!["/bin/testimg".into(), "id".into()],
+                ..Default::default()
+            }),
+            ..Default::default()
+        }),
+        ..Default::default()
+    };
+    let controller = executor.controller(&task).unwrap();
+    controller.prepare().await.unwrap();
+    let config: ContainerConfig = serde_json::from_slice(
+        &std::fs::read(runtime.container_dir(&task.id).join("config.json")).unwrap(),
+    )
+    .unwrap();
+    assert_eq!(config.id_map, Some(MAP));
+    assert!(
+        config.lower_dirs[0]
+            .to_string_lossy()
+            .ends_with("@1500000-1600000-65536"),
+        "{:?}",
+        config.lower_dirs
+    );
+    controller.start().await.unwrap();
+    let exit = controller.wait().await.unwrap();
+    assert_eq!(exit.code, 0, "{}", t.log(&task.id));
+    assert_eq!(t.stdout(&task.id), vec!["uid=0 gid=0 groups="]);
+    controller.remove().await.unwrap();
+    assert!(!runtime.container_dir(&task.id).exists());
+}
