@@ -313,3 +313,54 @@ async fn the_executor_runs_a_nodes_tasks_with_its_mapping() {
     controller.remove().await.unwrap();
     assert!(!runtime.container_dir(&task.id).exists());
 }
+
+#[tokio::test]
+async fn whiteouts_and_opaque_directories_of_shifted_layers_work() {
+    use rswarm_agent_runtime::image::layerfs::ShiftedFs;
+    use rswarm_agent_runtime::image::unpack::unpack_tar;
+
+    if !root_or_skip() {
+        return;
+    }
+    let t = TestRuntime::new();
+    let (_store, mut lower) = mapped_layers(&t);
+    // A top layer hiding /tmp and replacing /etc by a directory with only `motd`.
+    let mut b = tar::Builder::new(Vec::new());
+    for (path, data) in [
+        ("etc/.wh..wh..opq", &b""[..]),
+        ("etc/motd", b"hi\n"),
+        (".wh.tmp", b""),
+    ] {
+        let mut h = tar::Header::new_gnu();
+        h.set_mode(0o644);
+        h.set_uid(0);
+        h.set_gid(0);
+        h.set_mtime(1_700_000_000);
+        h.set_size(data.len() as u64);
+        b.append_data(&mut h, path, data).unwrap();
+    }
+    let top = t.tmp.path().join("top-layer");
+    std::fs::create_dir(&top).unwrap();
+    let fs = ShiftedFs {
+        inner: &image::HostFs,
+        map: MAP,
+    };
+    unpack_tar(&b.into_inner().unwrap()[..], &top, &fs).unwrap();
+    lower.insert(0, top);
+
+    let c = mapped_config(&t, &lower, "opaque", &["ls", "/etc"]);
+    let (exit, log) = t.run(&c).await;
+    assert_eq!(exit.code, 0, "{log}");
+    let etc = t.stdout(&c.id);
+    assert!(etc.contains(&"motd".to_string()), "{etc:?}");
+    assert!(!etc.contains(&"passwd".to_string()), "opaque /etc: {etc:?}");
+    let c = mapped_config(&t, &lower, "whiteout", &["ls", "/"]);
+    let (exit, log) = t.run(&c).await;
+    assert_eq!(exit.code, 0, "{log}");
+    let root = t.stdout(&c.id);
+    assert!(root.contains(&"bin".to_string()), "{root:?}");
+    assert!(
+        !root.contains(&"tmp".to_string()),
+        "whiteout /tmp: {root:?}"
+    );
+}
