@@ -13,6 +13,8 @@
 //!   cluster, Docker's rules for command, env and user, logs.
 //! - [`container`]: the container runtime: configuration, mount plan, the
 //!   `rswarm-shim` process model (survives daemon restarts), stop, remove, volumes.
+//! - [`idmap`]: user namespace remapping (`--userns-remap`): the node's id
+//!   mapping, its parsing and the `/proc/<pid>/*_map` writes.
 //! - [`cgroup`]: per-container cgroups on v1, v2 and hybrid hosts.
 //! - [`none`]: the executor of a node without a container runtime: refuses tasks.
 //! - `fake` (feature `test-util`): a fake executor on tokio timers with per-image
@@ -27,6 +29,7 @@ pub mod exec;
 pub mod executor;
 #[cfg(any(test, feature = "test-util"))]
 pub mod fake;
+pub mod idmap;
 pub mod image;
 pub mod none;
 pub mod source;

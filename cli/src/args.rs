@@ -235,6 +235,13 @@ pub struct NodeArgs {
     /// feature).
     #[arg(long, default_value = "container")]
     pub executor: String,
+    /// Run every container of this node in a user namespace (like Docker's
+    /// `--userns-remap`): container root is an unprivileged host uid. `default`
+    /// maps container ids 0-65535 to the `rswarm` range of /etc/subuid and
+    /// /etc/subgid (else 100000-165535); `UID:GID:SIZE` gives the host range.
+    /// Off when absent; fixed when the node is created.
+    #[arg(long, value_name = "default|UID:GID:SIZE")]
+    pub userns_remap: Option<String>,
 }
 
 /// `rswarm init`.

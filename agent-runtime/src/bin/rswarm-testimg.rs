@@ -14,7 +14,7 @@ use nix::sys::resource::{UsageWho, getrusage};
 use nix::sys::signal::{SigSet, SigmaskHow, Signal, sigprocmask};
 
 const USAGE: &str = "usage: testimg pid|hostname|ps|sleep SECS|exit CODE [AFTER_SECS]|alloc MIB|fork N|spin MS|\
-trap-term MS|ignore-term|env|id|cat FILE|write FILE TEXT|ls DIR|readlink PATH|echo TEXT...|echo-err TEXT...|\
+trap-term MS|ignore-term|env|id|cat FILE|write FILE TEXT|ls DIR|owner PATH...|rm FILE|readlink PATH|echo TEXT...|echo-err TEXT...|\
 lines N|serve PORT";
 
 fn main() -> ExitCode {
@@ -63,6 +63,8 @@ fn run(cmd: &str, rest: &[String]) -> Res {
         "cat" => std::io::stdout().write_all(&std::fs::read(arg(rest, 0)?)?)?,
         "write" => std::fs::write(arg(rest, 0)?, arg(rest, 1)?)?,
         "ls" => ls(arg(rest, 0)?)?,
+        "owner" => owner(rest)?,
+        "rm" => std::fs::remove_file(arg(rest, 0)?)?,
         "readlink" => println!("{}", std::fs::read_link(arg(rest, 0)?)?.display()),
         "echo" => println!("{}", rest.join(" ")),
         "echo-err" => eprintln!("{}", rest.join(" ")),
@@ -93,6 +95,16 @@ fn ls(dir: &str) -> Result<(), std::io::Error> {
         .collect();
     names.sort();
     names.iter().for_each(|n| println!("{n}"));
+    Ok(())
+}
+
+/// Prints `PATH UID:GID` for each path (not following a final symlink).
+fn owner(paths: &[String]) -> Result<(), std::io::Error> {
+    use std::os::unix::fs::MetadataExt;
+    for p in paths {
+        let m = std::fs::symlink_metadata(p)?;
+        println!("{p} {}:{}", m.uid(), m.gid());
+    }
     Ok(())
 }
 

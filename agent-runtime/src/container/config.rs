@@ -5,6 +5,7 @@ use std::path::PathBuf;
 use serde::{Deserialize, Serialize};
 
 use crate::cgroup::Limits;
+use crate::idmap::IdMap;
 
 /// Everything needed to run one container, computed by the caller from the image
 /// config and the service spec. Stored as `<root>/containers/<id>/config.json`.
@@ -37,6 +38,11 @@ pub struct ContainerConfig {
     pub resolv_conf: String,
     /// How much of the container's output is kept.
     pub log: LogConfig,
+    /// Runs the container in its own user namespace with this mapping (the
+    /// node's `--userns-remap`). Its layers (`lower_dirs`) must then be unpacked
+    /// with ownership shifted by the same mapping.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub id_map: Option<IdMap>,
 }
 
 /// The container's process.
@@ -144,6 +150,7 @@ impl ContainerConfig {
             network: NetworkMode::Isolated,
             resolv_conf: String::new(),
             log: LogConfig::default(),
+            id_map: None,
         }
     }
 
@@ -205,6 +212,24 @@ impl ContainerConfig {
         }
         if self.log.max_files == 0 || self.log.max_bytes == 0 {
             return Err("log max_files and max_bytes must be at least 1".into());
+        }
+        if let Some(map) = &self.id_map {
+            map.validate().map_err(|e| e.to_string())?;
+            let p = &self.process;
+            let unmapped = std::iter::once(p.uid)
+                .filter(|u| map.host_uid_of(*u).is_none())
+                .chain(
+                    std::iter::once(p.gid)
+                        .chain(p.additional_gids.iter().copied())
+                        .filter(|g| map.host_gid_of(*g).is_none()),
+                )
+                .next();
+            if let Some(id) = unmapped {
+                return Err(format!(
+                    "user/group id {id} is outside the user namespace mapping {map} (ids 0 to {})",
+                    map.size - 1
+                ));
+            }
         }
         Ok(())
     }
@@ -270,5 +295,27 @@ mod tests {
             size_bytes: None,
         });
         assert!(c.validate().unwrap_err().contains("relative"));
+        let mut c = cfg();
+        c.id_map = Some("100000:100000:1000".parse().unwrap());
+        c.validate().unwrap();
+        c.process.additional_gids = vec![1000];
+        assert!(c.validate().unwrap_err().contains("id 1000 is outside"));
+        c.id_map = Some(crate::idmap::IdMap {
+            host_uid: 0,
+            host_gid: 1,
+            size: 1,
+        });
+        assert!(c.validate().unwrap_err().contains("host's root"));
+    }
+
+    #[test]
+    fn configs_without_a_mapping_keep_their_json() {
+        let json = serde_json::to_value(cfg()).unwrap();
+        assert!(json.get("id_map").is_none());
+        let mut c = cfg();
+        c.id_map = Some("100000:100000:65536".parse().unwrap());
+        let back: ContainerConfig =
+            serde_json::from_str(&serde_json::to_string(&c).unwrap()).unwrap();
+        assert_eq!(back, c);
     }
 }

@@ -1,12 +1,14 @@
 //! Stage 2 of the shim: runs as pid 1 of the container's new pid namespace, builds
 //! the rest of the container around itself and execs the service's command.
 //!
-//! Errors travel back to the shim through a close-on-exec pipe that arrives as
-//! stdin: EOF on it means the exec succeeded.
+//! Errors travel back to the shim through a close-on-exec socket that arrives as
+//! stdin: EOF on it means the exec succeeded. With an id mapping, stage 2 also asks
+//! the shim on it to map the user namespace it has just created (see
+//! `docs/design/runtime.md`, "User namespaces").
 
 use std::ffi::OsStr;
 use std::fs::File;
-use std::io::Write;
+use std::io::{Read, Write};
 use std::os::fd::{AsFd, AsRawFd};
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
@@ -52,7 +54,7 @@ pub fn main(dir: &Path) -> i32 {
         .try_clone_to_owned()
         .ok()
         .map(File::from);
-    let err = match setup(dir) {
+    let err = match setup(dir, report.as_mut()) {
         Ok(cmd) => exec(cmd),
         Err(err) => err,
     };
@@ -66,7 +68,7 @@ pub fn main(dir: &Path) -> i32 {
 }
 
 /// Everything up to the exec; returns the command ready to run.
-fn setup(dir: &Path) -> Result<std::process::Command, InitError> {
+fn setup(dir: &Path, report: Option<&mut File>) -> Result<std::process::Command, InitError> {
     let config: ContainerConfig = super::state::read_json(&dir.join(CONFIG_FILE))
         .map_err(step("read config"))?
         .ok_or_else(|| step("read config")("config.json is missing"))?;
@@ -77,28 +79,40 @@ fn setup(dir: &Path) -> Result<std::process::Command, InitError> {
     // Its own session, so signals aimed at the shim's group never reach it.
     nix::unistd::setsid().map_err(step("setsid"))?;
 
-    let mut flags = CloneFlags::CLONE_NEWNS
-        | CloneFlags::CLONE_NEWUTS
-        | CloneFlags::CLONE_NEWIPC
-        | CloneFlags::CLONE_NEWCGROUP;
-    match &config.network {
-        NetworkMode::Isolated => flags |= CloneFlags::CLONE_NEWNET,
-        NetworkMode::Join { path } => {
-            let ns = File::open(path).map_err(step(format!("open netns {}", path.display())))?;
-            nix::sched::setns(ns, CloneFlags::CLONE_NEWNET)
-                .map_err(step(format!("join netns {}", path.display())))?;
-        }
-    }
-    nix::sched::unshare(flags).map_err(step("unshare namespaces"))?;
-    if config.network == NetworkMode::Isolated {
-        net::link_up("lo").map_err(step("loopback"))?;
-    }
-    nix::unistd::sethostname(&config.hostname).map_err(step("sethostname"))?;
-
     let rootfs = dir.join("rootfs");
     let plan = mounts::plan(&config, dir);
-    mounts::execute(&plan, &rootfs, &mut HostMounter).map_err(step("mounts"))?;
-    pivot(&rootfs)?;
+    let root = match &config.id_map {
+        None => {
+            enter_namespaces(&config, CloneFlags::CLONE_NEWNS)?;
+            mounts::execute(&plan, &rootfs, &mut HostMounter).map_err(step("mounts"))?;
+            rootfs
+        }
+        Some(_) => {
+            // Host root mounts what needs host paths or the pid namespace (the
+            // shim's, made before the user namespace), then the user namespace
+            // is created with every other namespace owned by it.
+            if let NetworkMode::Join { path } = &config.network {
+                join_netns(path)?;
+            }
+            nix::sched::unshare(CloneFlags::CLONE_NEWNS)
+                .map_err(step("unshare mount namespace"))?;
+            let (before, after) = mounts::split_for_userns(plan, &config.network);
+            mounts::execute(&before, &rootfs, &mut HostMounter).map_err(step("mounts"))?;
+            // From here on the rootfs is reached through the working directory
+            // (carried into the new mount namespace): container root may not
+            // search the host directories above it.
+            nix::unistd::chdir(&rootfs).map_err(step("chdir rootfs"))?;
+            enter_namespaces(&config, CloneFlags::CLONE_NEWUSER | CloneFlags::CLONE_NEWNS)?;
+            await_id_map(report)?;
+            become_root()?;
+            configure_namespaces(&config)?;
+            enter_root_clone()?;
+            let here = PathBuf::from(".");
+            mounts::execute(&after, &here, &mut HostMounter).map_err(step("mounts"))?;
+            here
+        }
+    };
+    pivot(&root)?;
 
     let null = File::options()
         .read(true)
@@ -135,6 +149,85 @@ fn setup(dir: &Path) -> Result<std::process::Command, InitError> {
         cmd.env(k, v);
     }
     Ok(cmd)
+}
+
+/// Unshares `extra` with the UTS, IPC, cgroup and (unless joining one) network
+/// namespaces. Without a user namespace the new ones are configured at once;
+/// with one, only once its id map is written ([`configure_namespaces`]).
+fn enter_namespaces(config: &ContainerConfig, extra: CloneFlags) -> Result<(), InitError> {
+    let userns = extra.contains(CloneFlags::CLONE_NEWUSER);
+    let mut flags =
+        extra | CloneFlags::CLONE_NEWUTS | CloneFlags::CLONE_NEWIPC | CloneFlags::CLONE_NEWCGROUP;
+    match &config.network {
+        NetworkMode::Isolated => flags |= CloneFlags::CLONE_NEWNET,
+        // With a user namespace it was joined before, as host root.
+        NetworkMode::Join { path } if !userns => join_netns(path)?,
+        NetworkMode::Join { .. } => {}
+    }
+    nix::sched::unshare(flags).map_err(step("unshare namespaces"))?;
+    if !userns {
+        configure_namespaces(config)?;
+    }
+    Ok(())
+}
+
+fn join_netns(path: &Path) -> Result<(), InitError> {
+    let ns = File::open(path).map_err(step(format!("open netns {}", path.display())))?;
+    nix::sched::setns(ns, CloneFlags::CLONE_NEWNET)
+        .map_err(step(format!("join netns {}", path.display())))
+}
+
+/// Brings loopback up and sets the hostname.
+fn configure_namespaces(config: &ContainerConfig) -> Result<(), InitError> {
+    if config.network == NetworkMode::Isolated {
+        net::link_up("lo").map_err(step("loopback"))?;
+    }
+    nix::unistd::sethostname(&config.hostname).map_err(step("sethostname"))
+}
+
+/// Asks the shim to write the new user namespace's id maps and waits until it
+/// has: until then this process's ids are unmapped and it can create no file.
+fn await_id_map(report: Option<&mut File>) -> Result<(), InitError> {
+    let channel = report.ok_or_else(|| step("user namespace")("no channel to the shim"))?;
+    channel
+        .write_all(&[super::shim::MAP_REQUEST])
+        .map_err(step("ask for the id map"))?;
+    let mut reply = [0u8; 1];
+    match channel.read(&mut reply) {
+        Ok(1) if reply[0] == super::shim::MAP_REQUEST => Ok(()),
+        Ok(_) => Err(step("user namespace")("the shim did not write the id map")),
+        Err(e) => Err(step("wait for the id map")(e)),
+    }
+}
+
+/// Takes the ids of the user namespace's root (host root's own ids are unmapped
+/// there), keeping every capability in the namespace.
+fn become_root() -> Result<(), InitError> {
+    let root_gid = Gid::from_raw(0);
+    let root_uid = Uid::from_raw(0);
+    nix::unistd::setresgid(root_gid, root_gid, root_gid).map_err(step("setresgid 0"))?;
+    nix::unistd::setgroups(&[]).map_err(step("setgroups"))?;
+    nix::unistd::setresuid(root_uid, root_uid, root_uid).map_err(step("setresuid 0"))
+}
+
+/// Puts a recursive copy of the root filesystem (the working directory) on top of
+/// it and moves into the copy. The mounts inherited from the parent mount
+/// namespace are locked, and `pivot_root` refuses a locked new root; the copy is
+/// not locked.
+fn enter_root_clone() -> Result<(), InitError> {
+    use rustix::mount::{MoveMountFlags, OpenTreeFlags, move_mount, open_tree};
+    let cwd = rustix::fs::CWD;
+    let copy = open_tree(
+        cwd,
+        ".",
+        OpenTreeFlags::OPEN_TREE_CLONE
+            | OpenTreeFlags::AT_RECURSIVE
+            | OpenTreeFlags::OPEN_TREE_CLOEXEC,
+    )
+    .map_err(step("copy the root filesystem mount"))?;
+    move_mount(&copy, "", cwd, ".", MoveMountFlags::MOVE_MOUNT_F_EMPTY_PATH)
+        .map_err(step("attach the root filesystem copy"))?;
+    rustix::process::fchdir(&copy).map_err(step("enter the root filesystem copy"))
 }
 
 /// Replaces the process image; returns only on failure.
@@ -249,6 +342,25 @@ impl Mounter for HostMounter {
     }
     fn resolve(&mut self, root: &Path, path: &Path) -> std::io::Result<PathBuf> {
         mounts::secure_join(root, path)
+    }
+    fn kept_flags(&mut self, path: &Path) -> MsFlags {
+        use nix::sys::statvfs::FsFlags;
+        let Ok(st) = nix::sys::statvfs::statvfs(path) else {
+            // The remount then fails or succeeds on its own terms.
+            return MsFlags::empty();
+        };
+        let have = st.flags();
+        [
+            (FsFlags::ST_NOSUID, MsFlags::MS_NOSUID),
+            (FsFlags::ST_NODEV, MsFlags::MS_NODEV),
+            (FsFlags::ST_NOEXEC, MsFlags::MS_NOEXEC),
+            (FsFlags::ST_NOATIME, MsFlags::MS_NOATIME),
+            (FsFlags::ST_NODIRATIME, MsFlags::MS_NODIRATIME),
+            (FsFlags::ST_RELATIME, MsFlags::MS_RELATIME),
+        ]
+        .into_iter()
+        .filter(|(st, _)| have.contains(*st))
+        .fold(MsFlags::empty(), |acc, (_, ms)| acc | ms)
     }
 }
 

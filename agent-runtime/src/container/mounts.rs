@@ -8,7 +8,7 @@ use std::path::{Component, Path, PathBuf};
 
 use nix::mount::MsFlags;
 
-use super::config::{ContainerConfig, MountSpec};
+use super::config::{ContainerConfig, MountSpec, NetworkMode};
 
 /// Host device nodes bind-mounted into the container's `/dev`.
 pub const DEVICES: [&str; 6] = ["null", "zero", "full", "random", "urandom", "tty"];
@@ -80,8 +80,15 @@ pub enum MountOp {
 }
 
 /// The whole mount plan of a container whose state directory is `dir`.
+///
+/// With a user namespace mapping the tmpfs mounts belong to the container's root
+/// (they are mounted before the user namespace exists, see [`split_for_userns`]).
 pub fn plan(config: &ContainerConfig, dir: &Path) -> Vec<MountOp> {
     let nosuid_nodev_noexec = MsFlags::MS_NOSUID | MsFlags::MS_NODEV | MsFlags::MS_NOEXEC;
+    let owner = match &config.id_map {
+        Some(map) => format!(",uid={},gid={}", map.host_uid, map.host_gid),
+        None => String::new(),
+    };
     let fs = |fstype, target: &str, flags, data: &str| MountOp::Fs {
         fstype,
         target: PathBuf::from(target),
@@ -106,7 +113,7 @@ pub fn plan(config: &ContainerConfig, dir: &Path) -> Vec<MountOp> {
             "tmpfs",
             "/dev",
             MsFlags::MS_NOSUID | MsFlags::MS_STRICTATIME,
-            "mode=755,size=65536k",
+            &format!("mode=755,size=65536k{owner}"),
         ),
     ];
     ops.extend(DEVICES.iter().map(|d| MountOp::Bind {
@@ -125,7 +132,7 @@ pub fn plan(config: &ContainerConfig, dir: &Path) -> Vec<MountOp> {
         "tmpfs",
         "/dev/shm",
         nosuid_nodev_noexec,
-        "mode=1777,size=65536k",
+        &format!("mode=1777,size=65536k{owner}"),
     ));
     ops.push(fs("mqueue", "/dev/mqueue", nosuid_nodev_noexec, ""));
     for (target, to) in [
@@ -181,8 +188,8 @@ pub fn plan(config: &ContainerConfig, dir: &Path) -> Vec<MountOp> {
                 target: target.clone(),
                 flags: MsFlags::MS_NOSUID | MsFlags::MS_NODEV,
                 data: match size_bytes {
-                    Some(size) => format!("mode=1777,size={size}"),
-                    None => "mode=1777".into(),
+                    Some(size) => format!("mode=1777,size={size}{owner}"),
+                    None => format!("mode=1777{owner}"),
                 },
             },
         });
@@ -191,6 +198,27 @@ pub fn plan(config: &ContainerConfig, dir: &Path) -> Vec<MountOp> {
         ops.push(MountOp::RootReadonly);
     }
     ops
+}
+
+/// Splits `ops` for a container with its own user namespace into what is mounted
+/// before the user namespace exists (as host root, which can reach the host paths
+/// bound in and whose overlay keeps working with the layers' trusted xattrs) and
+/// what needs the container's namespaces owned by the user namespace: sysfs (of
+/// the new network namespace), mqueue (of the new IPC namespace) and the read-only
+/// root. Order is kept within each part.
+///
+/// A joined network namespace is not owned by the container's user namespace, so
+/// its sysfs is mounted before, like the rest.
+pub fn split_for_userns(ops: Vec<MountOp>, network: &NetworkMode) -> (Vec<MountOp>, Vec<MountOp>) {
+    let after = |op: &MountOp| match op {
+        MountOp::Fs { fstype, .. } => {
+            *fstype == "mqueue" || (*fstype == "sysfs" && *network == NetworkMode::Isolated)
+        }
+        MountOp::RootReadonly => true,
+        _ => false,
+    };
+    let (post, pre): (Vec<MountOp>, Vec<MountOp>) = ops.into_iter().partition(after);
+    (pre, post)
 }
 
 /// The privileged filesystem calls the plan needs.
@@ -217,6 +245,10 @@ pub trait Mounter {
     /// Resolves `path` (absolute inside the container) under `root`, following
     /// symlinks as if `root` were `/`, so an image cannot point a mount outside.
     fn resolve(&mut self, root: &Path, path: &Path) -> std::io::Result<PathBuf>;
+    /// The flags of the mount at `path` a bind remount must repeat (nosuid,
+    /// nodev, noexec, atime): a remount dropping them clears them, which a user
+    /// namespace may not do to mounts it inherited.
+    fn kept_flags(&mut self, path: &Path) -> MsFlags;
 }
 
 /// Why a mount step failed.
@@ -326,7 +358,10 @@ pub fn execute(ops: &[MountOp], rootfs: &Path, m: &mut dyn Mounter) -> Result<()
                 m.mount(Some(&source), &at, None, flags, None)
                     .map_err(mnt(&what, &at))?;
                 if *readonly {
-                    let flags = MsFlags::MS_BIND | MsFlags::MS_REMOUNT | MsFlags::MS_RDONLY;
+                    let flags = MsFlags::MS_BIND
+                        | MsFlags::MS_REMOUNT
+                        | MsFlags::MS_RDONLY
+                        | m.kept_flags(&at);
                     m.mount(None, &at, None, flags, None)
                         .map_err(mnt("read-only remount", &at))?;
                 }
@@ -336,7 +371,10 @@ pub fn execute(ops: &[MountOp], rootfs: &Path, m: &mut dyn Mounter) -> Result<()
                 m.symlink(to, &at).map_err(prep(&at))?;
             }
             MountOp::RootReadonly => {
-                let flags = MsFlags::MS_BIND | MsFlags::MS_REMOUNT | MsFlags::MS_RDONLY;
+                let flags = MsFlags::MS_BIND
+                    | MsFlags::MS_REMOUNT
+                    | MsFlags::MS_RDONLY
+                    | m.kept_flags(rootfs);
                 m.mount(None, rootfs, None, flags, None)
                     .map_err(mnt("read-only remount", rootfs))?;
             }

@@ -9,6 +9,7 @@ struct Recording {
     calls: Vec<String>,
     existing: HashSet<PathBuf>,
     dirs: HashSet<PathBuf>,
+    kept: Option<MsFlags>,
 }
 
 impl Mounter for Recording {
@@ -53,6 +54,9 @@ impl Mounter for Recording {
     }
     fn resolve(&mut self, root: &Path, path: &Path) -> std::io::Result<PathBuf> {
         Ok(root.join(path.strip_prefix("/").unwrap_or(path)))
+    }
+    fn kept_flags(&mut self, _path: &Path) -> MsFlags {
+        self.kept.unwrap_or(MsFlags::empty())
     }
 }
 
@@ -228,4 +232,84 @@ fn secure_join_keeps_symlinks_inside_the_root() {
     );
     std::os::unix::fs::symlink("loop", root.join("loop")).unwrap();
     assert!(secure_join(root, Path::new("/loop")).is_err());
+}
+
+#[test]
+fn read_only_remounts_repeat_the_flags_the_mount_has() {
+    let mut c = config();
+    c.readonly_rootfs = true;
+    let ops = plan(&c, Path::new("/r/c"));
+    let mut m = Recording {
+        kept: Some(MsFlags::MS_NOSUID | MsFlags::MS_NODEV),
+        ..Recording::default()
+    };
+    m.dirs.insert("/host/data".into());
+    execute(&ops, Path::new("/r/c/rootfs"), &mut m).unwrap();
+    let ro = "mount  /r/c/rootfs/data - MS_RDONLY | MS_NOSUID | MS_NODEV | MS_REMOUNT | MS_BIND -";
+    assert!(m.calls.contains(&ro.to_string()), "{:#?}", m.calls);
+}
+
+#[test]
+fn a_mapped_container_gets_tmpfs_owned_by_its_root_and_mounts_split_around_the_userns() {
+    let mut c = config();
+    c.readonly_rootfs = true;
+    c.id_map = Some("100000:200000:65536".parse().unwrap());
+    let ops = plan(&c, Path::new("/r/c"));
+    let data = |target: &str| {
+        ops.iter()
+            .find_map(|o| match o {
+                MountOp::Fs {
+                    fstype: "tmpfs",
+                    target: t,
+                    data,
+                    ..
+                } if t == Path::new(target) => Some(data.clone()),
+                _ => None,
+            })
+            .unwrap()
+    };
+    assert_eq!(data("/dev"), "mode=755,size=65536k,uid=100000,gid=200000");
+    assert_eq!(
+        data("/dev/shm"),
+        "mode=1777,size=65536k,uid=100000,gid=200000"
+    );
+    assert_eq!(
+        data("/scratch"),
+        "mode=1777,size=1048576,uid=100000,gid=200000"
+    );
+
+    let total = ops.len();
+    let (pre, post) = split_for_userns(ops, &NetworkMode::Isolated);
+    assert_eq!(pre.len() + post.len(), total);
+    assert_eq!(pre[0], MountOp::MakeRootPrivate);
+    assert!(matches!(pre[1], MountOp::Overlay { .. }));
+    let kinds: Vec<String> = post
+        .iter()
+        .map(|o| match o {
+            MountOp::Fs { fstype, .. } => fstype.to_string(),
+            other => format!("{other:?}"),
+        })
+        .collect();
+    assert_eq!(kinds, ["sysfs", "mqueue", "RootReadonly"]);
+    assert!(
+        pre.iter()
+            .any(|o| matches!(o, MountOp::Fs { fstype: "proc", .. })),
+        "proc belongs to the pid namespace, made before the user namespace"
+    );
+
+    // A joined network namespace is not the user namespace's: its sysfs goes first.
+    let (pre, post) = split_for_userns(
+        plan(&c, Path::new("/r/c")),
+        &NetworkMode::Join {
+            path: "/run/netns/x".into(),
+        },
+    );
+    assert!(pre.iter().any(|o| matches!(
+        o,
+        MountOp::Fs {
+            fstype: "sysfs",
+            ..
+        }
+    )));
+    assert_eq!(post.len(), 2);
 }

@@ -19,6 +19,7 @@ use super::config::ContainerConfig;
 use super::state::{self, ExitInfo, RunState};
 use super::{CGROUP_FILE, CONFIG_FILE, ContainerError, signal_from_name};
 use crate::cgroup::{Cgroup, HostFs, Layout};
+use crate::idmap::IdMap;
 
 /// How long removal waits for killed processes to drain.
 const DRAIN: Duration = Duration::from_secs(5);
@@ -121,9 +122,30 @@ impl Runtime {
 
     /// The directory of named volume `name` (created if missing), to bind-mount.
     pub fn volume_dir(&self, name: &str) -> Result<PathBuf, ContainerError> {
+        self.volume_dir_for(name, None)
+    }
+
+    /// Like [`Runtime::volume_dir`], for a container with the user namespace
+    /// mapping `id_map`: a volume it creates belongs to its root. An existing
+    /// volume keeps its owner.
+    pub fn volume_dir_for(
+        &self,
+        name: &str,
+        id_map: Option<&IdMap>,
+    ) -> Result<PathBuf, ContainerError> {
         super::config::validate_id(name).map_err(ContainerError::InvalidConfig)?;
-        let p = self.root.join("volumes").join(name);
-        std::fs::create_dir_all(&p).map_err(io_err("create", &p))?;
+        let volumes = self.root.join("volumes");
+        std::fs::create_dir_all(&volumes).map_err(io_err("create", &volumes))?;
+        let p = volumes.join(name);
+        match std::fs::create_dir(&p) {
+            Ok(()) => {
+                if let Some(map) = id_map {
+                    chown_to_root_of(map, &p)?;
+                }
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {}
+            Err(e) => return Err(io_err("create", &p)(e)),
+        }
         Ok(p)
     }
 
@@ -406,6 +428,16 @@ impl Runtime {
     }
 }
 
+/// Gives `path` to the root of a container mapped by `map`.
+fn chown_to_root_of(map: &IdMap, path: &Path) -> Result<(), ContainerError> {
+    nix::unistd::chown(
+        path,
+        Some(nix::unistd::Uid::from_raw(map.host_uid)),
+        Some(nix::unistd::Gid::from_raw(map.host_gid)),
+    )
+    .map_err(|e| io_err("chown", path)(e.into()))
+}
+
 fn read_state(dir: &Path) -> Result<Option<RunState>, ContainerError> {
     let path = dir.join(state::STATE_FILE);
     state::read_json(&path).map_err(io_err("read", &path))
@@ -483,6 +515,7 @@ fn create_blocking(
         std::fs::create_dir_all(&p).map_err(io_err("create", &p))?;
     }
     let etc = dir.join("etc");
+    let mut owned_by_container_root = vec![dir.join("upper")];
     for (name, text) in [
         ("hosts", config.etc_hosts.clone()),
         ("hostname", format!("{}\n", config.hostname)),
@@ -490,6 +523,13 @@ fn create_blocking(
     ] {
         let p = etc.join(name);
         std::fs::write(&p, text).map_err(io_err("write", &p))?;
+        owned_by_container_root.push(p);
+    }
+    // The upper directory's owner is the owner of the container's `/`.
+    if let Some(map) = &config.id_map {
+        for p in &owned_by_container_root {
+            chown_to_root_of(map, p)?;
+        }
     }
     let cgroup = Cgroup::create(&HostFs, layout, &config.id, &config.limits)?;
     let cg_path = dir.join(CGROUP_FILE);

@@ -1,28 +1,31 @@
 //! Stage 1 of the shim: the small per-container process the daemon starts.
 //!
 //! It leaves the daemon's session (so it outlives a daemon restart), makes the
-//! next child pid 1 of a new pid namespace, starts stage 2 ([`super::init`]) and
-//! reports `started <pid>` or `error: <why>` on stdout. Then it copies the
+//! next child pid 1 of a new pid namespace, starts stage 2 ([`super::init`]) (and,
+//! for a container with an id mapping, writes the id maps of the user namespace
+//! stage 2 creates) and reports `started <pid>` or `error: <why>` on stdout. Then it copies the
 //! container's output to the log and, when pid 1 exits, writes `exit.json`.
 //! Single-threaded with fixed small buffers: it lives as long as the container.
 
 use std::fs::File;
 use std::io::{Read, Write};
 use std::os::fd::{AsFd, AsRawFd};
+use std::os::unix::net::UnixStream;
 use std::os::unix::process::ExitStatusExt;
 use std::path::Path;
 use std::process::{Child, ChildStderr, ChildStdout, Command, Stdio};
 use std::time::SystemTime;
 
-use nix::fcntl::OFlag;
 use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
 use nix::sched::CloneFlags;
+use nix::sys::socket::{AddressFamily, SockFlag, SockType, socketpair};
 
 use super::config::ContainerConfig;
 use super::log::{LogWriter, Stream};
 use super::state::{self, ExitInfo, RunState};
 use super::{CGROUP_FILE, CONFIG_FILE};
 use crate::cgroup::{Cgroup, HostFs};
+use crate::idmap::IdMap;
 
 /// Longest line kept whole; longer output is split into lines of this size.
 const MAX_LINE: usize = 16 * 1024;
@@ -58,21 +61,38 @@ fn run(dir: &Path) -> Result<(), String> {
 
     nix::sched::unshare(CloneFlags::CLONE_NEWPID)
         .map_err(|e| format!("unshare pid namespace: {e}"))?;
-    let (err_read, err_write) =
-        nix::unistd::pipe2(OFlag::O_CLOEXEC).map_err(|e| format!("pipe: {e}"))?;
+    // Stage 2's report channel: close-on-exec on its side, so EOF without a
+    // message means the exec succeeded. A socket, as the shim answers on it when
+    // stage 2 asks for its user namespace's id map.
+    let (channel, child_end) = socketpair(
+        AddressFamily::Unix,
+        SockType::Stream,
+        None,
+        SockFlag::SOCK_CLOEXEC,
+    )
+    .map_err(|e| format!("socketpair: {e}"))?;
     let exe = std::env::current_exe().map_err(|e| format!("find own executable: {e}"))?;
     let mut child = Command::new(exe)
         .arg("init")
         .arg(dir)
-        .stdin(Stdio::from(err_write))
+        .stdin(Stdio::from(child_end))
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
         .map_err(|e| format!("spawn container init: {e}"))?;
 
-    // EOF without a message means the exec succeeded (the pipe is close-on-exec).
-    let mut message = String::new();
-    let _ = File::from(err_read).read_to_string(&mut message);
+    let message = match serve_init(
+        UnixStream::from(channel),
+        child.id(),
+        config.id_map.as_ref(),
+    ) {
+        Ok(message) => message,
+        Err(err) => {
+            let _ = child.kill();
+            let _ = child.wait();
+            return Err(err);
+        }
+    };
     if !message.is_empty() {
         let _ = child.wait();
         return Err(message);
@@ -101,6 +121,45 @@ fn run(dir: &Path) -> Result<(), String> {
         oom_killed: cgroup.oom_kills(&HostFs).unwrap_or(0) > 0,
     };
     state::write_atomic(&dir.join(state::EXIT_FILE), &exit).map_err(|e| format!("write exit: {e}"))
+}
+
+/// What stage 2 sends (and gets back once done) when it needs its user namespace's
+/// id map written. Error reports are text and never start with it.
+pub const MAP_REQUEST: u8 = 0;
+
+/// Reads stage 2's channel until it closes, writing the id map when asked, and
+/// returns the error it reported (empty: its exec succeeded).
+fn serve_init(mut channel: UnixStream, pid: u32, id_map: Option<&IdMap>) -> Result<String, String> {
+    let mut message = Vec::new();
+    let mut buf = [0u8; 4096];
+    loop {
+        let n = match channel.read(&mut buf) {
+            Ok(n) => n,
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+            // A broken channel reads as EOF: stage 2 is gone or exec'd.
+            Err(_) => 0,
+        };
+        if n == 0 {
+            return Ok(String::from_utf8_lossy(&message).into_owned());
+        }
+        if message.is_empty() && buf[..n] == [MAP_REQUEST] {
+            let map = id_map.ok_or("container init asked for an id map, but none is configured")?;
+            write_id_map(pid, map)?;
+            channel
+                .write_all(&[MAP_REQUEST])
+                .map_err(|e| format!("answer container init: {e}"))?;
+            continue;
+        }
+        message.extend_from_slice(&buf[..n]);
+    }
+}
+
+/// Writes `/proc/<pid>/{setgroups,uid_map,gid_map}` for stage 2's new user namespace.
+fn write_id_map(pid: u32, map: &IdMap) -> Result<(), String> {
+    for (path, text) in map.proc_writes(pid) {
+        std::fs::write(&path, text).map_err(|e| format!("write {}: {e}", path.display()))?;
+    }
+    Ok(())
 }
 
 /// Tells the daemon the container runs, then points stdout at /dev/null: the

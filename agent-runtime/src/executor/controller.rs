@@ -129,12 +129,17 @@ impl Controller for ContainerController {
         let image = self.image().await?;
         let images = self.shared.images.clone();
         let layers_of = image.clone();
-        let lower_dirs = blocking(move || images.lower_dirs(&layers_of))
+        let id_map = self.shared.id_map;
+        let lower_dirs = blocking(move || images.lower_dirs_mapped(&layers_of, id_map.as_ref()))
             .await?
             .map_err(|e| ExecError::Prepare(e.to_string()))?;
         let run = image.run_config();
         let runtime = self.shared.runtime.clone();
-        let volume_dir = move |name: &str| runtime.volume_dir(name).map_err(|e| e.to_string());
+        let volume_dir = move |name: &str| {
+            runtime
+                .volume_dir_for(name, id_map.as_ref())
+                .map_err(|e| e.to_string())
+        };
         let reference = task_image(&self.task)?;
         let config = container_config(
             &self.task,
@@ -143,6 +148,7 @@ impl Controller for ContainerController {
                 run: &run,
                 lower_dirs,
                 volume_dir: &volume_dir,
+                id_map,
             },
         )?;
         self.shared

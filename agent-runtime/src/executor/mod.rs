@@ -21,6 +21,7 @@ use rswarm_proto::api::Task;
 
 use crate::container::Runtime;
 use crate::exec::{Controller, ExecError, Executor, LogLines, LogOptions, task_image};
+use crate::idmap::IdMap;
 use crate::image::ImageStore;
 use crate::source::ImageSource;
 
@@ -38,6 +39,8 @@ pub(crate) struct Shared {
     pub images: Arc<ImageStore>,
     /// Where missing images come from.
     pub source: Arc<dyn ImageSource>,
+    /// The node's user namespace mapping (`--userns-remap`), if any.
+    pub id_map: Option<IdMap>,
 }
 
 impl ContainerExecutor {
@@ -53,6 +56,20 @@ impl ContainerExecutor {
                 runtime,
                 images,
                 source,
+                id_map: None,
+            }),
+        }
+    }
+
+    /// The same executor running every container in a user namespace with
+    /// `id_map` (`None`: without), as the node's `--userns-remap` says.
+    pub fn with_id_map(self, id_map: Option<IdMap>) -> ContainerExecutor {
+        ContainerExecutor {
+            shared: Arc::new(Shared {
+                runtime: self.shared.runtime.clone(),
+                images: self.shared.images.clone(),
+                source: self.shared.source.clone(),
+                id_map,
             }),
         }
     }

@@ -9,6 +9,7 @@ use rswarm_proto::validate::format_size;
 use crate::cgroup::Limits;
 use crate::container::{ContainerConfig, MountSpec};
 use crate::exec::{ExecError, ExitStatus};
+use crate::idmap::IdMap;
 use crate::image::ImageConfig;
 
 use super::users;
@@ -43,6 +44,9 @@ pub struct Inputs<'a> {
     pub lower_dirs: Vec<PathBuf>,
     /// The host directory of a named volume (created on first use).
     pub volume_dir: &'a dyn Fn(&str) -> Result<PathBuf, String>,
+    /// The node's user namespace mapping (`--userns-remap`), if any; `lower_dirs`
+    /// are then the layers shifted for it.
+    pub id_map: Option<IdMap>,
 }
 
 /// The container configuration of `task`: Docker's rules for command, env, working
@@ -134,6 +138,7 @@ pub fn container_config(task: &Task, inputs: Inputs<'_>) -> Result<ContainerConf
             pids: (limits.pids > 0).then_some(limits.pids),
         };
     }
+    config.id_map = inputs.id_map;
     config.validate().map_err(invalid)?;
     Ok(config)
 }

@@ -36,6 +36,14 @@ fn image() -> ImageConfig {
 }
 
 fn build(task: &Task, run: &ImageConfig) -> Result<crate::container::ContainerConfig, ExecError> {
+    build_mapped(task, run, None)
+}
+
+fn build_mapped(
+    task: &Task,
+    run: &ImageConfig,
+    id_map: Option<crate::idmap::IdMap>,
+) -> Result<crate::container::ContainerConfig, ExecError> {
     let volumes = |name: &str| Ok(PathBuf::from("/data/volumes").join(name));
     container_config(
         task,
@@ -47,8 +55,27 @@ fn build(task: &Task, run: &ImageConfig) -> Result<crate::container::ContainerCo
                 PathBuf::from("/layers/bottom"),
             ],
             volume_dir: &volumes,
+            id_map,
         },
     )
+}
+
+#[test]
+fn the_node_mapping_goes_into_the_config_and_unmapped_users_are_refused() {
+    let map: crate::idmap::IdMap = "100000:100000:1000".parse().unwrap();
+    let spec = |user: &str| {
+        task(ContainerSpec {
+            image: "web:1".into(),
+            user: user.into(),
+            ..Default::default()
+        })
+    };
+    let config = build_mapped(&spec(""), &image(), Some(map)).unwrap();
+    assert_eq!(config.id_map, Some(map));
+    assert_eq!(build(&spec(""), &image()).unwrap().id_map, None);
+    let err = build_mapped(&spec("5000:5000"), &image(), Some(map)).unwrap_err();
+    assert!(matches!(err, ExecError::InvalidSpec(_)), "{err}");
+    assert!(err.to_string().contains("5000 is outside"), "{err}");
 }
 
 #[test]

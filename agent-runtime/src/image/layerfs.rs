@@ -9,6 +9,7 @@ use std::path::PathBuf;
 #[cfg(any(test, feature = "test-util"))]
 use std::sync::Mutex;
 
+use crate::idmap::IdMap;
 use rustix::fs::{AtFlags, CWD, FileType, Gid, Mode, Uid, XattrFlags, chownat, makedev, mknodat};
 
 /// The xattr that makes an overlayfs directory hide the layers below it.
@@ -63,6 +64,50 @@ impl LayerFs for HostFs {
     fn set_xattr(&self, path: &Path, name: &str, value: &[u8]) -> io::Result<()> {
         rustix::fs::lsetxattr(path, name, value, XattrFlags::empty())?;
         Ok(())
+    }
+}
+
+/// Another [`LayerFs`] with every owner shifted by a user namespace mapping: the
+/// layer as a container remapped by `map` sees it, owned by its own ids. An id the
+/// mapping does not cover fails the unpacking (as in Docker).
+#[derive(Debug)]
+pub struct ShiftedFs<'a> {
+    /// The operations doing the work.
+    pub inner: &'a dyn LayerFs,
+    /// The mapping.
+    pub map: IdMap,
+}
+
+impl LayerFs for ShiftedFs<'_> {
+    fn whiteout(&self, path: &Path) -> io::Result<()> {
+        self.inner.whiteout(path)
+    }
+
+    fn set_opaque(&self, dir: &Path) -> io::Result<()> {
+        self.inner.set_opaque(dir)
+    }
+
+    fn lchown(&self, path: &Path, uid: u32, gid: u32) -> io::Result<()> {
+        let outside = |what: &str, id: u32| {
+            io::Error::other(format!(
+                "{what} {id} is outside the user namespace mapping {} (ids 0 to {})",
+                self.map,
+                self.map.size - 1
+            ))
+        };
+        let host_uid = self
+            .map
+            .host_uid_of(uid)
+            .ok_or_else(|| outside("uid", uid))?;
+        let host_gid = self
+            .map
+            .host_gid_of(gid)
+            .ok_or_else(|| outside("gid", gid))?;
+        self.inner.lchown(path, host_uid, host_gid)
+    }
+
+    fn set_xattr(&self, path: &Path, name: &str, value: &[u8]) -> io::Result<()> {
+        self.inner.set_xattr(path, name, value)
     }
 }
 
@@ -134,5 +179,34 @@ impl LayerFs for RecordingFs {
 
     fn set_xattr(&self, path: &Path, name: &str, value: &[u8]) -> io::Result<()> {
         self.record(FsOp::Xattr(rel(path), name.into(), value.into()))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn shifted_owners_are_the_mapped_host_ids_and_others_are_refused() {
+        let rec = RecordingFs::default();
+        let fs = ShiftedFs {
+            inner: &rec,
+            map: "100000:200000:1000".parse().unwrap(),
+        };
+        fs.lchown(Path::new("/x/.tmp-l/etc/passwd"), 0, 0).unwrap();
+        fs.lchown(Path::new("/x/.tmp-l/home/u"), 999, 5).unwrap();
+        fs.set_opaque(Path::new("/x/.tmp-l/var")).unwrap();
+        let err = fs.lchown(Path::new("/x/.tmp-l/big"), 1000, 0).unwrap_err();
+        assert!(err.to_string().contains("uid 1000 is outside"), "{err}");
+        let err = fs.lchown(Path::new("/x/.tmp-l/big"), 0, 65534).unwrap_err();
+        assert!(err.to_string().contains("gid 65534 is outside"), "{err}");
+        assert_eq!(
+            rec.ops(),
+            vec![
+                FsOp::Chown("etc/passwd".into(), 100_000, 200_000),
+                FsOp::Chown("home/u".into(), 100_999, 200_005),
+                FsOp::Opaque("var".into()),
+            ]
+        );
     }
 }

@@ -1,5 +1,7 @@
 //! Layers unpacked once per node into `layers/sha256/<hex>/`, shared by every
-//! container using them as overlay lower directories.
+//! container using them as overlay lower directories. Containers in a user
+//! namespace get a copy unpacked once per mapping, owned by their ids:
+//! `layers/sha256/<hex>@<uid>-<gid>-<size>/`.
 
 use std::fs::{self, File};
 use std::io::{self, BufReader};
@@ -8,22 +10,51 @@ use std::path::PathBuf;
 use super::compress::decompress;
 use super::digest::{Digest, HashingReader};
 use super::fsutil::{TempPath, sync_dir, temp_name};
+use super::layerfs::{LayerFs, ShiftedFs};
 use super::unpack::{UnpackError, unpack_tar};
+use crate::idmap::IdMap;
+
+/// Separates a layer's digest from the mapping in a shifted copy's directory name.
+pub(super) const MAPPED_SEPARATOR: char = '@';
 use super::{Image, ImageError, ImageStore, io_at};
 
 impl ImageStore {
     /// Where the layer blob `layer` is (or will be) unpacked.
     pub fn layer_dir(&self, layer: &Digest) -> PathBuf {
-        self.layers_dir.join(layer.hex())
+        self.layer_dir_mapped(layer, None)
+    }
+
+    /// Where the layer blob `layer` is (or will be) unpacked for containers with
+    /// the user namespace mapping `map` (`None`: unshifted).
+    pub fn layer_dir_mapped(&self, layer: &Digest, map: Option<&IdMap>) -> PathBuf {
+        match map {
+            None => self.layers_dir.join(layer.hex()),
+            Some(map) => self.layers_dir.join(format!(
+                "{}{MAPPED_SEPARATOR}{}",
+                layer.hex(),
+                map.dir_suffix()
+            )),
+        }
     }
 
     /// The image's unpacked layers, top-most first (overlayfs `lowerdir` order),
     /// unpacking those not yet on this node.
     pub fn lower_dirs(&self, image: &Image) -> Result<Vec<PathBuf>, ImageError> {
+        self.lower_dirs_mapped(image, None)
+    }
+
+    /// Like [`ImageStore::lower_dirs`], for containers in a user namespace with
+    /// the mapping `map`: the layers' owners are shifted into the mapping's host
+    /// range, so the image's files show as owned by the container's ids.
+    pub fn lower_dirs_mapped(
+        &self,
+        image: &Image,
+        map: Option<&IdMap>,
+    ) -> Result<Vec<PathBuf>, ImageError> {
         let mut dirs = Vec::with_capacity(image.manifest.layers.len());
         for (i, layer) in image.manifest.layers.iter().enumerate() {
             let diff_id = image.config.rootfs.diff_ids.get(i);
-            dirs.push(self.unpack_layer(&layer.digest, diff_id)?);
+            dirs.push(self.unpack_layer_mapped(&layer.digest, diff_id, map)?);
         }
         dirs.reverse();
         Ok(dirs)
@@ -40,7 +71,18 @@ impl ImageStore {
         layer: &Digest,
         diff_id: Option<&Digest>,
     ) -> Result<PathBuf, ImageError> {
-        let dest = self.layer_dir(layer);
+        self.unpack_layer_mapped(layer, diff_id, None)
+    }
+
+    /// Unpacks one layer for the mapping `map` unless already done (see
+    /// [`ImageStore::unpack_layer`]), and returns its directory.
+    pub fn unpack_layer_mapped(
+        &self,
+        layer: &Digest,
+        diff_id: Option<&Digest>,
+        map: Option<&IdMap>,
+    ) -> Result<PathBuf, ImageError> {
+        let dest = self.layer_dir_mapped(layer, map);
         if dest.is_dir() {
             return Ok(dest);
         }
@@ -54,7 +96,18 @@ impl ImageStore {
         let (_, stream) = decompress(BufReader::new(&mut blob))
             .map_err(|e| unpack_err(UnpackError::Archive(e)))?;
         let mut hashing = HashingReader::new(stream);
-        unpack_tar(&mut hashing, tmp.path(), self.fs.as_ref()).map_err(unpack_err)?;
+        let shifted;
+        let fs: &dyn LayerFs = match map {
+            None => self.fs.as_ref(),
+            Some(map) => {
+                shifted = ShiftedFs {
+                    inner: self.fs.as_ref(),
+                    map: *map,
+                };
+                &shifted
+            }
+        };
+        unpack_tar(&mut hashing, tmp.path(), fs).map_err(unpack_err)?;
         let (actual, _) = hashing
             .finish()
             .map_err(|e| unpack_err(UnpackError::Archive(e)))?;
@@ -76,7 +129,7 @@ impl ImageStore {
         match tmp.persist(&dest) {
             Ok(()) => {
                 sync_dir(&self.layers_dir).map_err(io_at(&self.layers_dir))?;
-                tracing::debug!(layer = %layer, "layer unpacked");
+                tracing::debug!(layer = %layer, map = ?map, "layer unpacked");
                 Ok(dest)
             }
             // Another caller renamed its copy in first; ours is removed on drop.

@@ -6,6 +6,7 @@ use std::io;
 
 use super::digest::Digest;
 use super::fsutil::temp_name;
+use super::layers::MAPPED_SEPARATOR;
 use super::{Image, ImageError, ImageStore, Removed, find, io_at, names_of, normalize};
 
 impl ImageStore {
@@ -111,18 +112,21 @@ impl ImageStore {
         for (dir, is_layer) in [(self.layers_dir.clone(), true), (self.blobs_dir(), false)] {
             for entry in fs::read_dir(&dir).map_err(io_at(&dir))? {
                 let entry = entry.map_err(io_at(&dir))?;
-                let Some(digest) = entry
-                    .file_name()
-                    .to_str()
-                    .and_then(|n| Digest::from_hex(n).ok())
-                else {
+                let name = entry.file_name();
+                let Some(name) = name.to_str() else { continue };
+                // Shifted copies of a layer (`<hex>@<mapping>`) go with the layer.
+                let hex = match is_layer {
+                    true => name.split(MAPPED_SEPARATOR).next().unwrap_or(name),
+                    false => name,
+                };
+                let Ok(digest) = Digest::from_hex(hex) else {
                     continue; // temp entries of work in progress
                 };
                 if kept.contains(&digest) || layer_in_use(&digest) {
                     continue;
                 }
                 if is_layer {
-                    self.remove_layer_dir(&digest)?;
+                    self.remove_unpacked(&entry.path(), name)?;
                 } else {
                     self.blobs.remove(&digest)?;
                 }
@@ -132,17 +136,29 @@ impl ImageStore {
         Ok(deleted)
     }
 
-    /// Deletes an unpacked layer: renamed away first, so its final name never
-    /// points at a half-deleted tree.
+    /// Deletes an unpacked layer and its copies shifted for user namespaces.
     fn remove_layer_dir(&self, layer: &Digest) -> Result<(), ImageError> {
-        let dir = self.layer_dir(layer);
-        let doomed = self
-            .layers_dir
-            .join(temp_name(&format!("rm-{}", layer.hex())));
-        match fs::rename(&dir, &doomed) {
+        let mapped_prefix = format!("{}{MAPPED_SEPARATOR}", layer.hex());
+        let dir = &self.layers_dir;
+        for entry in fs::read_dir(dir).map_err(io_at(dir))? {
+            let entry = entry.map_err(io_at(dir))?;
+            let name = entry.file_name();
+            let Some(name) = name.to_str() else { continue };
+            if name == layer.hex() || name.starts_with(&mapped_prefix) {
+                self.remove_unpacked(&entry.path(), name)?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Deletes one unpacked layer directory: renamed away first, so its final name
+    /// never points at a half-deleted tree.
+    fn remove_unpacked(&self, dir: &std::path::Path, name: &str) -> Result<(), ImageError> {
+        let doomed = self.layers_dir.join(temp_name(&format!("rm-{name}")));
+        match fs::rename(dir, &doomed) {
             Ok(()) => fs::remove_dir_all(&doomed).map_err(io_at(&doomed)),
             Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
-            Err(e) => Err(io_at(&dir)(e)),
+            Err(e) => Err(io_at(dir)(e)),
         }
     }
 }

@@ -6,6 +6,7 @@ use super::testutil::{
 };
 use super::*;
 
+mod mapped;
 mod removal;
 
 pub(super) fn store() -> (tempfile::TempDir, ImageStore) {

@@ -71,6 +71,12 @@ struct Unpacker<'a> {
 /// directory. On error `root` holds a partial tree the caller removes.
 pub fn unpack_tar(reader: impl Read, root: &Path, fs: &dyn LayerFs) -> Result<(), UnpackError> {
     let mut archive = tar::Archive::new(reader);
+    // Root-owned unless the archive says otherwise; through `fs`, so a shifted
+    // unpack gives it to the container's root.
+    fs.lchown(root, 0, 0).map_err(|source| UnpackError::Entry {
+        entry: "/".into(),
+        source,
+    })?;
     let mut unpacker = Unpacker {
         root,
         fs,
@@ -274,6 +280,12 @@ impl Unpacker<'_> {
                             source,
                         },
                     )?;
+                    self.fs
+                        .lchown(&dir, 0, 0)
+                        .map_err(|source| UnpackError::Entry {
+                            entry: name.to_string(),
+                            source,
+                        })?;
                 }
                 Err(source) => {
                     return Err(UnpackError::Entry {

@@ -245,6 +245,11 @@ fn init_and_join() {
     assert_eq!(join.node.hostname.as_deref(), Some("n2"));
     assert_eq!(join.raft.heartbeat_ms, 50);
     assert_eq!(join.manager_addr, "127.0.0.1:4242".parse().unwrap());
+    assert_eq!(join.node.userns_remap, None, "off by default");
+    let Command::Init(init) = parse(&["init", "--userns-remap", "default"]).command else {
+        panic!()
+    };
+    assert_eq!(init.node.userns_remap.as_deref(), Some("default"));
     assert!(Cli::try_parse_from(["rswarm", "join", "127.0.0.1:4242"]).is_err());
     assert!(Cli::try_parse_from(["rswarm", "init", "--listen", "nowhere"]).is_err());
     assert!(Cli::try_parse_from(["rswarm", "init", "--heartbeat-ms", "0"]).is_err());

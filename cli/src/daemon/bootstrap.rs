@@ -21,7 +21,7 @@ use rswarm_proto::tls::{
 
 use super::state::{DataDir, NodeRecord};
 use super::system;
-use crate::args::{InitArgs, JoinArgs, RaftArgs};
+use crate::args::{InitArgs, JoinArgs, NodeArgs, RaftArgs};
 
 /// How long `init` waits for its one-member group to elect itself.
 const SELF_ELECTION_WAIT: Duration = Duration::from_secs(10);
@@ -86,9 +86,10 @@ fn record(
     advertise: std::net::SocketAddr,
     hostname: &str,
     raft: &RaftArgs,
-    executor: &str,
-) -> NodeRecord {
-    NodeRecord {
+    node: &NodeArgs,
+) -> anyhow::Result<NodeRecord> {
+    let userns_remap = super::executor::userns_remap(node)?.map(|map| map.to_string());
+    Ok(NodeRecord {
         node_id: who.node_id.to_owned(),
         cluster_id: who.cluster_id.to_owned(),
         role: who.role.as_str().to_owned(),
@@ -100,8 +101,9 @@ fn record(
         heartbeat_ms: raft.heartbeat_ms,
         election_min_ms: raft.election_min_ms,
         election_max_ms: raft.election_max_ms,
-        executor: executor.to_owned(),
-    }
+        executor: node.executor.clone(),
+        userns_remap,
+    })
 }
 
 /// `rswarm init`: a CA, this manager's and the admin's certificates, a one-member
@@ -133,8 +135,8 @@ pub async fn init(
         advertise,
         &hostname,
         &args.raft,
-        &args.node.executor,
-    );
+        &args.node,
+    )?;
     let raft = open_raft(dir, &record, &identity).await?;
     raft.initialize(&advertise.to_string())
         .await
@@ -272,8 +274,8 @@ pub async fn join(dir: &DataDir, args: &JoinArgs) -> anyhow::Result<Joined> {
         advertise,
         &hostname,
         &args.raft,
-        &args.node.executor,
-    );
+        &args.node,
+    )?;
     if role == Role::Worker {
         dir.save(&record)?;
         return Ok(Joined::Worker(record, identity));

@@ -37,6 +37,7 @@ pub async fn init(args: InitArgs) -> anyhow::Result<()> {
     let dir = DataDir::new(&args.node.data_dir);
     dir.ensure_free()?;
     executor::validate(&args.node.executor)?;
+    executor::userns_remap(&args.node)?;
     let (record, identity, raft) = match bootstrap::init(&dir, &args).await {
         Ok(started) => started,
         Err(err) => {
@@ -52,6 +53,7 @@ pub async fn join(args: JoinArgs) -> anyhow::Result<()> {
     let dir = DataDir::new(&args.node.data_dir);
     dir.ensure_free()?;
     executor::validate(&args.node.executor)?;
+    executor::userns_remap(&args.node)?;
     let result = match bootstrap::join(&dir, &args).await {
         Ok(bootstrap::Joined::Worker(record, identity)) => {
             run_node(dir.clone(), record, identity, None, Start::Restart).await
@@ -98,7 +100,7 @@ async fn run_node(
             format!("cannot open the image store in {}", dir.images().display())
         })?);
     let source = Arc::new(executor::LateSource::default());
-    let node_executor = executor::for_node(&record.executor, &dir.runtime(), &images, &source)?;
+    let node_executor = executor::for_node(&record, &dir.runtime(), &images, &source)?;
     let executor = node_executor.executor;
     let containers = node_executor.containers;
     loop {

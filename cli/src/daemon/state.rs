@@ -41,6 +41,10 @@ pub struct NodeRecord {
     /// is built in; `fake` for cluster tests).
     #[serde(default = "default_executor")]
     pub executor: String,
+    /// The user namespace mapping of this node's containers as `UID:GID:SIZE`
+    /// (resolved from `--userns-remap` when the node was created); none: off.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub userns_remap: Option<String>,
 }
 
 fn default_executor() -> String {
