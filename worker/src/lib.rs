@@ -10,6 +10,8 @@
 //!   the leader the session follows.
 //! - [`images`]: the node's image source: the managers' image service, leader first.
 //! - [`logs`]: answering the leader's log requests for this node's tasks.
+//! - [`proxy`]: the node's userspace load-balancing proxy (published ports,
+//!   service VIPs), configured through a watch channel.
 //! - [`control`]: the control API as a worker's local socket answers it: every call
 //!   is refused with the managers' addresses.
 #![forbid(unsafe_code)]
@@ -18,5 +20,6 @@ pub mod control;
 pub mod dispatch;
 pub mod images;
 pub mod logs;
+pub mod proxy;
 pub mod session;
 pub mod tasks;
