@@ -13,6 +13,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::{debug, warn};
 
 use super::backend::{ActiveGuard, BackendState};
+use super::config::ProxyProtocol;
 use super::connector::Connector;
 use super::error::ProxyError;
 use super::header;
@@ -83,9 +84,13 @@ async fn relay(
     };
     // Latency matters more than packet count for relayed traffic.
     client.set_nodelay(true).map_err(io_error)?;
-    let local = client.local_addr().map_err(io_error)?;
-    if let Some(bytes) = header::encode(snapshot.settings.proxy_protocol, peer, local) {
-        upstream.write_all(&bytes).await.map_err(io_error)?;
+    if snapshot.settings.proxy_protocol != ProxyProtocol::None {
+        // The address the client connected to (not the bind address, which may
+        // be 0.0.0.0).
+        let local = client.local_addr().map_err(io_error)?;
+        if let Some(bytes) = header::encode(snapshot.settings.proxy_protocol, peer, local) {
+            upstream.write_all(&bytes).await.map_err(io_error)?;
+        }
     }
     tokio::select! {
         copied = tokio::io::copy_bidirectional(&mut client, &mut upstream) => {

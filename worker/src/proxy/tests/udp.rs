@@ -135,3 +135,40 @@ async fn refused_udp_backend_is_paused_and_the_client_retry_lands_elsewhere() {
     assert_eq!(ask(&other, bind, "hi").await, "alive:hi");
     proxy.stop().await;
 }
+
+#[tokio::test]
+async fn draining_udp_backend_keeps_its_session_until_the_deadline() {
+    let a = UdpEchoBackend::start("a").await;
+    let b = UdpEchoBackend::start("b").await;
+    let bind = free_udp_addr();
+    let mut spec = udp_spec(
+        bind,
+        vec![Backend::new("a", a.addr), Backend::new("b", b.addr)],
+    );
+    spec.drain_deadline = Duration::from_millis(500);
+    let mut proxy = Running::start(ProxyConfig {
+        listeners: vec![spec.clone()],
+    })
+    .await;
+    let old = client().await;
+    assert_eq!(ask(&old, bind, "1").await, "a:1");
+
+    spec.backends[0].draining = true;
+    proxy
+        .apply(ProxyConfig {
+            listeners: vec![spec],
+        })
+        .await;
+    // New clients go to b; the old session stays on a until the deadline.
+    for _ in 0..2 {
+        assert_eq!(ask(&client().await, bind, "new").await, "b:new");
+    }
+    assert_eq!(ask(&old, bind, "2").await, "a:2");
+    tokio::time::sleep(Duration::from_millis(800)).await;
+    assert_eq!(
+        ask(&old, bind, "3").await,
+        "b:3",
+        "the drained session should have ended"
+    );
+    proxy.stop().await;
+}
