@@ -85,11 +85,14 @@ impl BackendState {
         ActiveGuard(self.clone())
     }
 
-    /// A connect failed: no new connections for `pause`.
-    pub fn pause(&self, pause: Duration) {
-        // At least 1 ms past now, so a zero pause still counts as "was paused" once.
-        let until = self.now_ms() + (pause.as_millis() as u64).max(1);
+    /// A connect failed: no new connections for `pause`. Returns whether the
+    /// backend was taking connections until now (callers log only that change, so
+    /// an outage under load does not log every client's attempt).
+    pub fn pause(&self, pause: Duration) -> bool {
+        let was_paused = self.is_paused();
+        let until = self.now_ms() + pause.as_millis() as u64;
         self.paused_until_ms.store(until, Ordering::Relaxed);
+        !was_paused
     }
 
     fn now_ms(&self) -> u64 {

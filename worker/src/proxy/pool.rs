@@ -206,7 +206,7 @@ mod tests {
         );
         assert_eq!(picks(&shared, 6), ["a", "b", "c", "a", "b", "c"]);
 
-        shared.snapshot().backends[1].pause(Duration::from_secs(60));
+        assert!(shared.snapshot().backends[1].pause(Duration::from_secs(60)));
         let got = picks(&shared, 4);
         assert!(!got.contains(&"b".to_string()), "{got:?}");
 
@@ -226,7 +226,11 @@ mod tests {
     async fn paused_backends_are_tried_when_all_are_paused() {
         let shutdown = CancellationToken::new();
         let shared = ListenerShared::new(&spec(Balance::RoundRobin, &[("a", 1, false)]), &shutdown);
-        shared.snapshot().backends[0].pause(Duration::from_secs(60));
+        assert!(shared.snapshot().backends[0].pause(Duration::from_secs(60)));
+        assert!(
+            !shared.snapshot().backends[0].pause(Duration::from_secs(60)),
+            "already paused"
+        );
         assert_eq!(picks(&shared, 1), ["a"]);
         let snapshot = shared.snapshot();
         assert_eq!(

@@ -10,7 +10,7 @@ use tokio::net::{TcpListener, UdpSocket};
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
-use tracing::{error, info, warn};
+use tracing::{debug, error, info, warn};
 
 use super::config::{ListenerKey, ListenerSpec, Protocol, ProxyConfig, ProxyProtocol};
 use super::connector::{Connector, TcpConnector};
@@ -71,13 +71,14 @@ impl Proxy {
     /// If the configuration's sender goes away the last configuration is served on.
     pub async fn run(self, mut config: watch::Receiver<ProxyConfig>, shutdown: CancellationToken) {
         let mut running: HashMap<ListenerKey, Running> = HashMap::new();
+        let mut failed: HashMap<ListenerKey, String> = HashMap::new();
         let mut generation = 0u64;
         let mut sender_alive = true;
         loop {
             let current = config.borrow_and_update().clone();
             generation += 1;
             let mut any_failed = self
-                .apply(&current, &mut running, generation, &shutdown)
+                .apply(&current, &mut running, &mut failed, generation, &shutdown)
                 .await;
             loop {
                 tokio::select! {
@@ -95,7 +96,7 @@ impl Proxy {
                         sender_alive = false;
                     }
                     _ = tokio::time::sleep(BIND_RETRY), if any_failed => {
-                        any_failed = self.apply(&current, &mut running, generation, &shutdown).await;
+                        any_failed = self.apply(&current, &mut running, &mut failed, generation, &shutdown).await;
                     }
                 }
             }
@@ -108,6 +109,7 @@ impl Proxy {
         &self,
         config: &ProxyConfig,
         running: &mut HashMap<ListenerKey, Running>,
+        failed: &mut HashMap<ListenerKey, String>,
         generation: u64,
         shutdown: &CancellationToken,
     ) -> bool {
@@ -149,16 +151,22 @@ impl Proxy {
             } else {
                 match self.start(spec, shutdown).await {
                     Ok(listener) => {
+                        failed.remove(&key);
                         let local = listener.local;
                         running.insert(key, listener);
                         ListenerState::Listening { local }
                     }
                     Err(err) => {
                         any_failed = true;
-                        error!(listener = %key, "{err}");
-                        ListenerState::Failed {
-                            error: err.to_string(),
+                        let error = err.to_string();
+                        // Retried every second: log only a new or changed error.
+                        if failed.get(&key) != Some(&error) {
+                            error!(listener = %key, "{error}");
+                        } else {
+                            debug!(listener = %key, "{error}");
                         }
+                        failed.insert(key, error.clone());
+                        ListenerState::Failed { error }
                     }
                 }
             };
@@ -168,6 +176,7 @@ impl Proxy {
                 state,
             });
         }
+        failed.retain(|key, _| keys.contains(key));
         self.status.send_if_modified(|status| {
             let next = ProxyStatus {
                 generation,

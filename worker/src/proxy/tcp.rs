@@ -45,7 +45,8 @@ pub(super) async fn serve(
                     match relay(client, peer, &shared, connector.as_ref()).await {
                         Ok(()) => {}
                         Err(RelayError::NoBackend(err)) => {
-                            warn!(listener = %shared.bind, client = %peer, "{err}; connection closed");
+                            // Per client: the failed backends were logged when paused.
+                            debug!(listener = %shared.bind, client = %peer, "{err}; connection closed");
                         }
                         Err(err) => {
                             debug!(listener = %shared.bind, client = %peer, %err, "connection ended with an error");
@@ -128,15 +129,18 @@ async fn connect_any(
                     settings.connect_timeout.as_millis()
                 ),
             };
-        warn!(
-            listener = %shared.bind,
-            backend = %backend.id,
-            addr = %backend.addr,
-            error = %failure,
-            pause_ms = settings.failure_pause.as_millis() as u64,
-            "backend connect failed; pausing it and trying another"
-        );
-        backend.pause(settings.failure_pause);
+        if backend.pause(settings.failure_pause) {
+            warn!(
+                listener = %shared.bind,
+                backend = %backend.id,
+                addr = %backend.addr,
+                error = %failure,
+                pause_ms = settings.failure_pause.as_millis() as u64,
+                "backend connect failed; pausing it and trying another"
+            );
+        } else {
+            debug!(listener = %shared.bind, backend = %backend.id, error = %failure, "paused backend failed again");
+        }
     }
     Err(ProxyError::NoBackend {
         listener: shared.bind,

@@ -132,7 +132,7 @@ async fn open_session(shared: &ListenerShared, serial: u64) -> Option<Session> {
     };
     if let Err(err) = socket.connect(backend.addr).await {
         warn!(listener = %shared.bind, backend = %backend.id, %err, "cannot connect a UDP session socket");
-        backend.pause(snapshot.settings.failure_pause);
+        let _ = backend.pause(snapshot.settings.failure_pause);
         return None;
     }
     let guard = backend.acquire();
@@ -153,14 +153,15 @@ async fn open_session(shared: &ListenerShared, serial: u64) -> Option<Session> {
 fn fail(shared: &ListenerShared, session: &Session, err: &io::Error) {
     if err.kind() == io::ErrorKind::ConnectionRefused {
         let pause = shared.snapshot().settings.failure_pause;
-        warn!(
-            listener = %shared.bind,
-            backend = %session.backend.id,
-            addr = %session.backend.addr,
-            pause_ms = pause.as_millis() as u64,
-            "backend refused a UDP datagram; pausing it"
-        );
-        session.backend.pause(pause);
+        if session.backend.pause(pause) {
+            warn!(
+                listener = %shared.bind,
+                backend = %session.backend.id,
+                addr = %session.backend.addr,
+                pause_ms = pause.as_millis() as u64,
+                "backend refused a UDP datagram; pausing it"
+            );
+        }
     } else {
         debug!(listener = %shared.bind, backend = %session.backend.id, %err, "UDP session failed");
     }

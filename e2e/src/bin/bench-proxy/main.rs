@@ -6,7 +6,8 @@
 //!
 //! `cargo run --release -p rswarm-e2e --bin bench-proxy [-- --seconds S
 //! --connections N --rounds N --proxy-threads N --wrk-threads N]` (defaults: 10 s,
-//! 50 connections, 1 round, 1 proxy thread to match the peers, 1 wrk thread).
+//! 50 connections, 1 round, 1 proxy runtime worker thread to match the peers (0: a
+//! current-thread runtime), 1 wrk thread).
 //! Needs wrk, haproxy, nginx and its stream module (Debian packages wrk haproxy
 //! nginx-light libnginx-mod-stream); installs nothing. Everything listens on
 //! 127.0.0.1; every process it starts is killed when it ends.
@@ -33,7 +34,7 @@ struct Settings {
     wrk_threads: usize,
     /// Rounds over every peer and mode; medians are reported.
     rounds: usize,
-    /// Runtime threads of rswarm's proxy.
+    /// Runtime threads of rswarm's proxy; 0 runs it on a current-thread runtime.
     proxy_threads: usize,
 }
 
@@ -108,7 +109,11 @@ fn parse(args: &[String]) -> anyhow::Result<Settings> {
             "--connections" => settings.connections = number()?,
             "--wrk-threads" => settings.wrk_threads = number()?,
             "--rounds" => settings.rounds = number()?,
-            "--proxy-threads" => settings.proxy_threads = number()?,
+            "--proxy-threads" => {
+                settings.proxy_threads = value
+                    .parse()
+                    .with_context(|| format!("{flag}: not a number: {value}"))?
+            }
             _ => bail!("unknown flag {flag}"),
         }
     }
@@ -188,7 +193,12 @@ fn run(settings: &Settings) -> anyhow::Result<String> {
 fn median(runs: &[Figures]) -> Figures {
     let pick = |mut values: Vec<f64>| {
         values.sort_by(f64::total_cmp);
-        values[values.len() / 2]
+        let middle = values.len() / 2;
+        if values.len() % 2 == 0 {
+            (values[middle - 1] + values[middle]) / 2.0
+        } else {
+            values[middle]
+        }
     };
     Figures {
         requests_per_sec: pick(runs.iter().map(|f| f.requests_per_sec).collect()),
@@ -217,7 +227,7 @@ fn report(
     let _ = writeln!(
         out,
         "proxy benchmark: wrk -t{} -c{} -d{}s, {} round(s) (medians), nginx backends {}; \
-         rswarm proxy with {} runtime thread(s), haproxy nbthread 1, nginx 1 worker",
+         rswarm proxy runtime {}, haproxy nbthread 1, nginx 1 worker",
         settings.wrk_threads,
         settings.connections,
         settings.duration.as_secs(),
@@ -227,7 +237,10 @@ fn report(
             .map(ToString::to_string)
             .collect::<Vec<_>>()
             .join(" "),
-        settings.proxy_threads
+        match settings.proxy_threads {
+            0 => "current-thread".to_string(),
+            threads => format!("multi-thread with {threads} worker(s)"),
+        }
     );
     let _ = writeln!(
         out,
@@ -302,10 +315,16 @@ fn serve_proxy(args: &[String]) -> anyhow::Result<()> {
         })
         .collect::<anyhow::Result<Vec<_>>>()?;
     let threads: usize = threads.parse().context("threads")?;
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(threads)
-        .enable_all()
-        .build()?;
+    let runtime = if threads == 0 {
+        tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()?
+    } else {
+        tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(threads)
+            .enable_all()
+            .build()?
+    };
     runtime.block_on(async move {
         use rswarm_worker::proxy::{ListenerSpec, Protocol, Proxy, ProxyConfig};
         let config = ProxyConfig {
