@@ -172,3 +172,28 @@ async fn draining_udp_backend_keeps_its_session_until_the_deadline() {
     );
     proxy.stop().await;
 }
+
+#[tokio::test]
+async fn removed_udp_listener_frees_its_port_at_once() {
+    let a = UdpEchoBackend::start("a").await;
+    let b = UdpEchoBackend::start("b").await;
+    let bind = free_udp_addr();
+    let mut proxy = Running::start(ProxyConfig {
+        listeners: vec![udp_spec(bind, vec![Backend::new("a", a.addr)])],
+    })
+    .await;
+    let socket = client().await;
+    assert_eq!(ask(&socket, bind, "1").await, "a:1");
+
+    proxy.apply(ProxyConfig::default()).await;
+    // The session ended with its listener, so the port is free: binding it again
+    // (here by the proxy itself, with another backend) works right away.
+    let status = proxy
+        .apply(ProxyConfig {
+            listeners: vec![udp_spec(bind, vec![Backend::new("b", b.addr)])],
+        })
+        .await;
+    assert_eq!(proxy.local(bind, Protocol::Udp), bind, "{status:?}");
+    assert_eq!(ask(&socket, bind, "2").await, "b:2");
+    proxy.stop().await;
+}
