@@ -14,6 +14,8 @@
 //!   benchmark (writes/s, latency, leader failover).
 //! - `cargo run --release -p rswarm-e2e --bin bench-orchestration`: how long a dead
 //!   worker's tasks are missing.
+//! - `cargo run --release -p rswarm-e2e --bin bench-proxy`: the node proxy against
+//!   HAProxy and nginx stream under wrk (no root; needs wrk, haproxy, nginx).
 //! - `RSWARM_E2E_KEEP=1`: keep every cluster's data dirs and daemon logs (in
 //!   `$TMPDIR/rswarm-e2e-kept-*`) instead of deleting them.
 //!

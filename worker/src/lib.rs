@@ -11,6 +11,8 @@
 //! - [`images`]: the node's image source: the managers' image service, leader first.
 //! - [`logs`]: answering the leader's log requests for this node's tasks.
 //! - [`volumes`]: the node's named volumes on its local socket.
+//! - [`proxy`]: the node's userspace load-balancing proxy (published ports,
+//!   service VIPs), configured through a watch channel.
 //! - [`control`]: the control API as a worker's local socket answers it: every call
 //!   is refused with the managers' addresses.
 #![forbid(unsafe_code)]
@@ -19,6 +21,7 @@ pub mod control;
 pub mod dispatch;
 pub mod images;
 pub mod logs;
+pub mod proxy;
 pub mod session;
 pub mod tasks;
 pub mod volumes;

@@ -1,0 +1,357 @@
+//! Proxy benchmark: wrk through rswarm's proxy, HAProxy in TCP mode (one thread)
+//! and nginx stream (one worker), in turn, to the same two nginx HTTP backends in
+//! the same run, with keep-alive and with a new connection per request. Prints
+//! requests/s, p50/p99 latency, the ratios to the other two and each proxy's memory.
+//! Target from the issue: at least HAProxy's requests/s with a p99 no worse.
+//!
+//! `cargo run --release -p rswarm-e2e --bin bench-proxy [-- --seconds S
+//! --connections N --rounds N --proxy-threads N --wrk-threads N]` (defaults: 10 s,
+//! 50 connections, 1 round, 1 proxy runtime worker thread to match the peers (0: a
+//! current-thread runtime), 1 wrk thread).
+//! Needs wrk, haproxy, nginx and its stream module (Debian packages wrk haproxy
+//! nginx-light libnginx-mod-stream); installs nothing. Everything listens on
+//! 127.0.0.1; every process it starts is killed when it ends.
+
+mod peers;
+mod wrk;
+
+use std::fmt::Write as _;
+use std::net::SocketAddr;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use anyhow::{Context, bail};
+use peers::Process;
+use wrk::{Figures, Load, Mode};
+
+/// Command-line settings.
+struct Settings {
+    /// Length of each measured wrk run.
+    duration: Duration,
+    /// wrk connections.
+    connections: usize,
+    /// wrk threads.
+    wrk_threads: usize,
+    /// Rounds over every peer and mode; medians are reported.
+    rounds: usize,
+    /// Runtime threads of rswarm's proxy; 0 runs it on a current-thread runtime.
+    proxy_threads: usize,
+}
+
+/// Warm-up before the measured runs of each peer (not counted).
+const WARMUP: Duration = Duration::from_secs(1);
+/// The peers, in the order of the report.
+const PEERS: [&str; 3] = ["rswarm proxy", "haproxy", "nginx stream"];
+const MODES: [Mode; 2] = [Mode::KeepAlive, Mode::NewConnection];
+
+fn main() -> ExitCode {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    if args.first().map(String::as_str) == Some("serve-proxy") {
+        return match serve_proxy(&args[1..]) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(err) => {
+                eprintln!("bench-proxy serve-proxy: {err:#}");
+                ExitCode::FAILURE
+            }
+        };
+    }
+    let settings = match parse(&args) {
+        Ok(settings) => settings,
+        Err(err) => {
+            eprintln!("bench-proxy: {err:#}");
+            return ExitCode::from(2);
+        }
+    };
+    let missing = peers::missing_packages();
+    if !missing.is_empty() {
+        eprintln!(
+            "bench-proxy: missing programs; install them with: apt-get install -y {}",
+            missing.join(" ")
+        );
+        return ExitCode::FAILURE;
+    }
+    match run(&settings) {
+        Ok(report) => {
+            println!("{report}");
+            ExitCode::SUCCESS
+        }
+        Err(err) => {
+            eprintln!("bench-proxy: {err:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn parse(args: &[String]) -> anyhow::Result<Settings> {
+    let mut settings = Settings {
+        duration: Duration::from_secs(10),
+        connections: 50,
+        wrk_threads: 1,
+        rounds: 1,
+        proxy_threads: 1,
+    };
+    let mut args = args.iter();
+    while let Some(flag) = args.next() {
+        let value = args
+            .next()
+            .with_context(|| format!("{flag} needs a value"))?;
+        let number = || -> anyhow::Result<usize> {
+            let number: usize = value
+                .parse()
+                .with_context(|| format!("{flag}: not a number: {value}"))?;
+            if number == 0 {
+                bail!("{flag} must be at least 1");
+            }
+            Ok(number)
+        };
+        match flag.as_str() {
+            "--seconds" => settings.duration = Duration::from_secs(number()? as u64),
+            "--connections" => settings.connections = number()?,
+            "--wrk-threads" => settings.wrk_threads = number()?,
+            "--rounds" => settings.rounds = number()?,
+            "--proxy-threads" => {
+                settings.proxy_threads = value
+                    .parse()
+                    .with_context(|| format!("{flag}: not a number: {value}"))?
+            }
+            _ => bail!("unknown flag {flag}"),
+        }
+    }
+    Ok(settings)
+}
+
+fn run(settings: &Settings) -> anyhow::Result<String> {
+    let dir = tempfile::Builder::new()
+        .prefix("rswarm-bench-proxy-")
+        .tempdir()
+        .context("cannot create a scratch directory")?;
+    let backend_addrs = [peers::free_port()?, peers::free_port()?];
+    // Held until the end: dropping a Process kills it.
+    let _backends: Vec<Process> = backend_addrs
+        .iter()
+        .enumerate()
+        .map(|(index, addr)| peers::nginx_backend(dir.path(), index, *addr))
+        .collect::<anyhow::Result<_>>()?;
+    let started = [
+        peers::rswarm_proxy(
+            dir.path(),
+            peers::free_port()?,
+            &backend_addrs,
+            settings.proxy_threads,
+        )?,
+        peers::haproxy(dir.path(), peers::free_port()?, &backend_addrs)?,
+        peers::nginx_stream(dir.path(), peers::free_port()?, &backend_addrs)?,
+    ];
+    let load = Load {
+        threads: settings.wrk_threads,
+        connections: settings.connections,
+        duration: settings.duration,
+    };
+    for peer in &started {
+        wrk::run(
+            peer.addr,
+            Load {
+                duration: WARMUP,
+                ..load
+            },
+            Mode::KeepAlive,
+        )
+        .with_context(|| format!("warming up {}", peer.name))?;
+    }
+    // results[mode][peer] holds one figure per round.
+    let mut results = vec![vec![Vec::new(); PEERS.len()]; MODES.len()];
+    for round in 0..settings.rounds {
+        for (mode_index, mode) in MODES.iter().enumerate() {
+            // A different peer goes first each round, so none always runs on the
+            // machine as the previous run left it.
+            for offset in 0..PEERS.len() {
+                let peer = (round + offset) % PEERS.len();
+                let figures = wrk::run(started[peer].addr, load, *mode)
+                    .with_context(|| format!("{} {}", started[peer].name, mode.label()))?;
+                eprintln!(
+                    "round {} {:<27} {:<13} {:>9.0} req/s p50 {:>8} p99 {:>8} errors {}",
+                    round + 1,
+                    mode.label(),
+                    PEERS[peer],
+                    figures.requests_per_sec,
+                    show(figures.p50),
+                    show(figures.p99),
+                    figures.errors
+                );
+                results[mode_index][peer].push(figures);
+            }
+        }
+    }
+    let memory = started
+        .iter()
+        .map(Process::memory_kib)
+        .collect::<anyhow::Result<Vec<_>>>()?;
+    Ok(report(settings, &results, &memory, &backend_addrs))
+}
+
+/// The median of each figure over the rounds.
+fn median(runs: &[Figures]) -> Figures {
+    let pick = |mut values: Vec<f64>| {
+        values.sort_by(f64::total_cmp);
+        let middle = values.len() / 2;
+        if values.len().is_multiple_of(2) {
+            (values[middle - 1] + values[middle]) / 2.0
+        } else {
+            values[middle]
+        }
+    };
+    Figures {
+        requests_per_sec: pick(runs.iter().map(|f| f.requests_per_sec).collect()),
+        p50: Duration::from_secs_f64(pick(runs.iter().map(|f| f.p50.as_secs_f64()).collect())),
+        p99: Duration::from_secs_f64(pick(runs.iter().map(|f| f.p99.as_secs_f64()).collect())),
+        errors: runs.iter().map(|f| f.errors).sum(),
+    }
+}
+
+fn show(duration: Duration) -> String {
+    let micros = duration.as_secs_f64() * 1e6;
+    if micros < 1000.0 {
+        format!("{micros:.0}us")
+    } else {
+        format!("{:.2}ms", micros / 1000.0)
+    }
+}
+
+fn report(
+    settings: &Settings,
+    results: &[Vec<Vec<Figures>>],
+    memory: &[(u64, u64)],
+    backends: &[SocketAddr],
+) -> String {
+    let mut out = String::new();
+    let _ = writeln!(
+        out,
+        "proxy benchmark: wrk -t{} -c{} -d{}s, {} round(s) (medians), nginx backends {}; \
+         rswarm proxy runtime {}, haproxy nbthread 1, nginx 1 worker",
+        settings.wrk_threads,
+        settings.connections,
+        settings.duration.as_secs(),
+        settings.rounds,
+        backends
+            .iter()
+            .map(ToString::to_string)
+            .collect::<Vec<_>>()
+            .join(" "),
+        match settings.proxy_threads {
+            0 => "current-thread".to_string(),
+            threads => format!("multi-thread with {threads} worker(s)"),
+        }
+    );
+    let _ = writeln!(
+        out,
+        "{:<27} {:<13} {:>10} {:>9} {:>9} {:>7}",
+        "mode", "peer", "req/s", "p50", "p99", "errors"
+    );
+    let mut verdicts = Vec::new();
+    for (mode, per_peer) in MODES.iter().zip(results) {
+        let figures: Vec<Figures> = per_peer.iter().map(|runs| median(runs)).collect();
+        for (peer, f) in PEERS.iter().zip(&figures) {
+            let _ = writeln!(
+                out,
+                "{:<27} {:<13} {:>10.0} {:>9} {:>9} {:>7}",
+                mode.label(),
+                peer,
+                f.requests_per_sec,
+                show(f.p50),
+                show(f.p99),
+                f.errors
+            );
+        }
+        let ours = figures[0];
+        for (peer, theirs) in PEERS.iter().zip(&figures).skip(1) {
+            let _ = writeln!(
+                out,
+                "{:<27} rswarm/{:<13} req/s {:.2}x  p50 {:.2}x  p99 {:.2}x",
+                "",
+                peer,
+                ours.requests_per_sec / theirs.requests_per_sec,
+                ours.p50.as_secs_f64() / theirs.p50.as_secs_f64(),
+                ours.p99.as_secs_f64() / theirs.p99.as_secs_f64()
+            );
+        }
+        let haproxy = figures[1];
+        let met = ours.requests_per_sec >= haproxy.requests_per_sec && ours.p99 <= haproxy.p99;
+        verdicts.push(format!(
+            "{} {}",
+            mode.label(),
+            if met { "met" } else { "NOT met" }
+        ));
+    }
+    let _ = writeln!(
+        out,
+        "target (>= 1.0x haproxy req/s with p99 no worse): {}",
+        verdicts.join(", ")
+    );
+    let memory: Vec<String> = PEERS
+        .iter()
+        .zip(memory)
+        .map(|(peer, (rss, peak))| format!("{peer} {rss} KiB (peak {peak} KiB)"))
+        .collect();
+    let _ = write!(out, "resident memory at the end: {}", memory.join(", "));
+    out
+}
+
+/// The child mode: rswarm's proxy on `listen` over the given backends until stdin
+/// closes.
+fn serve_proxy(args: &[String]) -> anyhow::Result<()> {
+    let [listen, backends, threads] = args else {
+        bail!("usage: serve-proxy LISTEN BACKEND[,BACKEND...] THREADS");
+    };
+    let listen: SocketAddr = listen.parse().context("listen address")?;
+    let backends = backends
+        .split(',')
+        .enumerate()
+        .map(|(index, addr)| {
+            Ok(rswarm_worker::proxy::Backend::new(
+                format!("backend-{index}"),
+                addr.parse()
+                    .with_context(|| format!("backend address {addr}"))?,
+            ))
+        })
+        .collect::<anyhow::Result<Vec<_>>>()?;
+    let threads: usize = threads.parse().context("threads")?;
+    let runtime = if threads == 0 {
+        tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()?
+    } else {
+        tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(threads)
+            .enable_all()
+            .build()?
+    };
+    runtime.block_on(async move {
+        use rswarm_worker::proxy::{ListenerSpec, Protocol, Proxy, ProxyConfig};
+        let config = ProxyConfig {
+            listeners: vec![ListenerSpec::new(listen, Protocol::Tcp, backends)],
+        };
+        let (_config_tx, config_rx) = tokio::sync::watch::channel(config);
+        let shutdown = tokio_util::sync::CancellationToken::new();
+        let proxy = Proxy::new();
+        let mut status = proxy.status();
+        let serving = tokio::spawn(proxy.run(config_rx, shutdown.clone()));
+        let applied = status
+            .wait_for(|status| status.generation >= 1)
+            .await?
+            .clone();
+        if let Some(failed) = applied.listeners.iter().find(|l| {
+            !matches!(
+                l.state,
+                rswarm_worker::proxy::ListenerState::Listening { .. }
+            )
+        }) {
+            bail!("listener not serving: {failed:?}");
+        }
+        // The benchmark holds our stdin; it closes when the benchmark ends.
+        let mut sink = Vec::new();
+        let _ = tokio::io::AsyncReadExt::read_to_end(&mut tokio::io::stdin(), &mut sink).await;
+        shutdown.cancel();
+        serving.await?;
+        Ok(())
+    })
+}

@@ -1,0 +1,49 @@
+//! What the proxy reports about its listeners after every configuration change.
+
+use std::net::SocketAddr;
+
+use super::config::Protocol;
+
+/// The state of every configured listener, in configuration order.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ProxyStatus {
+    /// How many configurations have been applied (0 before the first).
+    pub generation: u64,
+    /// One entry per configured listener.
+    pub listeners: Vec<ListenerStatus>,
+}
+
+impl ProxyStatus {
+    /// The status of the listener on `bind` with `protocol`, if configured.
+    pub fn listener(&self, bind: SocketAddr, protocol: Protocol) -> Option<&ListenerStatus> {
+        self.listeners
+            .iter()
+            .find(|listener| listener.bind == bind && listener.protocol == protocol)
+    }
+}
+
+/// One listener's state.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ListenerStatus {
+    /// The configured bind address.
+    pub bind: SocketAddr,
+    /// The protocol.
+    pub protocol: Protocol,
+    /// Listening, or why not.
+    pub state: ListenerState,
+}
+
+/// Whether a listener serves.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ListenerState {
+    /// Bound and serving.
+    Listening {
+        /// The bound address (the actual port when the configuration said 0).
+        local: SocketAddr,
+    },
+    /// Not serving; bind failures are retried every second.
+    Failed {
+        /// The error, naming the address.
+        error: String,
+    },
+}

@@ -1,0 +1,117 @@
+//! Passive health: failed connects are retried elsewhere and the backend paused.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::io::AsyncReadExt;
+use tokio::net::TcpStream;
+
+use super::support::{
+    EchoBackend, Running, ScriptedConnector, free_tcp_addr, greetings, tcp_spec, within,
+};
+use crate::proxy::{Backend, ProxyConfig};
+
+#[tokio::test]
+async fn refused_backend_is_skipped_paused_and_comes_back() {
+    let dead = free_tcp_addr();
+    let alive = EchoBackend::start("alive").await;
+    let bind = free_tcp_addr();
+    let mut spec = tcp_spec(
+        bind,
+        vec![Backend::new("dead", dead), alive.backend("alive")],
+    );
+    spec.failure_pause = Duration::from_millis(1500);
+    let connector = Arc::new(ScriptedConnector::default());
+    let proxy = Running::start_with(
+        connector.clone(),
+        ProxyConfig {
+            listeners: vec![spec],
+        },
+    )
+    .await;
+
+    // The first connection's turn is the refused backend: the client still gets
+    // the live one, and while paused the refused one is not tried again.
+    let started = tokio::time::Instant::now();
+    let names = greetings(bind, 4).await;
+    assert!(
+        started.elapsed() < Duration::from_millis(1500),
+        "the pause ran out during the test; the machine is too slow for this check"
+    );
+    assert_eq!(names, ["alive"; 4]);
+    assert_eq!(connector.attempts_to(dead), 1);
+
+    // The task comes up on the same address; after the pause it gets its turn.
+    let revived = EchoBackend::start_at("dead", dead).await;
+    tokio::time::sleep(Duration::from_millis(1600)).await;
+    let names = greetings(bind, 4).await;
+    assert_eq!(
+        names.iter().filter(|name| *name == "dead").count(),
+        2,
+        "{names:?}"
+    );
+    drop(revived);
+    proxy.stop().await;
+}
+
+#[tokio::test]
+async fn timed_out_connect_is_retried_on_another_backend() {
+    let slow = EchoBackend::start("slow").await;
+    let fast = EchoBackend::start("fast").await;
+    let connector = Arc::new(ScriptedConnector::default());
+    connector.hang.lock().unwrap().push(slow.addr);
+    let bind = free_tcp_addr();
+    let mut spec = tcp_spec(bind, vec![slow.backend("slow"), fast.backend("fast")]);
+    spec.connect_timeout = Duration::from_millis(100);
+    spec.failure_pause = Duration::from_secs(60);
+    let proxy = Running::start_with(
+        connector.clone(),
+        ProxyConfig {
+            listeners: vec![spec],
+        },
+    )
+    .await;
+
+    let started = tokio::time::Instant::now();
+    let names = greetings(bind, 1).await;
+    let waited = started.elapsed();
+    assert_eq!(names, ["fast"]);
+    assert!(
+        waited >= Duration::from_millis(100),
+        "the connect timeout did not run: {waited:?}"
+    );
+    assert_eq!(connector.attempts_to(slow.addr), 1);
+
+    // Paused: the next connections do not wait for it.
+    let names = greetings(bind, 3).await;
+    assert_eq!(names, ["fast"; 3]);
+    assert_eq!(connector.attempts_to(slow.addr), 1);
+    proxy.stop().await;
+}
+
+#[tokio::test]
+async fn client_is_closed_when_no_backend_accepts() {
+    let bind = free_tcp_addr();
+    let dead = [free_tcp_addr(), free_tcp_addr()];
+    let spec = tcp_spec(
+        bind,
+        vec![Backend::new("x", dead[0]), Backend::new("y", dead[1])],
+    );
+    let connector = Arc::new(ScriptedConnector::default());
+    let proxy = Running::start_with(
+        connector.clone(),
+        ProxyConfig {
+            listeners: vec![spec],
+        },
+    )
+    .await;
+
+    let mut client = TcpStream::connect(bind).await.unwrap();
+    let mut buf = [0u8; 8];
+    let read = within("close without backend", client.read(&mut buf)).await;
+    assert!(matches!(read, Ok(0) | Err(_)), "{read:?}");
+    // Each backend tried once for that client.
+    assert_eq!(connector.attempts_to(dead[0]), 1);
+    assert_eq!(connector.attempts_to(dead[1]), 1);
+    proxy.stop().await;
+}

@@ -1,0 +1,8 @@
+//! The proxy end to end on loopback: real listeners, real backends, real clients.
+
+mod config_updates;
+mod health;
+mod listeners;
+mod support;
+mod tcp;
+mod udp;
