@@ -16,12 +16,22 @@ use rswarm_e2e::{Cluster, skip_reason, wait_until};
 const CONVERGE: Duration = Duration::from_secs(90);
 
 fn with_cluster(test: &str, scenario: impl FnOnce(&mut Cluster) -> anyhow::Result<()>) {
+    with_cluster_flags(test, &[], scenario);
+}
+
+/// [`with_cluster`] with `flags` given to every node's `init` or `join`.
+fn with_cluster_flags(
+    test: &str,
+    flags: &[&str],
+    scenario: impl FnOnce(&mut Cluster) -> anyhow::Result<()>,
+) {
     if let Some(why) = skip_reason() {
         eprintln!("skipping {test}: {why}");
         return;
     }
-    let mut cluster =
-        Cluster::start(1, 2).unwrap_or_else(|err| panic!("{test}: cluster did not form: {err:#}"));
+    let flags: Vec<String> = flags.iter().map(|f| f.to_string()).collect();
+    let mut cluster = Cluster::start_with(1, 2, &flags)
+        .unwrap_or_else(|err| panic!("{test}: cluster did not form: {err:#}"));
     if let Err(err) = scenario(&mut cluster) {
         panic!("{test}: {err:#}");
     }
@@ -320,6 +330,50 @@ fn a_daemon_restart_keeps_its_containers_running() {
         );
         let history = services::tasks(cluster, 0, "keep")?;
         ensure!(history.len() == 2, "tasks were replaced: {history:?}");
+        Ok(())
+    });
+}
+
+#[test]
+fn remapped_nodes_run_container_root_as_an_unprivileged_host_user() {
+    const MAP: &str = "1700000:1700000:65536";
+    with_cluster_flags("userns", &["--userns-remap", MAP], |cluster| {
+        import_test_image(cluster)?;
+        let out = cluster.node(0).cli(&[
+            "service",
+            "create",
+            "--detach",
+            "--name",
+            "mapped",
+            "--replicas",
+            "1",
+            "testimg:1",
+            "/bin/testimg",
+            "sleep",
+            "600",
+        ])?;
+        ensure!(
+            out.status.success(),
+            "create failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let tasks = services::wait_converged(cluster, 0, "mapped", 1, CONVERGE, |_| Ok(()))?;
+        let index = cluster
+            .index_of_name(&tasks[0].node)
+            .with_context(|| format!("unknown node {}", tasks[0].node))?;
+        let pid = container_pid(cluster, index, &tasks[0].id)?;
+        let status = std::fs::read_to_string(format!("/proc/{pid}/status"))?;
+        let uid = status
+            .lines()
+            .find_map(|l| l.strip_prefix("Uid:"))
+            .and_then(|v| v.split_whitespace().next())
+            .context("no Uid line")?;
+        ensure!(uid == "1700000", "container root runs as host uid {uid}");
+        let map = std::fs::read_to_string(format!("/proc/{pid}/uid_map"))?;
+        ensure!(
+            map.split_whitespace().collect::<Vec<_>>() == ["0", "1700000", "65536"],
+            "uid_map: {map}"
+        );
         Ok(())
     });
 }
