@@ -377,3 +377,55 @@ fn remapped_nodes_run_container_root_as_an_unprivileged_host_user() {
         Ok(())
     });
 }
+
+#[test]
+fn a_daemon_removes_containers_of_tasks_removed_while_it_was_down() {
+    with_cluster("leftovers", |cluster| {
+        import_test_image(cluster)?;
+        let out = cluster.node(0).cli(&[
+            "service",
+            "create",
+            "--detach",
+            "--name",
+            "gone",
+            "--replicas",
+            "1",
+            "--constraint",
+            "node.role==worker",
+            "--stop-grace-period",
+            "1s",
+            "testimg:1",
+            "/bin/testimg",
+            "sleep",
+            "600",
+        ])?;
+        ensure!(
+            out.status.success(),
+            "create failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let tasks = services::wait_converged(cluster, 0, "gone", 1, CONVERGE, |_| Ok(()))?;
+        let index = cluster
+            .index_of_name(&tasks[0].node)
+            .with_context(|| format!("unknown node {}", tasks[0].node))?;
+        let pid = container_pid(cluster, index, &tasks[0].id)?;
+
+        cluster.node_mut(index).sigterm()?;
+        cluster.node(0).cli_ok(&["service", "rm", "gone"])?;
+        ensure!(
+            containers_on(cluster, index).contains(&tasks[0].id),
+            "the container went while its daemon was down"
+        );
+        cluster.node_mut(index).start_daemon()?;
+        wait_until(CONVERGE, "the leftover container removed", || {
+            let left = containers_on(cluster, index);
+            let alive = std::path::Path::new(&format!("/proc/{pid}")).exists();
+            if left.is_empty() && !alive {
+                Ok(())
+            } else {
+                Err(format!("containers {left:?}, process alive: {alive}"))
+            }
+        })?;
+        Ok(())
+    });
+}
