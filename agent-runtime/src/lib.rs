@@ -28,6 +28,7 @@ pub mod executor;
 #[cfg(any(test, feature = "test-util"))]
 pub mod fake;
 pub mod image;
+pub mod network;
 pub mod none;
 pub mod source;
 #[cfg(any(test, feature = "test-util"))]
