@@ -210,8 +210,19 @@ fn two_nodes_reach_each_other_over_the_overlay() {
     };
     apply(&n1, &c1, vec![p2]);
     apply(&n2, &c2, vec![p1]);
-    // Idempotent: a second apply changes nothing and does not fail.
+    // Idempotent: a second apply keeps the devices it made.
+    let indexes = |ns: &Path| {
+        run_in_netns(ns, |h| async move {
+            let b = nl::link_by_name(&h, "rsw0").await?.map(|l| l.index);
+            let v = nl::link_by_name(&h, "rsw0-vx").await?.map(|l| l.index);
+            Ok((b, v))
+        })
+        .unwrap()
+    };
+    let before = indexes(&n1);
     apply(&n1, &c1, vec![p2]);
+    assert_eq!(indexes(&n1), before);
+    assert!(before.0.is_some() && before.1.is_some());
 
     let t1_addr = Ipv4Addr::new(10, 231, 1, 2);
     let t2_addr = Ipv4Addr::new(10, 231, 2, 2);
