@@ -31,6 +31,7 @@ pub mod executor;
 pub mod fake;
 pub mod idmap;
 pub mod image;
+pub mod network;
 pub mod none;
 pub mod source;
 #[cfg(any(test, feature = "test-util"))]
