@@ -1,3 +1,6 @@
+use std::time::Duration;
+
+use super::service::parse_timeout;
 use super::*;
 use clap::CommandFactory;
 

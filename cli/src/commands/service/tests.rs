@@ -416,7 +416,7 @@ fn restart_flags_make_a_policy() {
 #[test]
 fn container_options_reach_the_spec_in_canonical_form() {
     let args = ServiceCreateArgs {
-        task: crate::args::TaskArgs {
+        task: crate::args::service::TaskArgs {
             limit_pids: Some("64".into()),
             reserve_cpu: Some("0.25".into()),
             reserve_memory: Some("32MiB".into()),
@@ -460,7 +460,7 @@ fn container_options_reach_the_spec_in_canonical_form() {
 
 #[test]
 fn bad_container_options_are_refused_by_name() {
-    let err = |task: crate::args::TaskArgs| {
+    let err = |task: crate::args::service::TaskArgs| {
         build_spec(&ServiceCreateArgs {
             task,
             ..create_args("web")
@@ -468,45 +468,45 @@ fn bad_container_options_are_refused_by_name() {
         .unwrap_err()
         .to_string()
     };
-    let base = crate::args::TaskArgs::default;
+    let base = crate::args::service::TaskArgs::default;
     for (task, needle) in [
         (
-            crate::args::TaskArgs {
+            crate::args::service::TaskArgs {
                 limit_pids: Some("0".into()),
                 ..base()
             },
             "invalid --limit-pids \"0\"",
         ),
         (
-            crate::args::TaskArgs {
+            crate::args::service::TaskArgs {
                 mount: vec!["type=bind,source=rel,target=/x".into()],
                 ..base()
             },
             "invalid mount \"type=bind,source=rel,target=/x\"",
         ),
         (
-            crate::args::TaskArgs {
+            crate::args::service::TaskArgs {
                 cap_add: vec!["FLY".into()],
                 ..base()
             },
             "invalid capability \"FLY\"",
         ),
         (
-            crate::args::TaskArgs {
+            crate::args::service::TaskArgs {
                 stop_signal: Some("SIGNOPE".into()),
                 ..base()
             },
             "invalid signal \"SIGNOPE\"",
         ),
         (
-            crate::args::TaskArgs {
+            crate::args::service::TaskArgs {
                 user: Some("a:b:c".into()),
                 ..base()
             },
             "invalid user \"a:b:c\"",
         ),
         (
-            crate::args::TaskArgs {
+            crate::args::service::TaskArgs {
                 stop_grace_period: Some(Duration::ZERO),
                 ..base()
             },
