@@ -19,6 +19,7 @@ pub mod net;
 pub mod runtime;
 pub mod shim;
 pub mod state;
+mod trash;
 pub mod volumes;
 
 use std::path::PathBuf;

@@ -51,7 +51,10 @@ pub struct Runtime {
     starting: Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
 }
 
-fn io_err(op: &'static str, path: &Path) -> impl FnOnce(std::io::Error) -> ContainerError {
+pub(super) fn io_err(
+    op: &'static str,
+    path: &Path,
+) -> impl FnOnce(std::io::Error) -> ContainerError {
     let path = path.to_path_buf();
     move |source| ContainerError::Io { op, path, source }
 }
@@ -88,7 +91,7 @@ impl Runtime {
             let p = root.join(d);
             std::fs::create_dir_all(&p).map_err(io_err("create", &p))?;
         }
-        empty_trash(&root);
+        super::trash::empty_trash(&root);
         let layout = Layout::detect(&HostFs)?;
         tracing::debug!(root = %root.display(), kind = ?layout.kind(), "container runtime ready");
         Ok(Runtime {
@@ -385,10 +388,10 @@ impl Runtime {
                 Signal::SIGKILL,
             );
         }
-        let trash = self.root.join(TRASH);
+        let trash = self.root.join(super::trash::TRASH);
         blocking(move || {
             cgroup.remove(&HostFs, DRAIN)?;
-            discard(&dir, &trash)
+            super::trash::discard(&dir, &trash)
         })
         .await?;
         tracing::debug!(container = id, "container removed");
@@ -446,51 +449,6 @@ fn read_state(dir: &Path) -> Result<Option<RunState>, ContainerError> {
 fn read_exit(dir: &Path) -> Result<Option<ExitInfo>, ContainerError> {
     let path = dir.join(state::EXIT_FILE);
     state::read_json(&path).map_err(io_err("read", &path))
-}
-
-/// Where removed containers' directories wait to be deleted, under the root.
-const TRASH: &str = "trash";
-
-/// Takes a container directory out of the way at once (one rename) and deletes
-/// it in the background: deleting an upper layer file by file can take tens of
-/// milliseconds on a busy disk, and nothing waits for it. What a crash leaves in
-/// the trash is deleted when the next runtime opens the root.
-fn discard(dir: &Path, trash: &Path) -> Result<(), ContainerError> {
-    std::fs::create_dir_all(trash).map_err(io_err("create", trash))?;
-    let stamp = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_nanos());
-    let name = dir
-        .file_name()
-        .map_or_else(String::new, |n| n.to_string_lossy().into_owned());
-    let target = trash.join(format!("{name}.{stamp}"));
-    match std::fs::rename(dir, &target) {
-        Ok(()) => {}
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
-        Err(e) => return Err(io_err("remove", dir)(e)),
-    }
-    std::thread::spawn(move || {
-        if let Err(err) = std::fs::remove_dir_all(&target) {
-            tracing::warn!(path = %target.display(), %err, "deleting a removed container's files failed");
-        }
-    });
-    Ok(())
-}
-
-/// Deletes what earlier runtimes left in the trash, in the background.
-fn empty_trash(root: &Path) {
-    let Ok(entries) = std::fs::read_dir(root.join(TRASH)) else {
-        return;
-    };
-    // Entry by entry: the trash directory itself stays for removals to come.
-    let left: Vec<PathBuf> = entries.flatten().map(|e| e.path()).collect();
-    if !left.is_empty() {
-        std::thread::spawn(move || {
-            for path in left {
-                let _ = std::fs::remove_dir_all(&path);
-            }
-        });
-    }
 }
 
 fn create_blocking(
