@@ -14,8 +14,8 @@ use crate::api::NodeAvailability;
 
 pub use constraint::{Constraint, ConstraintKey, ConstraintOp, parse_constraint};
 pub use container::{
-    ALL_CAPABILITIES, DEFAULT_CAPABILITIES, check_volume_name, effective_capabilities,
-    parse_capability, parse_mount, parse_signal, parse_user, signal_number, validate_container,
+    ALL_CAPABILITIES, DEFAULT_CAPABILITIES, check_volume_name, parse_capability, parse_mount,
+    parse_signal, parse_user, signal_number, validate_container,
 };
 pub use image::normalize_image_name;
 pub use publish::parse_publish;

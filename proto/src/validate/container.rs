@@ -6,49 +6,49 @@ use std::path::{Component, Path};
 use super::{ValidationError, parse_size};
 use crate::api::{ContainerSpec, Mount, MountType};
 
-/// Every capability the kernel knows, without the `CAP_` prefix, by number.
+/// Every capability Linux 6.x knows, by number (`CAP_CHOWN` is 0).
 pub const ALL_CAPABILITIES: [&str; 41] = [
-    "CHOWN",
-    "DAC_OVERRIDE",
-    "DAC_READ_SEARCH",
-    "FOWNER",
-    "FSETID",
-    "KILL",
-    "SETGID",
-    "SETUID",
-    "SETPCAP",
-    "LINUX_IMMUTABLE",
-    "NET_BIND_SERVICE",
-    "NET_BROADCAST",
-    "NET_ADMIN",
-    "NET_RAW",
-    "IPC_LOCK",
-    "IPC_OWNER",
-    "SYS_MODULE",
-    "SYS_RAWIO",
-    "SYS_CHROOT",
-    "SYS_PTRACE",
-    "SYS_PACCT",
-    "SYS_ADMIN",
-    "SYS_BOOT",
-    "SYS_NICE",
-    "SYS_RESOURCE",
-    "SYS_TIME",
-    "SYS_TTY_CONFIG",
-    "MKNOD",
-    "LEASE",
-    "AUDIT_WRITE",
-    "AUDIT_CONTROL",
-    "SETFCAP",
-    "MAC_OVERRIDE",
-    "MAC_ADMIN",
-    "SYSLOG",
-    "WAKE_ALARM",
-    "BLOCK_SUSPEND",
-    "AUDIT_READ",
-    "PERFMON",
-    "BPF",
-    "CHECKPOINT_RESTORE",
+    "CAP_CHOWN",
+    "CAP_DAC_OVERRIDE",
+    "CAP_DAC_READ_SEARCH",
+    "CAP_FOWNER",
+    "CAP_FSETID",
+    "CAP_KILL",
+    "CAP_SETGID",
+    "CAP_SETUID",
+    "CAP_SETPCAP",
+    "CAP_LINUX_IMMUTABLE",
+    "CAP_NET_BIND_SERVICE",
+    "CAP_NET_BROADCAST",
+    "CAP_NET_ADMIN",
+    "CAP_NET_RAW",
+    "CAP_IPC_LOCK",
+    "CAP_IPC_OWNER",
+    "CAP_SYS_MODULE",
+    "CAP_SYS_RAWIO",
+    "CAP_SYS_CHROOT",
+    "CAP_SYS_PTRACE",
+    "CAP_SYS_PACCT",
+    "CAP_SYS_ADMIN",
+    "CAP_SYS_BOOT",
+    "CAP_SYS_NICE",
+    "CAP_SYS_RESOURCE",
+    "CAP_SYS_TIME",
+    "CAP_SYS_TTY_CONFIG",
+    "CAP_MKNOD",
+    "CAP_LEASE",
+    "CAP_AUDIT_WRITE",
+    "CAP_AUDIT_CONTROL",
+    "CAP_SETFCAP",
+    "CAP_MAC_OVERRIDE",
+    "CAP_MAC_ADMIN",
+    "CAP_SYSLOG",
+    "CAP_WAKE_ALARM",
+    "CAP_BLOCK_SUSPEND",
+    "CAP_AUDIT_READ",
+    "CAP_PERFMON",
+    "CAP_BPF",
+    "CAP_CHECKPOINT_RESTORE",
 ];
 
 /// The capabilities a container keeps by default: Docker's set.
@@ -83,38 +83,16 @@ pub fn parse_capability(input: &str) -> Result<String, ValidationError> {
     if upper == "ALL" {
         return Ok(upper);
     }
-    let bare = upper.strip_prefix("CAP_").unwrap_or(&upper);
-    if ALL_CAPABILITIES.contains(&bare) {
-        Ok(format!("CAP_{bare}"))
+    let full = if upper.starts_with("CAP_") {
+        upper
+    } else {
+        format!("CAP_{upper}")
+    };
+    if ALL_CAPABILITIES.contains(&full.as_str()) {
+        Ok(full)
     } else {
         Err(ValidationError::Capability(input.to_string()))
     }
-}
-
-/// The capabilities a container gets: Docker's default set with `drop` taken out and
-/// `add` put in (`ALL` in `drop` starts from nothing, `ALL` in `add` gives every
-/// capability). Names must be canonical (see [`parse_capability`]).
-pub fn effective_capabilities(add: &[String], drop: &[String]) -> Vec<String> {
-    let all = || ALL_CAPABILITIES.iter().map(|c| format!("CAP_{c}"));
-    let mut caps: Vec<String> = if drop.iter().any(|c| c == "ALL") {
-        Vec::new()
-    } else {
-        DEFAULT_CAPABILITIES
-            .iter()
-            .map(|c| c.to_string())
-            .filter(|c| !drop.contains(c))
-            .collect()
-    };
-    if add.iter().any(|c| c == "ALL") {
-        caps = all().collect();
-    } else {
-        for cap in add {
-            if !caps.contains(cap) {
-                caps.push(cap.clone());
-            }
-        }
-    }
-    caps
 }
 
 /// Parses a signal (`SIGTERM`, `term`, `15`) into its canonical name (`SIGTERM`).
@@ -337,18 +315,6 @@ mod tests {
         assert_eq!(parse_capability("all").unwrap(), "ALL");
         let err = parse_capability("NET_WIZARD").unwrap_err().to_string();
         assert!(err.contains("NET_WIZARD"), "{err}");
-    }
-
-    #[test]
-    fn effective_capabilities_apply_drop_then_add() {
-        let caps = effective_capabilities(&["CAP_NET_ADMIN".into()], &["CAP_CHOWN".into()]);
-        assert!(caps.contains(&"CAP_NET_ADMIN".to_string()));
-        assert!(!caps.contains(&"CAP_CHOWN".to_string()));
-        assert!(caps.contains(&"CAP_KILL".to_string()));
-        let only = effective_capabilities(&["CAP_KILL".into()], &["ALL".into()]);
-        assert_eq!(only, vec!["CAP_KILL".to_string()]);
-        assert_eq!(effective_capabilities(&["ALL".into()], &[]).len(), 41);
-        assert_eq!(effective_capabilities(&[], &[]).len(), 14);
     }
 
     #[test]
