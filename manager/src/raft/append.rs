@@ -164,6 +164,8 @@ fn reuse(
 
 /// The answer to a request for `wanted` from the request just sent for `sent` (a
 /// prefix of it).
+// The error type is openraft's, as `RaftNetwork::append_entries` returns it.
+#[allow(clippy::result_large_err)]
 fn answer(sent: &Range, outcome: Result<AppendResult, JoinError>, wanted: &Range) -> AppendResult {
     match outcome {
         Ok(Ok(resp)) => Ok(partial(sent, resp, wanted)),
