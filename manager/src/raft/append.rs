@@ -8,10 +8,12 @@
 //! it never lands, the follower hears nothing and stands for election, and the
 //! leader is deposed by a member that cannot even win.
 //!
-//! So a request with entries runs in its own task, under [`Appends::ttl`], and
+//! So a request with more than a few kilobytes of entries runs in its own task,
+//! under the longer time limit given to [`Appends::new`], and
 //! survives openraft's cancellation. openraft retries at once, with the same start of
 //! range: the retry waits for the running request instead of sending the entries
-//! again, and answers from its outcome. Empty heartbeats keep openraft's limit.
+//! again, and answers from its outcome. Empty heartbeats and small requests keep
+//! openraft's limit.
 //!
 //! A request is also cut to [`MAX_APPEND_BYTES`] (at least one entry): the follower
 //! answers the part sent, openraft is told `PartialSuccess` and sends the rest at
@@ -32,6 +34,9 @@ use super::{LogId, NodeId, TypeConfig};
 /// Largest encoded size of the entries of one AppendEntries request, unless a single
 /// entry is larger (it is then sent alone).
 pub(crate) const MAX_APPEND_BYTES: usize = 2 * 1024 * 1024;
+/// Requests up to this size are sent as openraft asks, under its time limit: they
+/// are done in a few milliseconds.
+const INLINE_BYTES: usize = 64 * 1024;
 
 type AppendResult =
     Result<AppendEntriesResponse<NodeId>, RPCError<NodeId, BasicNode, RaftError<NodeId>>>;
@@ -102,7 +107,12 @@ impl Appends {
         if rpc.entries.is_empty() {
             return peer.call(Rpc::Append, &rpc, heartbeat_ttl).await;
         }
-        let rpc = cut(rpc, MAX_APPEND_BYTES);
+        let (rpc, bytes) = cut(rpc, MAX_APPEND_BYTES);
+        if bytes <= INLINE_BYTES {
+            // Small requests fit openraft's limit; running them in their own task
+            // would only add a hand-over between threads to every write.
+            return peer.call(Rpc::Append, &rpc, heartbeat_ttl).await;
+        }
         let range = Range::of(&rpc);
         let (peer, ttl) = (peer.clone(), self.ttl);
         let handle = tokio::spawn(async move { peer.call(Rpc::Append, &rpc, ttl).await });
@@ -125,11 +135,12 @@ impl Appends {
     }
 }
 
-/// The entries of `rpc` cut to `max_bytes` (encoded), keeping at least one.
+/// The entries of `rpc` cut to `max_bytes` (encoded), keeping at least one, and
+/// their encoded size.
 fn cut(
     mut rpc: AppendEntriesRequest<TypeConfig>,
     max_bytes: usize,
-) -> AppendEntriesRequest<TypeConfig> {
+) -> (AppendEntriesRequest<TypeConfig>, usize) {
     let mut total = 0usize;
     let mut keep = 0;
     for entry in &rpc.entries {
@@ -142,7 +153,7 @@ fn cut(
         keep += 1;
     }
     rpc.entries.truncate(keep);
-    rpc
+    (rpc, total)
 }
 
 /// The answer to a request for `wanted` from an earlier request for `sent`, when it
@@ -223,10 +234,13 @@ mod tests {
     #[test]
     fn requests_are_cut_by_size_but_keep_one_entry() {
         let rpc = request(0, (1..=10).map(|i| entry(i, 1000)).collect());
-        let cut_rpc = cut(rpc, 3500);
+        let (cut_rpc, bytes) = cut(rpc, 3500);
         assert_eq!(cut_rpc.entries.len(), 3);
+        assert!((3000..=3500).contains(&bytes), "{bytes}");
         let big = request(0, vec![entry(1, 10_000), entry(2, 10)]);
-        assert_eq!(cut(big, 100).entries.len(), 1);
+        let (cut_big, bytes) = cut(big, 100);
+        assert_eq!(cut_big.entries.len(), 1);
+        assert!(bytes > 10_000);
     }
 
     #[test]
