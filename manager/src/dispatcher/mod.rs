@@ -312,7 +312,7 @@ impl<P: Proposer + 'static, R: RaftView> Dispatcher for DispatcherService<P, R> 
         req: Request<AssignmentsRequest>,
     ) -> Result<Response<Self::AssignmentsStream>, Status> {
         let node_id = self.session_node(&req)?;
-        let (initial, watch) = self.store.view_and_watch(|tx| {
+        let (initial, watch) = self.store.view_and_watch_node_tasks(&node_id, |tx| {
             tx.tasks()
                 .filter(|t| assigned_to(t, &node_id))
                 .cloned()

@@ -6,6 +6,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use rswarm_proto::api::Node;
+use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, warn};
 
@@ -19,6 +20,9 @@ const QUIET: Duration = Duration::from_millis(20);
 const CAP: Duration = Duration::from_millis(200);
 /// Pause before retrying after a proposal failed.
 const RETRY: Duration = Duration::from_millis(100);
+/// Most task actions proposed and not yet committed: a few Raft entries' worth
+/// (see the batcher's entry bound), enough to keep replication busy.
+const IN_FLIGHT_ACTIONS: usize = 8192;
 
 /// The orchestrator.
 pub struct Orchestrator<P, R> {
@@ -110,15 +114,22 @@ impl<P: Proposer + 'static, R: RaftView> Orchestrator<P, R> {
     }
 
     /// Reconciles each service; returns the ones to retry and the earliest wake-up.
+    ///
+    /// The nodes are read once per pass. Every service's actions are proposed at
+    /// once, each as its own batch (a refused one does not hold back the others), so
+    /// that the Raft batcher packs many services into each entry instead of one
+    /// commit round per service; a window on the actions in flight keeps each
+    /// proposal's wait for its commit well inside its timeout.
     async fn reconcile_services(&self, ids: &BTreeSet<String>) -> (BTreeSet<String>, Option<u64>) {
         let mut failed = BTreeSet::new();
         let mut wake: Option<u64> = None;
         let now = now_ms();
+        let nodes: Vec<Node> = self.store.view(|tx| tx.nodes().cloned().collect());
+        let mut work = Vec::new();
         for id in ids {
             let actions = self.store.view(|tx| {
                 let service = tx.service(id)?;
                 let tasks: Vec<_> = tx.tasks_of_service(id).cloned().collect();
-                let nodes: Vec<Node> = tx.nodes().cloned().collect();
                 Some(reconcile(service, &tasks, &nodes, now))
             });
             let Some(actions) = actions else { continue };
@@ -129,7 +140,23 @@ impl<P: Proposer + 'static, R: RaftView> Orchestrator<P, R> {
                 continue;
             }
             debug!(service.id = %id, create = actions.create.len(), update = actions.update.len(), remove = actions.remove.len(), "orchestrator");
-            if let Err(err) = self.proposer.propose(actions.into_store_actions()).await {
+            work.push((id, actions.into_store_actions()));
+        }
+        let window = Semaphore::new(IN_FLIGHT_ACTIONS);
+        let proposals = work.into_iter().map(|(id, actions)| {
+            let window = &window;
+            async move {
+                // Permits are taken in service order (the semaphore is fair); a
+                // service larger than the window waits for it to drain.
+                let n = u32::try_from(actions.len().clamp(1, IN_FLIGHT_ACTIONS)).unwrap_or(1);
+                let permit = window.acquire_many(n).await;
+                let result = self.proposer.propose(actions).await;
+                drop(permit);
+                (id, result)
+            }
+        });
+        for (id, result) in futures::future::join_all(proposals).await {
+            if let Err(err) = result {
                 warn!(service.id = %id, %err, "orchestrator: proposal failed; retrying");
                 failed.insert(id.clone());
             }

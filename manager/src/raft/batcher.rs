@@ -9,9 +9,9 @@
 //! all of them. Durability is unchanged: a proposal is answered only once its entry is
 //! committed (fsynced on a quorum) and applied.
 
-use std::sync::Arc;
-
+use std::collections::VecDeque;
 use std::future::Future;
+use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc, oneshot};
@@ -26,6 +26,10 @@ use openraft::error::{ClientWriteError, RaftError};
 const MAX_IN_FLIGHT: usize = 2;
 /// Most proposals in one entry, so that an entry stays a bounded message.
 const MAX_PROPOSALS: usize = 128;
+/// Most store actions in one entry (unless a single proposal has more): a few
+/// thousand tasks are a few hundred kilobytes, which a follower receives, decodes
+/// and fsyncs well within its election timeout even on a loaded machine.
+const MAX_ENTRY_ACTIONS: usize = 2048;
 
 /// Longest time one batch holds its slot. A batch sent to a leader that has just
 /// died or lost its quorum can hang until its timeout: later proposals (for the next
@@ -103,23 +107,44 @@ fn dropped() -> ForwardError {
 
 async fn run(raft: Raft, mut rx: mpsc::UnboundedReceiver<(Request, Reply)>) {
     let slots = Arc::new(Semaphore::new(MAX_IN_FLIGHT));
-    let mut batch = Vec::new();
-    while rx.recv_many(&mut batch, MAX_PROPOSALS).await > 0 {
+    let mut queue: VecDeque<(Request, Reply)> = VecDeque::new();
+    loop {
+        if queue.is_empty() {
+            match rx.recv().await {
+                Some(p) => queue.push_back(p),
+                None => return,
+            }
+        }
         // Proposals keep queueing while every slot is taken: that is the batching.
         let Ok(slot) = slots.clone().acquire_owned().await else {
             // The semaphore is never closed.
             return;
         };
-        while batch.len() < MAX_PROPOSALS {
-            match rx.try_recv() {
-                Ok(p) => batch.push(p),
-                Err(_) => break,
-            }
+        while let Ok(p) = rx.try_recv() {
+            queue.push_back(p);
         }
-        let batch = std::mem::take(&mut batch);
+        let batch = next_batch(&mut queue);
         let raft = raft.clone();
         spawn_in_slot(slot, async move { commit(&raft, batch).await });
     }
+}
+
+/// Takes the proposals of the next entry from the front of `queue`: at least one,
+/// then as many as fit in [`MAX_PROPOSALS`] and [`MAX_ENTRY_ACTIONS`].
+fn next_batch<T>(queue: &mut VecDeque<(Request, T)>) -> Vec<(Request, T)> {
+    let mut batch = Vec::new();
+    let mut actions = 0usize;
+    while let Some((req, _)) = queue.front() {
+        let n = req.actions.len();
+        if !batch.is_empty() && (batch.len() >= MAX_PROPOSALS || actions + n > MAX_ENTRY_ACTIONS) {
+            break;
+        }
+        actions += n;
+        if let Some(p) = queue.pop_front() {
+            batch.push(p);
+        }
+    }
+    batch
 }
 
 /// Writes `batch` as one entry and answers each proposal with its own verdict.
@@ -146,5 +171,39 @@ async fn commit(raft: &Raft, batch: Vec<(Request, Reply)>) {
     };
     for reply in replies {
         let _ = reply.send(Err(err.clone()));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::StoreAction;
+
+    fn req(actions: usize) -> (Request, ()) {
+        let remove = |i: usize| StoreAction::RemoveTask { id: i.to_string() };
+        let actions = (0..actions).map(remove).collect();
+        (Request { actions }, ())
+    }
+
+    #[test]
+    fn entries_are_bounded_by_actions_but_take_at_least_one_proposal() {
+        let mut queue: VecDeque<_> = [1000, 1000, 1000, 5000, 1].map(req).into();
+        let sizes = |b: Vec<(Request, ())>| b.iter().map(|(r, _)| r.actions.len()).collect();
+        let first: Vec<usize> = sizes(next_batch(&mut queue));
+        assert_eq!(first, vec![1000, 1000]);
+        let second: Vec<usize> = sizes(next_batch(&mut queue));
+        assert_eq!(second, vec![1000]);
+        let third: Vec<usize> = sizes(next_batch(&mut queue));
+        assert_eq!(third, vec![5000]);
+        let fourth: Vec<usize> = sizes(next_batch(&mut queue));
+        assert_eq!(fourth, vec![1]);
+        assert!(queue.is_empty());
+    }
+
+    #[test]
+    fn entries_are_bounded_by_proposals() {
+        let mut queue: VecDeque<_> = (0..300).map(|_| req(1)).collect();
+        assert_eq!(next_batch(&mut queue).len(), MAX_PROPOSALS);
+        assert_eq!(queue.len(), 300 - MAX_PROPOSALS);
     }
 }

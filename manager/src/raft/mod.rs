@@ -17,6 +17,7 @@ use serde::{Deserialize, Serialize};
 use crate::store::{StoreAction, StoreError};
 
 mod adapters;
+mod append;
 mod batcher;
 mod forwarder;
 pub mod log_store;
@@ -150,6 +151,14 @@ impl RaftSettings {
     /// The timeout of a forwarded proposal or a join request.
     pub(crate) fn rpc_timeout(&self) -> Duration {
         Duration::from_millis(self.election_max_ms.saturating_mul(10).max(5_000))
+    }
+
+    /// The time limit of an AppendEntries RPC that carries entries: long enough for a
+    /// follower on a loaded machine to decode and fsync a bounded batch, short enough
+    /// that a hung request is retried before the follower's election timer runs out
+    /// twice.
+    pub(crate) fn append_timeout(&self) -> Duration {
+        Duration::from_millis(self.election_max_ms.max(1000).saturating_mul(2))
     }
 
     /// openraft's `(heartbeat_interval, election_timeout_min, election_timeout_max)`

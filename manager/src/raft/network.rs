@@ -18,6 +18,7 @@ use rswarm_proto::api::RaftPayload;
 use rswarm_proto::api::raft_transport_client::RaftTransportClient;
 use tonic::transport::Channel;
 
+use super::append::Appends;
 use super::{NodeId, TypeConfig, decode, encode};
 
 /// Largest gRPC message accepted or sent on the Raft transport (append batches and
@@ -79,6 +80,8 @@ pub struct NetworkFactory {
     pub(crate) peers: Arc<Peers>,
     /// Pause before retrying an unreachable peer (the Raft heartbeat interval).
     pub(crate) retry: Duration,
+    /// Time limit of an AppendEntries RPC that carries entries.
+    pub(crate) append_ttl: Duration,
 }
 
 impl RaftNetworkFactory<TypeConfig> for NetworkFactory {
@@ -86,35 +89,45 @@ impl RaftNetworkFactory<TypeConfig> for NetworkFactory {
 
     async fn new_client(&mut self, target: NodeId, node: &BasicNode) -> Network {
         Network {
-            self_id: self.self_id,
-            target,
-            addr: node.addr.clone(),
-            peers: self.peers.clone(),
+            peer: Peer {
+                self_id: self.self_id,
+                target,
+                addr: node.addr.clone(),
+                peers: self.peers.clone(),
+            },
             retry: self.retry,
+            appends: Appends::new(self.append_ttl),
         }
     }
 }
 
 /// openraft's client for one peer.
 pub struct Network {
+    peer: Peer,
+    retry: Duration,
+    appends: Appends,
+}
+
+/// Where RPCs to one peer go; cheap to clone into a task.
+#[derive(Clone)]
+pub(crate) struct Peer {
     self_id: NodeId,
     target: NodeId,
     addr: String,
     peers: Arc<Peers>,
-    retry: Duration,
 }
 
 /// Which RPC to call.
 #[derive(Clone, Copy)]
-enum Rpc {
+pub(crate) enum Rpc {
     Append,
     Vote,
     Snapshot,
 }
 
-impl Network {
+impl Peer {
     /// Sends one postcard-encoded request and decodes the postcard response `Result<T, E>`.
-    async fn call<Req, T, E>(
+    pub(crate) async fn call<Req, T, E>(
         &self,
         rpc: Rpc,
         req: &Req,
@@ -182,12 +195,14 @@ impl RaftNetwork<TypeConfig> for Network {
         openraft::network::Backoff::new(std::iter::repeat(self.retry))
     }
 
+    /// Empty heartbeats keep openraft's time limit (its heartbeat interval); entries
+    /// go through [`Appends`], which gives them longer.
     async fn append_entries(
         &mut self,
         rpc: AppendEntriesRequest<TypeConfig>,
         option: RPCOption,
     ) -> Result<AppendEntriesResponse<NodeId>, RPCError<NodeId, BasicNode, RaftError<NodeId>>> {
-        self.call(Rpc::Append, &rpc, option.hard_ttl()).await
+        self.appends.send(&self.peer, rpc, option.hard_ttl()).await
     }
 
     async fn install_snapshot(
@@ -198,7 +213,7 @@ impl RaftNetwork<TypeConfig> for Network {
         InstallSnapshotResponse<NodeId>,
         RPCError<NodeId, BasicNode, RaftError<NodeId, InstallSnapshotError>>,
     > {
-        self.call(Rpc::Snapshot, &rpc, option.hard_ttl()).await
+        self.peer.call(Rpc::Snapshot, &rpc, option.hard_ttl()).await
     }
 
     async fn vote(
@@ -206,6 +221,6 @@ impl RaftNetwork<TypeConfig> for Network {
         rpc: VoteRequest<NodeId>,
         option: RPCOption,
     ) -> Result<VoteResponse<NodeId>, RPCError<NodeId, BasicNode, RaftError<NodeId>>> {
-        self.call(Rpc::Vote, &rpc, option.hard_ttl()).await
+        self.peer.call(Rpc::Vote, &rpc, option.hard_ttl()).await
     }
 }

@@ -201,6 +201,7 @@ impl RaftNode {
             self_id: raft_id,
             peers: peers.clone(),
             retry: Duration::from_millis(settings.heartbeat_ms),
+            append_ttl: settings.append_timeout(),
         };
         let raft = Raft::new(raft_id, config, network, log, sm)
             .await

@@ -1,5 +1,5 @@
 //! The scheduler's loop (leader only): places every pending task, batching the
-//! placements of a burst of events into one Raft entry.
+//! placements of a burst of events into a few bounded Raft entries.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -18,6 +18,9 @@ const QUIET: Duration = Duration::from_millis(50);
 const CAP: Duration = Duration::from_secs(1);
 /// Pause before retrying after a proposal failed (a task changed under the plan).
 const RETRY: Duration = Duration::from_millis(50);
+/// Most placements proposed as one batch: a burst of thousands of new tasks is
+/// written as several bounded Raft entries instead of one huge one.
+const CHUNK: usize = 2048;
 
 /// The scheduler.
 pub struct Scheduler<P, R> {
@@ -141,17 +144,26 @@ impl<P: Proposer + 'static, R: RaftView> Scheduler<P, R> {
             return true;
         }
         let n = actions.len();
-        match self.proposer.propose(actions).await {
-            Ok(()) => {
-                debug!(tasks = n, "scheduler committed a batch");
-                true
-            }
-            Err(err) => {
-                // The batch carries the versions it read: a task that changed since
-                // makes it fail whole, and the next pass plans on fresh state.
-                warn!(%err, "scheduler: batch refused; planning again");
-                false
-            }
+        // Each chunk is checked and applied on its own: a refused one leaves its tasks
+        // pending for the next pass, and the others' placements stay valid (the plan
+        // counted the refused tasks' resources, which only errs on the safe side).
+        let mut chunks = Vec::new();
+        let mut actions = actions.into_iter().peekable();
+        while actions.peek().is_some() {
+            chunks.push(actions.by_ref().take(CHUNK).collect::<Vec<_>>());
         }
+        let results =
+            futures::future::join_all(chunks.into_iter().map(|c| self.proposer.propose(c))).await;
+        let mut ok = true;
+        for err in results.into_iter().filter_map(Result::err) {
+            // The batch carries the versions it read: a task that changed since
+            // makes its chunk fail whole, and the next pass plans on fresh state.
+            warn!(%err, "scheduler: batch refused; planning again");
+            ok = false;
+        }
+        if ok {
+            debug!(tasks = n, "scheduler committed a batch");
+        }
+        ok
     }
 }

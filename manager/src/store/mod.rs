@@ -14,6 +14,7 @@ mod images;
 mod proposer;
 #[cfg(test)]
 mod tests;
+mod watchers;
 
 pub use data::{ReadTx, StoreSnapshot};
 pub use proposer::{DirectProposer, ProposeError, Proposer, update};
@@ -179,7 +180,7 @@ struct Inner {
     data: RwLock<data::StoreData>,
     // Lock order: `data` then `watchers`. Registration takes `data` for reading and
     // applying takes it for writing, so no event can fall between a view and its watch.
-    watchers: Mutex<Vec<mpsc::UnboundedSender<Event>>>,
+    watchers: Mutex<watchers::Watchers>,
 }
 
 /// The store. Cheap to clone: clones share the same contents.
@@ -203,7 +204,7 @@ impl Store {
         Store {
             inner: Arc::new(Inner {
                 data: RwLock::new(data::StoreData::default()),
-                watchers: Mutex::new(Vec::new()),
+                watchers: Mutex::new(watchers::Watchers::default()),
             }),
         }
     }
@@ -241,14 +242,11 @@ impl Store {
             // Nothing changed: watchers hear nothing, as for a refused single batch.
             return results;
         }
-        let mut watchers = self
-            .inner
+        self.inner
             .watchers
             .lock()
-            .unwrap_or_else(PoisonError::into_inner);
-        watchers.retain(|w| {
-            events.iter().all(|e| w.send(e.clone()).is_ok()) && w.send(Event::Commit(index)).is_ok()
-        });
+            .unwrap_or_else(PoisonError::into_inner)
+            .publish(index, &events);
         results
     }
 
@@ -264,18 +262,33 @@ impl Store {
 
     /// Runs `f` on a consistent view and subscribes to every event applied after it.
     pub fn view_and_watch<R>(&self, f: impl FnOnce(&ReadTx<'_>) -> R) -> (R, Watch) {
+        self.watch_scoped(None, f)
+    }
+
+    /// Runs `f` on a consistent view and subscribes to the events, applied after it,
+    /// of the tasks placed on `node_id` (by the task's new value, or last value for a
+    /// removal), each batch's [`Event::Commit`] when it had some, and [`Event::Reset`].
+    pub fn view_and_watch_node_tasks<R>(
+        &self,
+        node_id: &str,
+        f: impl FnOnce(&ReadTx<'_>) -> R,
+    ) -> (R, Watch) {
+        self.watch_scoped(Some(node_id), f)
+    }
+
+    fn watch_scoped<R>(&self, node: Option<&str>, f: impl FnOnce(&ReadTx<'_>) -> R) -> (R, Watch) {
         let data = self
             .inner
             .data
             .read()
             .unwrap_or_else(PoisonError::into_inner);
         let r = f(&ReadTx::new(&data));
-        let (tx, rx) = mpsc::unbounded_channel();
-        self.inner
+        let rx = self
+            .inner
             .watchers
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
-            .push(tx);
+            .add(node);
         (r, rx)
     }
 
@@ -297,11 +310,10 @@ impl Store {
             .write()
             .unwrap_or_else(PoisonError::into_inner);
         *data = data::StoreData::from_snapshot(snapshot);
-        let mut watchers = self
-            .inner
+        self.inner
             .watchers
             .lock()
-            .unwrap_or_else(PoisonError::into_inner);
-        watchers.retain(|w| w.send(Event::Reset).is_ok());
+            .unwrap_or_else(PoisonError::into_inner)
+            .reset();
     }
 }

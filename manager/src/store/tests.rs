@@ -360,3 +360,44 @@ fn apply_each_applies_batches_independently_with_one_commit() {
     assert!(store.apply_each(8, [&a[..]])[0].is_err());
     assert!(watch.try_recv().is_err());
 }
+
+#[test]
+fn node_watch_sees_only_that_nodes_tasks_and_their_commits() {
+    let store = Store::new();
+    store
+        .apply(1, &[StoreAction::CreateService(service("s1", "web"))])
+        .unwrap();
+    let on = |id: &str, node_id: &str| Task {
+        node_id: node_id.into(),
+        ..task(id, "s1")
+    };
+    let ((), mut watch) = store.view_and_watch_node_tasks("n1", |_| ());
+    store
+        .apply(
+            2,
+            &[
+                StoreAction::CreateTask(on("t1", "n1")),
+                StoreAction::CreateTask(on("t2", "n2")),
+                StoreAction::CreateNode(node("n1")),
+            ],
+        )
+        .unwrap();
+    // Nothing for n1 in this batch: not even its commit.
+    store
+        .apply(3, &[StoreAction::CreateTask(on("t3", "n2"))])
+        .unwrap();
+    store
+        .apply(4, &[StoreAction::RemoveTask { id: "t1".into() }])
+        .unwrap();
+    store.restore(store.snapshot());
+    let mut got = Vec::new();
+    while let Ok(e) = watch.try_recv() {
+        got.push(e);
+    }
+    assert!(matches!(&got[0], Event::Created(Object::Task(t)) if t.id == "t1"));
+    assert_eq!(got[1], Event::Commit(2));
+    assert!(matches!(&got[2], Event::Removed(Object::Task(t)) if t.id == "t1"));
+    assert_eq!(got[3], Event::Commit(4));
+    assert_eq!(got[4], Event::Reset);
+    assert_eq!(got.len(), 5);
+}
