@@ -52,6 +52,31 @@ fn import_test_image(cluster: &Cluster) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// `service create --detach --name NAME --replicas N REST...` through the first
+/// manager.
+fn create(cluster: &Cluster, name: &str, replicas: u64, rest: &[&str]) -> anyhow::Result<()> {
+    let replicas = replicas.to_string();
+    let mut args = vec![
+        "service",
+        "create",
+        "--detach",
+        "--name",
+        name,
+        "--replicas",
+        &replicas,
+    ];
+    args.extend_from_slice(rest);
+    cluster.node(0).cli_ok(&args)?;
+    Ok(())
+}
+
+/// The index of the node a task runs on.
+fn node_of(cluster: &Cluster, task: &services::TaskView) -> anyhow::Result<usize> {
+    cluster
+        .index_of_name(&task.node)
+        .with_context(|| format!("unknown node {}", task.node))
+}
+
 /// Containers a node holds now.
 fn containers_on(cluster: &Cluster, index: usize) -> Vec<String> {
     std::fs::read_dir(cluster.node(index).data_dir().join("runtime/containers"))
@@ -69,24 +94,12 @@ fn a_replicated_service_runs_in_containers_and_leaves_nothing_behind() {
     with_cluster("containers", |cluster| {
         import_test_image(cluster)?;
         // The image has no command: the service gives one.
-        let out = cluster.node(0).cli(&[
-            "service",
-            "create",
-            "--detach",
-            "--name",
+        create(
+            cluster,
             "echo",
-            "--replicas",
-            "3",
-            "testimg:1",
-            "/bin/testimg",
-            "serve",
-            "8080",
-        ])?;
-        ensure!(
-            out.status.success(),
-            "create failed: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
+            3,
+            &["testimg:1", "/bin/testimg", "serve", "8080"],
+        )?;
         let tasks = services::wait_converged(cluster, 0, "echo", 3, CONVERGE, |_| Ok(()))?;
         let ids: Vec<String> = tasks.iter().map(|t| t.id.clone()).collect();
 
@@ -128,28 +141,21 @@ fn a_replicated_service_runs_in_containers_and_leaves_nothing_behind() {
 fn an_oom_kill_is_reported_with_the_limit() {
     with_cluster("oom", |cluster| {
         import_test_image(cluster)?;
-        let out = cluster.node(0).cli(&[
-            "service",
-            "create",
-            "--detach",
-            "--name",
+        create(
+            cluster,
             "hog",
-            "--replicas",
-            "1",
-            "--limit-memory",
-            "16MiB",
-            "--restart-condition",
-            "none",
-            "testimg:1",
-            "/bin/testimg",
-            "alloc",
-            "64",
-        ])?;
-        ensure!(
-            out.status.success(),
-            "create failed: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
+            1,
+            &[
+                "--limit-memory",
+                "16MiB",
+                "--restart-condition",
+                "none",
+                "testimg:1",
+                "/bin/testimg",
+                "alloc",
+                "64",
+            ],
+        )?;
         wait_until(CONVERGE, "the task failed by OOM", || {
             let tasks = services::tasks(cluster, 0, "hog").map_err(|e| format!("{e:#}"))?;
             match tasks.iter().find(|t| t.state == "failed") {
@@ -165,21 +171,7 @@ fn an_oom_kill_is_reported_with_the_limit() {
 #[test]
 fn a_missing_image_rejects_the_task() {
     with_cluster("missing image", |cluster| {
-        let out = cluster.node(0).cli(&[
-            "service",
-            "create",
-            "--detach",
-            "--name",
-            "ghost",
-            "--replicas",
-            "1",
-            "nosuch:1",
-        ])?;
-        ensure!(
-            out.status.success(),
-            "create failed: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
+        create(cluster, "ghost", 1, &["nosuch:1"])?;
         wait_until(CONVERGE, "a rejected task saying why", || {
             let tasks = services::tasks(cluster, 0, "ghost").map_err(|e| format!("{e:#}"))?;
             match tasks.iter().find(|t| t.state == "rejected") {
@@ -195,29 +187,22 @@ fn a_missing_image_rejects_the_task() {
 fn a_named_volume_outlives_its_task_and_is_removed_once_unused() {
     with_cluster("volumes", |cluster| {
         import_test_image(cluster)?;
-        let out = cluster.node(0).cli(&[
-            "service",
-            "create",
-            "--detach",
-            "--name",
+        create(
+            cluster,
             "writer",
-            "--replicas",
-            "1",
-            "--restart-condition",
-            "none",
-            "--mount",
-            "type=volume,source=data,target=/data",
-            "testimg:1",
-            "/bin/testimg",
-            "write",
-            "/data/hello",
-            "world",
-        ])?;
-        ensure!(
-            out.status.success(),
-            "create failed: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
+            1,
+            &[
+                "--restart-condition",
+                "none",
+                "--mount",
+                "type=volume, source=data, target=/data",
+                "testimg:1",
+                "/bin/testimg",
+                "write",
+                "/data/hello",
+                "world",
+            ],
+        )?;
         let task = wait_until(CONVERGE, "the writer finished", || {
             let tasks = services::tasks(cluster, 0, "writer").map_err(|e| format!("{e:#}"))?;
             match tasks.iter().find(|t| t.state == "complete") {
@@ -225,9 +210,7 @@ fn a_named_volume_outlives_its_task_and_is_removed_once_unused() {
                 None => Err(format!("{tasks:?}")),
             }
         })?;
-        let index = cluster
-            .index_of_name(&task.node)
-            .with_context(|| format!("unknown node {}", task.node))?;
+        let index = node_of(cluster, &task)?;
         let node = cluster.node(index);
         let volumes = node.cli_json(&["volume", "ls"])?;
         ensure!(
@@ -282,31 +265,22 @@ fn container_pid(cluster: &Cluster, index: usize, task: &str) -> anyhow::Result<
 fn a_daemon_restart_keeps_its_containers_running() {
     with_cluster("live restore", |cluster| {
         import_test_image(cluster)?;
-        let out = cluster.node(0).cli(&[
-            "service",
-            "create",
-            "--detach",
-            "--name",
+        create(
+            cluster,
             "keep",
-            "--replicas",
-            "2",
-            "--constraint",
-            "node.role==worker",
-            "testimg:1",
-            "/bin/testimg",
-            "sleep",
-            "600",
-        ])?;
-        ensure!(
-            out.status.success(),
-            "create failed: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
+            2,
+            &[
+                "--constraint",
+                "node.role==worker",
+                "testimg:1",
+                "/bin/testimg",
+                "sleep",
+                "600",
+            ],
+        )?;
         let tasks = services::wait_converged(cluster, 0, "keep", 2, CONVERGE, |_| Ok(()))?;
         let task = &tasks[0];
-        let index = cluster
-            .index_of_name(&task.node)
-            .with_context(|| format!("unknown node {}", task.node))?;
+        let index = node_of(cluster, task)?;
         let pid = container_pid(cluster, index, &task.id)?;
 
         let node = cluster.node_mut(index);
@@ -339,28 +313,14 @@ fn remapped_nodes_run_container_root_as_an_unprivileged_host_user() {
     const MAP: &str = "1700000:1700000:65536";
     with_cluster_flags("userns", &["--userns-remap", MAP], |cluster| {
         import_test_image(cluster)?;
-        let out = cluster.node(0).cli(&[
-            "service",
-            "create",
-            "--detach",
-            "--name",
+        create(
+            cluster,
             "mapped",
-            "--replicas",
-            "1",
-            "testimg:1",
-            "/bin/testimg",
-            "sleep",
-            "600",
-        ])?;
-        ensure!(
-            out.status.success(),
-            "create failed: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
+            1,
+            &["testimg:1", "/bin/testimg", "sleep", "600"],
+        )?;
         let tasks = services::wait_converged(cluster, 0, "mapped", 1, CONVERGE, |_| Ok(()))?;
-        let index = cluster
-            .index_of_name(&tasks[0].node)
-            .with_context(|| format!("unknown node {}", tasks[0].node))?;
+        let index = node_of(cluster, &tasks[0])?;
         let pid = container_pid(cluster, index, &tasks[0].id)?;
         let status = std::fs::read_to_string(format!("/proc/{pid}/status"))?;
         let uid = status
@@ -382,32 +342,23 @@ fn remapped_nodes_run_container_root_as_an_unprivileged_host_user() {
 fn a_daemon_removes_containers_of_tasks_removed_while_it_was_down() {
     with_cluster("leftovers", |cluster| {
         import_test_image(cluster)?;
-        let out = cluster.node(0).cli(&[
-            "service",
-            "create",
-            "--detach",
-            "--name",
+        create(
+            cluster,
             "gone",
-            "--replicas",
-            "1",
-            "--constraint",
-            "node.role==worker",
-            "--stop-grace-period",
-            "1s",
-            "testimg:1",
-            "/bin/testimg",
-            "sleep",
-            "600",
-        ])?;
-        ensure!(
-            out.status.success(),
-            "create failed: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
+            1,
+            &[
+                "--constraint",
+                "node.role==worker",
+                "--stop-grace-period",
+                "1s",
+                "testimg:1",
+                "/bin/testimg",
+                "sleep",
+                "600",
+            ],
+        )?;
         let tasks = services::wait_converged(cluster, 0, "gone", 1, CONVERGE, |_| Ok(()))?;
-        let index = cluster
-            .index_of_name(&tasks[0].node)
-            .with_context(|| format!("unknown node {}", tasks[0].node))?;
+        let index = node_of(cluster, &tasks[0])?;
         let pid = container_pid(cluster, index, &tasks[0].id)?;
 
         cluster.node_mut(index).sigterm()?;
