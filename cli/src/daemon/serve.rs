@@ -136,6 +136,7 @@ fn start_session(
             let Some(SessionState {
                 managers,
                 desired_role,
+                ..
             }) = states.borrow_and_update().clone()
             else {
                 continue;

@@ -297,6 +297,7 @@ impl Runner {
             message: message.to_string(),
             err,
             exit_code,
+            address: self.status.address.clone(),
         };
         *lock(&self.shared) = self.status.clone();
         if state >= TaskState::Running {
