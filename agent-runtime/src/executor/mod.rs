@@ -23,6 +23,7 @@ use crate::container::Runtime;
 use crate::exec::{Controller, ExecError, Executor, LogLines, LogOptions, task_image};
 use crate::idmap::IdMap;
 use crate::image::ImageStore;
+use crate::network::TaskNetwork;
 use crate::source::ImageSource;
 
 /// Runs a node's tasks as containers.
@@ -41,7 +42,13 @@ pub(crate) struct Shared {
     pub source: Arc<dyn ImageSource>,
     /// The node's user namespace mapping (`--userns-remap`), if any.
     pub id_map: Option<IdMap>,
+    /// The node's task network, when tasks get one.
+    pub network: Option<NetworkHandle>,
 }
+
+/// The node's task network as the daemon learns it: `None` until the node knows
+/// its subnet.
+pub type NetworkHandle = tokio::sync::watch::Receiver<Option<Arc<TaskNetwork>>>;
 
 impl ContainerExecutor {
     /// An executor running containers with `runtime` from images in `images`,
@@ -57,6 +64,7 @@ impl ContainerExecutor {
                 images,
                 source,
                 id_map: None,
+                network: None,
             }),
         }
     }
@@ -70,6 +78,21 @@ impl ContainerExecutor {
                 images: self.shared.images.clone(),
                 source: self.shared.source.clone(),
                 id_map,
+                network: self.shared.network.clone(),
+            }),
+        }
+    }
+
+    /// The same executor giving each task an address and a namespace of its own
+    /// on the node's task network, once `network` holds one.
+    pub fn with_network(self, network: NetworkHandle) -> ContainerExecutor {
+        ContainerExecutor {
+            shared: Arc::new(Shared {
+                runtime: self.shared.runtime.clone(),
+                images: self.shared.images.clone(),
+                source: self.shared.source.clone(),
+                id_map: self.shared.id_map,
+                network: Some(network),
             }),
         }
     }

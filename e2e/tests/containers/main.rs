@@ -429,3 +429,104 @@ fn a_daemon_removes_containers_of_tasks_removed_while_it_was_down() {
         Ok(())
     });
 }
+
+#[test]
+fn tasks_on_different_nodes_reach_each_other_over_the_overlay() {
+    with_cluster("overlay", |cluster| {
+        import_test_image(cluster)?;
+        let create = |args: &[&str]| -> anyhow::Result<()> {
+            let mut argv = vec!["service", "create", "--detach"];
+            argv.extend_from_slice(args);
+            let out = cluster.node(0).cli(&argv)?;
+            ensure!(
+                out.status.success(),
+                "create failed: {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+            Ok(())
+        };
+        create(&[
+            "--name",
+            "web",
+            "--replicas",
+            "2",
+            "--replicas-max-per-node",
+            "1",
+            "--constraint",
+            "node.role==worker",
+            "testimg:1",
+            "/bin/testimg",
+            "serve",
+            "8080",
+        ])?;
+        let all = services::wait_converged(cluster, 0, "web", 2, CONVERGE, |tasks| {
+            if services::running(tasks)
+                .iter()
+                .all(|t| !t.address.is_empty())
+            {
+                Ok(())
+            } else {
+                Err(format!("a task has no address yet: {tasks:?}"))
+            }
+        })?;
+        let tasks: Vec<&services::TaskView> = services::running(&all);
+        let subnets: Vec<String> = tasks
+            .iter()
+            .map(|t| {
+                let octets: Vec<&str> = t.address.split('.').collect();
+                octets[..3].join(".")
+            })
+            .collect();
+        ensure!(
+            tasks
+                .iter()
+                .all(|t| t.address.starts_with("10.231.") && !t.address.starts_with("10.231.0.")),
+            "worker tasks outside the workers' subnets of the default pool: {tasks:?}"
+        );
+        ensure!(
+            subnets[0] != subnets[1],
+            "both tasks in one subnet: {tasks:?}"
+        );
+
+        // The manager's task asks both workers' tasks, across the overlay.
+        let targets: Vec<String> = tasks
+            .iter()
+            .map(|t| format!("{}:8080", t.address))
+            .collect();
+        let mut args = vec![
+            "--name",
+            "client",
+            "--replicas",
+            "1",
+            "--restart-condition",
+            "none",
+            "--constraint",
+            "node.role==manager",
+            "testimg:1",
+            "/bin/testimg",
+            "get",
+        ];
+        args.extend(targets.iter().map(String::as_str));
+        create(&args)?;
+        let expected: Vec<String> = tasks
+            .iter()
+            .map(|t| format!("{}:8080 {}", t.address, &t.id[..12]))
+            .collect();
+        wait_until(CONVERGE, "the client's replies from both tasks", || {
+            let logs = cluster
+                .node(0)
+                .cli_ok(&["service", "logs", "client"])
+                .map_err(|e| e.to_string())?;
+            let missing: Vec<&String> = expected
+                .iter()
+                .filter(|line| !logs.lines().any(|l| l.ends_with(line.as_str())))
+                .collect();
+            if missing.is_empty() {
+                Ok(())
+            } else {
+                Err(format!("missing {missing:?} in logs: {logs}"))
+            }
+        })?;
+        Ok(())
+    });
+}
