@@ -510,7 +510,8 @@ fn tasks_on_different_nodes_reach_each_other_over_the_overlay() {
         create(&args)?;
         let expected: Vec<String> = tasks
             .iter()
-            .map(|t| format!("{}:8080 {}", t.address, &t.id[..12]))
+            // A task's hostname is `SERVICE.SLOT`.
+            .map(|t| format!("{}:8080 web.{}", t.address, t.slot))
             .collect();
         wait_until(CONVERGE, "the client's replies from both tasks", || {
             let logs = cluster
