@@ -24,7 +24,12 @@ use crate::exec::{Controller, ExecError, Executor, LogLines, LogOptions, task_im
 use crate::idmap::IdMap;
 use crate::image::ImageStore;
 use crate::network::TaskNetwork;
+use crate::network::tasks::{address_dir, recorded_tasks};
 use crate::source::ImageSource;
+
+/// How long the start-up cleanup waits for the node network to free the
+/// addresses of tasks that no longer exist.
+const CLEANUP_NETWORK_WAIT: std::time::Duration = std::time::Duration::from_secs(60);
 
 /// Runs a node's tasks as containers.
 #[derive(Clone)]
@@ -115,6 +120,11 @@ impl Executor for ContainerExecutor {
 
     fn cleanup(&self, keep: std::collections::HashSet<String>) {
         let runtime = self.shared.runtime.clone();
+        let network = self.shared.network.clone();
+        let stale: Vec<String> = recorded_tasks(&address_dir(runtime.root()))
+            .into_iter()
+            .filter(|id| !keep.contains(id))
+            .collect();
         tokio::spawn(async move {
             match runtime.cleanup_orphans(&keep).await {
                 Ok(removed) if !removed.is_empty() => {
@@ -122,6 +132,27 @@ impl Executor for ContainerExecutor {
                 }
                 Ok(_) => {}
                 Err(err) => tracing::warn!(error = %err, "cleaning up old containers failed"),
+            }
+            // Their containers are gone: free their addresses and namespaces too,
+            // once the daemon knows the node network again. Only the tasks
+            // recorded now: any attached later belongs to a live assignment.
+            let (Some(mut network), false) = (network, stale.is_empty()) else {
+                return;
+            };
+            let wait = async { network.wait_for(Option::is_some).await.map(|n| n.clone()) };
+            let Ok(Ok(Some(net))) = tokio::time::timeout(CLEANUP_NETWORK_WAIT, wait).await else {
+                tracing::warn!(tasks = ?stale, "the node network is unknown: old task addresses stay held");
+                return;
+            };
+            for id in &stale {
+                match net.detach(id).await {
+                    Ok(()) => {
+                        tracing::info!(task.id = %id, "freed the network of a task that no longer exists")
+                    }
+                    Err(err) => {
+                        tracing::warn!(task.id = %id, error = %err, "cannot free an old task's network")
+                    }
+                }
             }
         });
     }

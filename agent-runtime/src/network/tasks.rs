@@ -96,6 +96,23 @@ impl TaskNetwork {
     }
 }
 
+/// The task address directory under a runtime's state directory.
+pub fn address_dir(runtime_root: &Path) -> PathBuf {
+    runtime_root.join("network")
+}
+
+/// The tasks holding an address recorded in `dir` (an [`address_dir`]).
+pub fn recorded_tasks(dir: &Path) -> Vec<String> {
+    fs::read_dir(dir)
+        .map(|entries| {
+            entries
+                .filter_map(Result::ok)
+                .filter_map(|e| e.file_name().into_string().ok())
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
 fn read_address(path: &Path) -> Option<Ipv4Addr> {
     fs::read_to_string(path).ok()?.trim().parse().ok()
 }

@@ -132,7 +132,7 @@ fn start_session(
         tokio::spawn(super::network::follow(
             states.clone(),
             record.advertise.ip(),
-            dir.runtime().join("network"),
+            rswarm_agent_runtime::network::tasks::address_dir(&dir.runtime()),
             network.clone(),
         ));
     }

@@ -64,6 +64,18 @@ fn containers_on(cluster: &Cluster, index: usize) -> Vec<String> {
         .unwrap_or_default()
 }
 
+/// Tasks holding an address of a node's task network now.
+fn addresses_on(cluster: &Cluster, index: usize) -> Vec<String> {
+    std::fs::read_dir(cluster.node(index).data_dir().join("runtime/network"))
+        .map(|entries| {
+            entries
+                .flatten()
+                .map(|e| e.file_name().to_string_lossy().into_owned())
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
 #[test]
 fn a_replicated_service_runs_in_containers_and_leaves_nothing_behind() {
     with_cluster("containers", |cluster| {
@@ -102,7 +114,7 @@ fn a_replicated_service_runs_in_containers_and_leaves_nothing_behind() {
         cluster.node(0).cli_ok(&["service", "rm", "echo"])?;
         wait_until(CONVERGE, "every container removed", || {
             let left: Vec<String> = (0..3)
-                .flat_map(|i| containers_on(cluster, i))
+                .flat_map(|i| [containers_on(cluster, i), addresses_on(cluster, i)].concat())
                 .filter(|c| ids.contains(c))
                 .collect();
             if left.is_empty() {
@@ -417,15 +429,22 @@ fn a_daemon_removes_containers_of_tasks_removed_while_it_was_down() {
             "the container went while its daemon was down"
         );
         cluster.node_mut(index).start_daemon()?;
-        wait_until(CONVERGE, "the leftover container removed", || {
-            let left = containers_on(cluster, index);
-            let alive = std::path::Path::new(&format!("/proc/{pid}")).exists();
-            if left.is_empty() && !alive {
-                Ok(())
-            } else {
-                Err(format!("containers {left:?}, process alive: {alive}"))
-            }
-        })?;
+        wait_until(
+            CONVERGE,
+            "the leftover container and its address removed",
+            || {
+                let left = containers_on(cluster, index);
+                let alive = std::path::Path::new(&format!("/proc/{pid}")).exists();
+                let addresses = addresses_on(cluster, index);
+                if left.is_empty() && !alive && addresses.is_empty() {
+                    Ok(())
+                } else {
+                    Err(format!(
+                        "containers {left:?}, process alive: {alive}, addresses held by {addresses:?}"
+                    ))
+                }
+            },
+        )?;
         Ok(())
     });
 }
