@@ -547,6 +547,45 @@ fn tasks_on_different_nodes_reach_each_other_over_the_overlay() {
                 Err(format!("missing {missing:?} in logs: {logs}"))
             }
         })?;
+
+        // The overlay follows the node list: a worker marked down loses its route
+        // on the manager's node, and gets it back once it is up again.
+        let worker = cluster
+            .index_of_name(&tasks[0].node)
+            .with_context(|| format!("unknown node {}", tasks[0].node))?;
+        let subnet = format!("{}.0/24", subnets[0]);
+        let has_route = |cluster: &Cluster| -> anyhow::Result<bool> {
+            let routes = rswarm_e2e::network::ip(&[
+                "-n",
+                cluster.node(0).netns_name(),
+                "route",
+                "show",
+                "proto",
+                "114",
+            ])?;
+            Ok(routes.lines().any(|l| l.starts_with(&subnet)))
+        };
+        ensure!(has_route(cluster)?, "no route to {subnet} on the manager");
+        cluster.node_mut(worker).sigterm()?;
+        wait_until(
+            CONVERGE,
+            "the stopped worker's route removed",
+            || match has_route(cluster) {
+                Ok(false) => Ok(()),
+                Ok(true) => Err(format!("still a route to {subnet}")),
+                Err(e) => Err(e.to_string()),
+            },
+        )?;
+        cluster.node_mut(worker).start_daemon()?;
+        wait_until(
+            CONVERGE,
+            "the restarted worker's route back",
+            || match has_route(cluster) {
+                Ok(true) => Ok(()),
+                Ok(false) => Err(format!("no route to {subnet}")),
+                Err(e) => Err(e.to_string()),
+            },
+        )?;
         Ok(())
     });
 }
