@@ -110,6 +110,12 @@ pub trait Controller: Send + Sync {
     /// runs), the container, its root filesystem and its network. After `remove`,
     /// nothing of the task is left and the controller must not be used again.
     async fn remove(&self) -> Result<(), ExecError>;
+
+    /// The task's address on the node's task network once prepared (for its
+    /// status); empty when it has none.
+    async fn address(&self) -> String {
+        String::new()
+    }
 }
 
 /// How a task's process exited.

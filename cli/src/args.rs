@@ -252,6 +252,17 @@ pub struct InitArgs {
     /// Raft timing.
     #[command(flatten)]
     pub raft: RaftArgs,
+    /// The IPv4 pool the nodes' task subnets are cut from, one /24 per node
+    /// (prefix length 8 to 24).
+    #[arg(long, value_name = "CIDR", default_value = rswarm_manager::network::DEFAULT_POOL,
+          value_parser = parse_pool)]
+    pub pool: String,
+}
+
+fn parse_pool(s: &str) -> Result<String, String> {
+    rswarm_manager::network::parse_pool(s)
+        .map(|p| p.to_string())
+        .map_err(|e| e.to_string())
 }
 
 /// `rswarm join`.

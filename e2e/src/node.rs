@@ -412,6 +412,11 @@ impl Node {
         })
     }
 
+    /// The name of the node's network namespace (for `ip -n NAME ...`).
+    pub fn netns_name(&self) -> &str {
+        &self.netns
+    }
+
     /// `rswarm ARGS` inside the node's namespace (for TCP clients and joins).
     pub fn exec_in_netns<S: AsRef<std::ffi::OsStr>>(
         &self,

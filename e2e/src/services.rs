@@ -26,6 +26,8 @@ pub struct TaskView {
     pub state: String,
     /// Why it failed or waits; empty if nothing went wrong.
     pub error: String,
+    /// Its address on the task network; empty without one.
+    pub address: String,
 }
 
 impl TaskView {
@@ -69,6 +71,7 @@ fn task_view(row: &Value, names: &HashMap<String, String>) -> anyhow::Result<Tas
         desired_state: text("desired_state")?,
         state: text("state")?,
         error: text("error")?,
+        address: row["address"].as_str().unwrap_or_default().to_string(),
     })
 }
 

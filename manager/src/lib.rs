@@ -12,6 +12,7 @@
 //! - [`scheduler`]: the placement decision: which node each pending task goes to.
 //! - [`images`]: image import, records, replication between managers, blob serving.
 //! - [`logs`]: task logs gathered from the nodes through the leader.
+//! - [`network`]: the task network pool, node subnets and overlay peers.
 //! - [`leading`]: running the leader-only loops (orchestrator, scheduler).
 //! - [`node`]: a running manager: Raft plus its services on one mTLS listener.
 #![forbid(unsafe_code)]
@@ -22,6 +23,7 @@ pub mod dispatcher;
 pub mod images;
 pub mod leading;
 pub mod logs;
+pub mod network;
 pub mod node;
 pub mod nodeca;
 pub mod orchestrator;

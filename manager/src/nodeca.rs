@@ -121,6 +121,8 @@ impl<P: Proposer + 'static, R: RaftView> NodeCaService<P, R> {
                 addr: req.advertise_addr.clone(),
             }),
             manager_status,
+            // Allocated at its first heartbeat.
+            network: None,
         };
         Ok((node, cert_pem, cluster.id, role))
     }

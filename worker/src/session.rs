@@ -10,7 +10,7 @@ use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
 use rswarm_proto::api::dispatcher_client::DispatcherClient;
-use rswarm_proto::api::{HeartbeatRequest, NodeDescription, NodeRole};
+use rswarm_proto::api::{HeartbeatRequest, NetworkPeer, NodeDescription, NodeRole};
 use rswarm_proto::tls::{Identity, node_channel};
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
@@ -35,6 +35,10 @@ pub struct SessionState {
     pub managers: Vec<String>,
     /// The role the managers want this node to have.
     pub desired_role: NodeRole,
+    /// This node's task subnet (`10.231.3.0/24`); empty until allocated.
+    pub subnet: String,
+    /// The other nodes of the task network's overlay.
+    pub peers: Vec<NetworkPeer>,
 }
 
 /// A node's dispatcher session.
@@ -169,6 +173,8 @@ impl Session {
                     self.state.send_replace(Some(SessionState {
                         managers: resp.manager_addrs,
                         desired_role,
+                        subnet: resp.subnet,
+                        peers: resp.peers,
                     }));
                     Duration::from_millis(resp.period_ms.clamp(100, 60_000))
                 }

@@ -15,7 +15,7 @@ use nix::sys::signal::{SigSet, SigmaskHow, Signal, sigprocmask};
 
 const USAGE: &str = "usage: testimg pid|hostname|ps|sleep SECS|exit CODE [AFTER_SECS]|alloc MIB|fork N|spin MS|\
 trap-term MS|ignore-term|env|id|cat FILE|write FILE TEXT|ls DIR|owner PATH...|rm FILE|readlink PATH|echo TEXT...|echo-err TEXT...|\
-lines N|serve PORT";
+lines N|serve PORT|get ADDR:PORT...";
 
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
@@ -70,6 +70,7 @@ fn run(cmd: &str, rest: &[String]) -> Res {
         "echo-err" => eprintln!("{}", rest.join(" ")),
         "lines" => lines(arg(rest, 0)?.parse()?)?,
         "serve" => serve(arg(rest, 0)?.parse()?)?,
+        "get" => get(rest)?,
         _ => {
             eprintln!("unknown command {cmd}; {USAGE}");
             return Ok(2);
@@ -235,4 +236,40 @@ fn serve(port: u16) -> Result<(), std::io::Error> {
         );
     }
     Ok(())
+}
+
+/// Asks each `ADDR:PORT` (a `serve`) for its reply, retrying for up to a minute
+/// while the network comes up, and prints `ADDR:PORT REPLY-BODY` for each.
+fn get(addrs: &[String]) -> Result<(), Box<dyn std::error::Error>> {
+    if addrs.is_empty() {
+        return Err(format!("missing ADDR:PORT; {USAGE}").into());
+    }
+    for addr in addrs {
+        let deadline = Instant::now() + Duration::from_secs(60);
+        let reply = loop {
+            match fetch(addr) {
+                Ok(reply) => break reply,
+                Err(err) if Instant::now() >= deadline => {
+                    return Err(format!("{addr}: {err}").into());
+                }
+                Err(_) => std::thread::sleep(Duration::from_millis(200)),
+            }
+        };
+        let body = reply.split("\r\n\r\n").nth(1).unwrap_or_default().trim();
+        println!("{addr} {body}");
+    }
+    std::io::stdout().flush()?;
+    Ok(())
+}
+
+fn fetch(addr: &str) -> Result<String, std::io::Error> {
+    let addr: std::net::SocketAddr = addr
+        .parse()
+        .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidInput, e))?;
+    let mut stream = std::net::TcpStream::connect_timeout(&addr, Duration::from_secs(2))?;
+    stream.set_read_timeout(Some(Duration::from_secs(5)))?;
+    stream.write_all(b"GET / HTTP/1.0\r\n\r\n")?;
+    let mut reply = String::new();
+    stream.read_to_string(&mut reply)?;
+    Ok(reply)
 }

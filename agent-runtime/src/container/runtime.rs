@@ -113,6 +113,11 @@ impl Runtime {
         &self.layout
     }
 
+    /// The runtime's state directory.
+    pub fn root(&self) -> &Path {
+        &self.root
+    }
+
     /// The state directory of container `id`.
     pub fn container_dir(&self, id: &str) -> PathBuf {
         self.root.join("containers").join(id)

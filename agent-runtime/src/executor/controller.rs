@@ -6,15 +6,19 @@ use std::time::Duration;
 use async_trait::async_trait;
 use rswarm_proto::api::Task;
 use rswarm_proto::validate::normalize_image_name;
-use tracing::{debug, info};
+use tracing::{debug, info, warn};
 
 use super::Shared;
 use super::spec::{Inputs, container_config, exit_status};
 use crate::cgroup::Limits;
-use crate::container::{ContainerError, ContainerState};
+use crate::container::{ContainerError, ContainerState, NetworkMode};
 use crate::exec::{Controller, ExecError, ExitStatus, task_image};
 use crate::image::{Digest, Image, ImageError};
+use crate::network::TaskNetwork;
 use crate::source::{BlobSink, SourceError};
+
+/// How long `prepare` waits for the daemon to learn the node's task network.
+const NETWORK_WAIT: Duration = Duration::from_secs(10);
 
 /// The controller of one task; its container's id is the task id.
 pub(crate) struct ContainerController {
@@ -91,6 +95,25 @@ impl ContainerController {
         }
     }
 
+    /// The node's task network, waiting a moment for the daemon to learn it;
+    /// `None` when the node gives tasks no network or still has none.
+    async fn network(&self) -> Option<Arc<TaskNetwork>> {
+        let mut rx = self.shared.network.clone()?;
+        let ready = tokio::time::timeout(NETWORK_WAIT, rx.wait_for(Option::is_some)).await;
+        match ready {
+            Ok(Ok(net)) => net.clone(),
+            _ => {
+                warn!(task = %self.id(), "the node has no task network yet: the task gets none");
+                None
+            }
+        }
+    }
+
+    /// The node's task network if it is known now.
+    fn network_now(&self) -> Option<Arc<TaskNetwork>> {
+        self.shared.network.as_ref()?.borrow().clone()
+    }
+
     /// The limits the container was created with (for the OOM message).
     fn limits(&self) -> Limits {
         let path = self
@@ -141,7 +164,7 @@ impl Controller for ContainerController {
                 .map_err(|e| e.to_string())
         };
         let reference = task_image(&self.task)?;
-        let config = container_config(
+        let mut config = container_config(
             &self.task,
             Inputs {
                 image: reference,
@@ -151,13 +174,31 @@ impl Controller for ContainerController {
                 id_map,
             },
         )?;
-        self.shared
-            .runtime
-            .create(&config)
-            .await
-            .map_err(exec_err(ExecError::Prepare))?;
+        let network = self.network().await;
+        if let Some(net) = &network {
+            let (_, path) = net
+                .attach(self.id())
+                .await
+                .map_err(|e| ExecError::Prepare(format!("task network: {e}")))?;
+            config.network = NetworkMode::Join { path };
+        }
+        if let Err(err) = self.shared.runtime.create(&config).await {
+            if let Some(net) = &network
+                && let Err(detach) = net.detach(self.id()).await
+            {
+                warn!(task = %self.id(), error = %detach, "cannot free the task's network");
+            }
+            return Err(ExecError::Prepare(err.to_string()));
+        }
         info!(task = %self.id(), image = %reference, "container created");
         Ok(())
+    }
+
+    async fn address(&self) -> String {
+        self.network_now()
+            .and_then(|net| net.address(self.id()))
+            .map(|a| a.to_string())
+            .unwrap_or_default()
     }
 
     async fn start(&self) -> Result<(), ExecError> {
@@ -205,6 +246,11 @@ impl Controller for ContainerController {
             .remove(self.id())
             .await
             .map_err(exec_err(ExecError::Remove))?;
+        if let Some(net) = self.network_now() {
+            net.detach(self.id())
+                .await
+                .map_err(|e| ExecError::Remove(format!("task network: {e}")))?;
+        }
         debug!(task = %self.id(), "container removed");
         Ok(())
     }

@@ -23,7 +23,13 @@ use crate::container::Runtime;
 use crate::exec::{Controller, ExecError, Executor, LogLines, LogOptions, task_image};
 use crate::idmap::IdMap;
 use crate::image::ImageStore;
+use crate::network::TaskNetwork;
+use crate::network::tasks::{address_dir, recorded_tasks};
 use crate::source::ImageSource;
+
+/// How long the start-up cleanup waits for the node network to free the
+/// addresses of tasks that no longer exist.
+const CLEANUP_NETWORK_WAIT: std::time::Duration = std::time::Duration::from_secs(60);
 
 /// Runs a node's tasks as containers.
 #[derive(Clone)]
@@ -41,7 +47,13 @@ pub(crate) struct Shared {
     pub source: Arc<dyn ImageSource>,
     /// The node's user namespace mapping (`--userns-remap`), if any.
     pub id_map: Option<IdMap>,
+    /// The node's task network, when tasks get one.
+    pub network: Option<NetworkHandle>,
 }
+
+/// The node's task network as the daemon learns it: `None` until the node knows
+/// its subnet.
+pub type NetworkHandle = tokio::sync::watch::Receiver<Option<Arc<TaskNetwork>>>;
 
 impl ContainerExecutor {
     /// An executor running containers with `runtime` from images in `images`,
@@ -57,6 +69,7 @@ impl ContainerExecutor {
                 images,
                 source,
                 id_map: None,
+                network: None,
             }),
         }
     }
@@ -70,6 +83,21 @@ impl ContainerExecutor {
                 images: self.shared.images.clone(),
                 source: self.shared.source.clone(),
                 id_map,
+                network: self.shared.network.clone(),
+            }),
+        }
+    }
+
+    /// The same executor giving each task an address and a namespace of its own
+    /// on the node's task network, once `network` holds one.
+    pub fn with_network(self, network: NetworkHandle) -> ContainerExecutor {
+        ContainerExecutor {
+            shared: Arc::new(Shared {
+                runtime: self.shared.runtime.clone(),
+                images: self.shared.images.clone(),
+                source: self.shared.source.clone(),
+                id_map: self.shared.id_map,
+                network: Some(network),
             }),
         }
     }
@@ -92,6 +120,11 @@ impl Executor for ContainerExecutor {
 
     fn cleanup(&self, keep: std::collections::HashSet<String>) {
         let runtime = self.shared.runtime.clone();
+        let network = self.shared.network.clone();
+        let stale: Vec<String> = recorded_tasks(&address_dir(runtime.root()))
+            .into_iter()
+            .filter(|id| !keep.contains(id))
+            .collect();
         tokio::spawn(async move {
             match runtime.cleanup_orphans(&keep).await {
                 Ok(removed) if !removed.is_empty() => {
@@ -99,6 +132,27 @@ impl Executor for ContainerExecutor {
                 }
                 Ok(_) => {}
                 Err(err) => tracing::warn!(error = %err, "cleaning up old containers failed"),
+            }
+            // Their containers are gone: free their addresses and namespaces too,
+            // once the daemon knows the node network again. Only the tasks
+            // recorded now: any attached later belongs to a live assignment.
+            let (Some(mut network), false) = (network, stale.is_empty()) else {
+                return;
+            };
+            let wait = async { network.wait_for(Option::is_some).await.map(|n| n.clone()) };
+            let Ok(Ok(Some(net))) = tokio::time::timeout(CLEANUP_NETWORK_WAIT, wait).await else {
+                tracing::warn!(tasks = ?stale, "the node network is unknown: old task addresses stay held");
+                return;
+            };
+            for id in &stale {
+                match net.detach(id).await {
+                    Ok(()) => {
+                        tracing::info!(task.id = %id, "freed the network of a task that no longer exists")
+                    }
+                    Err(err) => {
+                        tracing::warn!(task.id = %id, error = %err, "cannot free an old task's network")
+                    }
+                }
             }
         });
     }

@@ -29,6 +29,11 @@ pub fn host_veth_name(key: &str) -> String {
     format!("{HOST_VETH_PREFIX}{}", short_hash(key))
 }
 
+/// The name of the namespace file made for the task `key`.
+fn task_netns_name(key: &str) -> String {
+    format!("task-{}", short_hash(key))
+}
+
 fn short_hash(key: &str) -> String {
     let digest = Sha256::digest(key.as_bytes());
     // 12 hex digits (48 bits) keep the name at 15 bytes.
@@ -236,8 +241,7 @@ impl NodeNetwork {
     /// and attaches it with `address`; a container joins it by the
     /// attachment's path, and `detach` deletes it.
     pub async fn attach_task(&self, key: &str, address: Ipv4Addr) -> Result<Attachment, NetError> {
-        let name = format!("task-{}", short_hash(key));
-        let path = create_netns(&self.config().netns_dir, &name)?;
+        let path = create_netns(&self.config().netns_dir, &task_netns_name(key))?;
         let out = self.attach_spec(key, path.clone(), address, true).await;
         if out.is_err() {
             let _ = delete_netns(&path);
@@ -271,6 +275,20 @@ impl NodeNetwork {
             owns_netns,
         };
         attach(self.handle(), &spec).await
+    }
+
+    /// The namespace file [`NodeNetwork::attach_task`] makes for the task `key`.
+    pub fn task_netns(&self, key: &str) -> PathBuf {
+        self.config().netns_dir.join(task_netns_name(key))
+    }
+
+    /// Removes what [`NodeNetwork::attach_task`] made for the task `key`
+    /// (knowing only the key, e.g. after a restart). Already gone is fine.
+    pub async fn detach_task(&self, key: &str) -> Result<(), NetError> {
+        if let Some(l) = nl::link_by_name(self.handle(), &host_veth_name(key)).await? {
+            nl::del_link(self.handle(), l.index, &l.name).await?;
+        }
+        delete_netns(&self.task_netns(key))
     }
 
     /// Removes a task's interface made by [`NodeNetwork::attach`] or

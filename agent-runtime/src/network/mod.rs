@@ -24,6 +24,7 @@
 //! - [`node`]: [`NodeNetwork`], desired state to kernel: bridge, VXLAN, peers.
 //! - [`attach`]: a task's veth, address and routes ([`Attachment`]).
 //! - [`netns`]: namespace files and running code inside a namespace.
+//! - [`tasks`]: [`TaskNetwork`], which address each task holds.
 //! - [`plan`]: what to add and remove for a peer list (pure, unit-tested).
 //! - `nl`: the netlink requests themselves.
 
@@ -32,6 +33,7 @@ pub mod cidr;
 pub mod netns;
 pub mod node;
 pub mod plan;
+pub mod tasks;
 
 mod nl;
 #[cfg(test)]
@@ -44,6 +46,7 @@ pub use attach::{AttachSpec, Attachment, host_veth_name};
 pub use cidr::Ipv4Net;
 pub use netns::{NETNS_DIR, create_netns, delete_netns, in_netns, run_in_netns};
 pub use node::{NodeNetwork, NodeNetworkConfig, Peer};
+pub use tasks::TaskNetwork;
 
 /// Errors of the network module.
 #[derive(Debug, thiserror::Error)]

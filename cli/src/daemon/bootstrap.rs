@@ -12,7 +12,7 @@ use rswarm_manager::store::StoreAction;
 use rswarm_proto::api::node_ca_client::NodeCaClient;
 use rswarm_proto::api::{
     Cluster, GetRootCaRequest, IssueNodeCertificateRequest, ManagerStatus, Meta, Node,
-    NodeAvailability, NodeRole, NodeSpec, NodeState, NodeStatus,
+    NodeAvailability, NodeNetwork, NodeRole, NodeSpec, NodeState, NodeStatus,
 };
 use rswarm_proto::tls::{
     Identity, JoinToken, Role, bootstrap_channel, new_key_and_csr, new_secret, node_channel,
@@ -166,6 +166,7 @@ pub async fn init(
             election_max_ms: args.raft.election_max_ms,
             snapshot_interval: RaftSettings::default().snapshot_every,
         }),
+        network_pool: args.pool.clone(),
     };
     let node = Node {
         id: node_id.clone(),
@@ -186,6 +187,9 @@ pub async fn init(
             raft_id,
             addr: advertise.to_string(),
         }),
+        network: Some(NodeNetwork {
+            subnet: first_subnet(&args.pool)?,
+        }),
     };
     raft.propose(vec![
         StoreAction::CreateCluster(cluster),
@@ -196,6 +200,13 @@ pub async fn init(
     .context("the store refused the cluster object")?;
     dir.save(&record)?;
     Ok((record, identity, raft))
+}
+
+/// The first node's subnet: the pool's lowest /24.
+fn first_subnet(pool: &str) -> anyhow::Result<String> {
+    let pool = rswarm_manager::network::parse_pool(pool)?;
+    rswarm_manager::network::free_subnet(&pool, [])
+        .ok_or_else(|| anyhow::anyhow!("the pool {pool} holds no /24"))
 }
 
 fn rand_raft_id() -> u64 {

@@ -93,22 +93,27 @@ pub fn for_node(
             if let Some(map) = &id_map {
                 tracing::info!(map = %map, "containers run in user namespaces");
             }
+            let (network, network_rx) = tokio::sync::watch::channel(None);
             Ok(NodeExecutor {
                 executor: Arc::new(
                     ContainerExecutor::new(runtime.clone(), images.clone(), source)
-                        .with_id_map(id_map),
+                        .with_id_map(id_map)
+                        .with_network(network_rx),
                 ),
                 containers: Some(runtime),
+                network: Some(network),
             })
         }
         #[cfg(feature = "fake-executor")]
         "fake" => Ok(NodeExecutor {
             executor: Arc::new(super::fake_image::ByImage::new()),
             containers: None,
+            network: None,
         }),
         _ => Ok(NodeExecutor {
             executor: Arc::new(NoRuntime),
             containers: None,
+            network: None,
         }),
     }
 }
@@ -120,6 +125,9 @@ pub struct NodeExecutor {
     pub executor: Arc<dyn Executor>,
     /// The container runtime behind `executor`, if any.
     pub containers: Option<Arc<Runtime>>,
+    /// Where the node's task network is published for `executor` (containers
+    /// only).
+    pub network: Option<super::network::NetworkSender>,
 }
 
 /// An [`ImageSource`] set once the node's session with the managers exists (the

@@ -15,6 +15,7 @@ mod executor;
 #[cfg(any(test, feature = "fake-executor"))]
 mod fake_image;
 mod images;
+mod network;
 mod roles;
 mod serve;
 mod state;
@@ -103,6 +104,7 @@ async fn run_node(
     let node_executor = executor::for_node(&record, &dir.runtime(), &images, &source)?;
     let executor = node_executor.executor;
     let containers = node_executor.containers;
+    let network = node_executor.network;
     loop {
         let exit = if record.is_manager() {
             let member = match raft.take() {
@@ -114,6 +116,7 @@ async fn run_node(
                 images: &images,
                 source: &source,
                 containers: &containers,
+                network: &network,
             };
             serve::manager(&dir, &record, &identity, member, start, &stop, local).await?
         } else {
@@ -122,6 +125,7 @@ async fn run_node(
                 images: &images,
                 source: &source,
                 containers: &containers,
+                network: &network,
             };
             serve::worker(&dir, &record, &identity, &stop, local).await?
         };

@@ -32,6 +32,7 @@ use tracing::{error, info, warn};
 use super::bootstrap;
 use super::executor::LateSource;
 use super::images::StoreBackend;
+use super::network::NetworkSender;
 use super::state::{DataDir, NodeRecord};
 use super::system;
 
@@ -127,6 +128,14 @@ fn start_session(
         executor.clone(),
         shutdown.clone(),
     ));
+    if let Some(network) = local.network {
+        tokio::spawn(super::network::follow(
+            states.clone(),
+            record.advertise.ip(),
+            rswarm_agent_runtime::network::tasks::address_dir(&dir.runtime()),
+            network.clone(),
+        ));
+    }
     let session = tokio::spawn(session.run(shutdown.clone()));
     let dir = dir.clone();
     let mut saved = record.clone();
@@ -136,6 +145,7 @@ fn start_session(
             let Some(SessionState {
                 managers,
                 desired_role,
+                ..
             }) = states.borrow_and_update().clone()
             else {
                 continue;
@@ -170,6 +180,8 @@ pub struct Local<'a> {
     pub source: &'a Arc<LateSource>,
     /// The container runtime, when the node runs containers.
     pub containers: &'a Option<Arc<Runtime>>,
+    /// Where the node's task network is published, when tasks get one.
+    pub network: &'a Option<NetworkSender>,
 }
 
 impl Local<'_> {

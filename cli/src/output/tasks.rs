@@ -29,6 +29,8 @@ pub struct TaskRow {
     pub since: Option<String>,
     /// Why the task is pending or failed; empty if nothing went wrong.
     pub error: String,
+    /// The task's address on the task network; empty without one.
+    pub address: String,
     /// Unix milliseconds of the state change, for the table's "5 seconds ago".
     #[serde(skip)]
     pub since_ms: u64,
@@ -80,6 +82,7 @@ pub fn task_rows(tasks: &[Task], fallback_name: &str) -> Vec<TaskRow> {
                 state: names::task_state(status.state),
                 since: rfc3339(status.timestamp),
                 error: status.err,
+                address: status.address,
                 since_ms: status.timestamp,
                 history,
             }
@@ -243,7 +246,8 @@ mod tests {
             serde_json::to_value(&fixture()[2]).unwrap(),
             json!({"id": "t2-old", "name": "web.2", "slot": 2, "node": "n1",
                    "desired_state": "shutdown", "state": "failed",
-                   "since": "2026-01-01T00:00:00.5Z", "error": "exit code 1"})
+                   "since": "2026-01-01T00:00:00.5Z", "error": "exit code 1",
+                   "address": ""})
         );
     }
 

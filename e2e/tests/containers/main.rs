@@ -89,6 +89,18 @@ fn containers_on(cluster: &Cluster, index: usize) -> Vec<String> {
         .unwrap_or_default()
 }
 
+/// Tasks holding an address of a node's task network now.
+fn addresses_on(cluster: &Cluster, index: usize) -> Vec<String> {
+    std::fs::read_dir(cluster.node(index).data_dir().join("runtime/network"))
+        .map(|entries| {
+            entries
+                .flatten()
+                .map(|e| e.file_name().to_string_lossy().into_owned())
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
 #[test]
 fn a_replicated_service_runs_in_containers_and_leaves_nothing_behind() {
     with_cluster("containers", |cluster| {
@@ -115,7 +127,7 @@ fn a_replicated_service_runs_in_containers_and_leaves_nothing_behind() {
         cluster.node(0).cli_ok(&["service", "rm", "echo"])?;
         wait_until(CONVERGE, "every container removed", || {
             let left: Vec<String> = (0..3)
-                .flat_map(|i| containers_on(cluster, i))
+                .flat_map(|i| [containers_on(cluster, i), addresses_on(cluster, i)].concat())
                 .filter(|c| ids.contains(c))
                 .collect();
             if left.is_empty() {
@@ -368,15 +380,163 @@ fn a_daemon_removes_containers_of_tasks_removed_while_it_was_down() {
             "the container went while its daemon was down"
         );
         cluster.node_mut(index).start_daemon()?;
-        wait_until(CONVERGE, "the leftover container removed", || {
-            let left = containers_on(cluster, index);
-            let alive = std::path::Path::new(&format!("/proc/{pid}")).exists();
-            if left.is_empty() && !alive {
+        wait_until(
+            CONVERGE,
+            "the leftover container and its address removed",
+            || {
+                let left = containers_on(cluster, index);
+                let alive = std::path::Path::new(&format!("/proc/{pid}")).exists();
+                let addresses = addresses_on(cluster, index);
+                if left.is_empty() && !alive && addresses.is_empty() {
+                    Ok(())
+                } else {
+                    Err(format!(
+                        "containers {left:?}, process alive: {alive}, addresses held by {addresses:?}"
+                    ))
+                }
+            },
+        )?;
+        Ok(())
+    });
+}
+
+#[test]
+fn tasks_on_different_nodes_reach_each_other_over_the_overlay() {
+    with_cluster("overlay", |cluster| {
+        import_test_image(cluster)?;
+        let create = |args: &[&str]| -> anyhow::Result<()> {
+            let mut argv = vec!["service", "create", "--detach"];
+            argv.extend_from_slice(args);
+            let out = cluster.node(0).cli(&argv)?;
+            ensure!(
+                out.status.success(),
+                "create failed: {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+            Ok(())
+        };
+        create(&[
+            "--name",
+            "web",
+            "--replicas",
+            "2",
+            "--replicas-max-per-node",
+            "1",
+            "--constraint",
+            "node.role==worker",
+            "testimg:1",
+            "/bin/testimg",
+            "serve",
+            "8080",
+        ])?;
+        let all = services::wait_converged(cluster, 0, "web", 2, CONVERGE, |tasks| {
+            if services::running(tasks)
+                .iter()
+                .all(|t| !t.address.is_empty())
+            {
                 Ok(())
             } else {
-                Err(format!("containers {left:?}, process alive: {alive}"))
+                Err(format!("a task has no address yet: {tasks:?}"))
             }
         })?;
+        let tasks: Vec<&services::TaskView> = services::running(&all);
+        let subnets: Vec<String> = tasks
+            .iter()
+            .map(|t| {
+                let octets: Vec<&str> = t.address.split('.').collect();
+                octets[..3].join(".")
+            })
+            .collect();
+        ensure!(
+            tasks
+                .iter()
+                .all(|t| t.address.starts_with("10.231.") && !t.address.starts_with("10.231.0.")),
+            "worker tasks outside the workers' subnets of the default pool: {tasks:?}"
+        );
+        ensure!(
+            subnets[0] != subnets[1],
+            "both tasks in one subnet: {tasks:?}"
+        );
+
+        // The manager's task asks both workers' tasks, across the overlay.
+        let targets: Vec<String> = tasks
+            .iter()
+            .map(|t| format!("{}:8080", t.address))
+            .collect();
+        let mut args = vec![
+            "--name",
+            "client",
+            "--replicas",
+            "1",
+            "--restart-condition",
+            "none",
+            "--constraint",
+            "node.role==manager",
+            "testimg:1",
+            "/bin/testimg",
+            "get",
+        ];
+        args.extend(targets.iter().map(String::as_str));
+        create(&args)?;
+        let expected: Vec<String> = tasks
+            .iter()
+            // A task's hostname is `SERVICE.SLOT`.
+            .map(|t| format!("{}:8080 web.{}", t.address, t.slot))
+            .collect();
+        wait_until(CONVERGE, "the client's replies from both tasks", || {
+            let logs = cluster
+                .node(0)
+                .cli_ok(&["service", "logs", "client"])
+                .map_err(|e| e.to_string())?;
+            let missing: Vec<&String> = expected
+                .iter()
+                .filter(|line| !logs.lines().any(|l| l.ends_with(line.as_str())))
+                .collect();
+            if missing.is_empty() {
+                Ok(())
+            } else {
+                Err(format!("missing {missing:?} in logs: {logs}"))
+            }
+        })?;
+
+        // The overlay follows the node list: a worker marked down loses its route
+        // on the manager's node, and gets it back once it is up again.
+        let worker = cluster
+            .index_of_name(&tasks[0].node)
+            .with_context(|| format!("unknown node {}", tasks[0].node))?;
+        let subnet = format!("{}.0/24", subnets[0]);
+        let has_route = |cluster: &Cluster| -> anyhow::Result<bool> {
+            let routes = rswarm_e2e::network::ip(&[
+                "-n",
+                cluster.node(0).netns_name(),
+                "route",
+                "show",
+                "proto",
+                "114",
+            ])?;
+            Ok(routes.lines().any(|l| l.starts_with(&subnet)))
+        };
+        ensure!(has_route(cluster)?, "no route to {subnet} on the manager");
+        cluster.node_mut(worker).sigterm()?;
+        wait_until(
+            CONVERGE,
+            "the stopped worker's route removed",
+            || match has_route(cluster) {
+                Ok(false) => Ok(()),
+                Ok(true) => Err(format!("still a route to {subnet}")),
+                Err(e) => Err(e.to_string()),
+            },
+        )?;
+        cluster.node_mut(worker).start_daemon()?;
+        wait_until(
+            CONVERGE,
+            "the restarted worker's route back",
+            || match has_route(cluster) {
+                Ok(true) => Ok(()),
+                Ok(false) => Err(format!("no route to {subnet}")),
+                Err(e) => Err(e.to_string()),
+            },
+        )?;
         Ok(())
     });
 }

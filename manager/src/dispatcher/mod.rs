@@ -19,8 +19,9 @@ use std::time::{Duration, Instant};
 
 use rswarm_proto::api::dispatcher_server::Dispatcher;
 use rswarm_proto::api::{
-    AssignmentsMessage, AssignmentsRequest, HeartbeatRequest, HeartbeatResponse, NodeRole,
-    NodeState, NodeStatus, UpdateTaskStatusRequest, UpdateTaskStatusResponse,
+    AssignmentsMessage, AssignmentsRequest, HeartbeatRequest, HeartbeatResponse, NetworkPeer,
+    NodeNetwork, NodeRole, NodeState, NodeStatus, UpdateTaskStatusRequest,
+    UpdateTaskStatusResponse,
 };
 use tokio_stream::Stream;
 use tokio_stream::wrappers::ReceiverStream;
@@ -29,6 +30,7 @@ use tonic::{Request, Response, Status};
 use tracing::{info, warn};
 
 use crate::controlapi::{RaftView, manager_addrs, now_ms};
+use crate::network;
 use crate::store::{Proposer, Store, StoreAction, update};
 
 /// Heartbeats missed before a node is marked down.
@@ -231,7 +233,31 @@ impl<P: Proposer + 'static, R: RaftView> DispatcherService<P, R> {
                 && description
                     .as_ref()
                     .is_none_or(|d| Some(d) == node.description.as_ref());
-            if unchanged {
+            let mut actions = Vec::new();
+            // Only a live node gets a subnet, so a record of a node that never came
+            // up does not hold one.
+            if report.is_some()
+                && network::node_subnet(&node).is_none()
+                && let Some(cluster) = tx.cluster()
+                && !cluster.network_pool.is_empty()
+            {
+                match network::parse_pool(&cluster.network_pool) {
+                    Ok(pool) => match network::free_subnet(&pool, tx.nodes()) {
+                        Some(subnet) => {
+                            info!(node.id = %node_id, %subnet, "task subnet allocated");
+                            node.network = Some(NodeNetwork { subnet });
+                            // Rewriting the cluster object makes concurrent
+                            // allocations conflict on its version.
+                            actions.push(StoreAction::UpdateCluster(cluster.clone()));
+                        }
+                        None => {
+                            warn!(node.id = %node_id, pool = %cluster.network_pool, "the task network pool is full")
+                        }
+                    },
+                    Err(err) => warn!(%err, "the cluster's task network pool is unusable"),
+                }
+            }
+            if unchanged && actions.is_empty() {
                 return Ok(vec![]);
             }
             node.status = Some(NodeStatus {
@@ -243,7 +269,8 @@ impl<P: Proposer + 'static, R: RaftView> DispatcherService<P, R> {
                 node.description = Some(d);
             }
             node.meta.get_or_insert_default().updated_at = now_ms();
-            Ok::<_, crate::store::ProposeError>(vec![StoreAction::UpdateNode(node)])
+            actions.push(StoreAction::UpdateNode(node));
+            Ok::<_, crate::store::ProposeError>(actions)
         })
         .await
         .map_err(|e| Status::unavailable(e.to_string()))
@@ -364,11 +391,29 @@ impl<P: Proposer + 'static, R: RaftView> Dispatcher for DispatcherService<P, R> 
         if was != NodeState::Ready as i32 {
             info!(node.id = %peer.node_id, "node is ready");
         }
+        let (subnet, peers) = self.store.view(|tx| {
+            let subnet = tx
+                .node(&peer.node_id)
+                .and_then(network::node_subnet)
+                .unwrap_or_default()
+                .to_owned();
+            let peers = network::peers_of(&peer.node_id, tx.nodes())
+                .into_iter()
+                .map(|p| NetworkPeer {
+                    node_id: p.node_id,
+                    underlay: p.underlay,
+                    subnet: p.subnet,
+                })
+                .collect::<Vec<_>>();
+            (subnet, peers)
+        });
         let status = self.raft.status();
         Ok(Response::new(HeartbeatResponse {
             period_ms: self.period.as_millis() as u64,
             manager_addrs: manager_addrs(&status.voters, status.leader),
             desired_role: node.spec.as_ref().map_or(0, |s| s.desired_role),
+            subnet,
+            peers,
         }))
     }
 }

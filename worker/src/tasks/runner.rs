@@ -139,7 +139,10 @@ impl Runner {
     async fn step(&mut self, ctl: &dyn Controller, state: i32) {
         match next_state(state) {
             TaskState::Ready => match self.interruptible(ctl.prepare()).await {
-                Some(Ok(())) => self.report(TaskState::Ready, "prepared", String::new(), 0),
+                Some(Ok(())) => {
+                    self.status.address = ctl.address().await;
+                    self.report(TaskState::Ready, "prepared", String::new(), 0)
+                }
                 Some(Err(err)) => self.fail(&err),
                 None => {}
             },
@@ -297,6 +300,7 @@ impl Runner {
             message: message.to_string(),
             err,
             exit_code,
+            address: self.status.address.clone(),
         };
         *lock(&self.shared) = self.status.clone();
         if state >= TaskState::Running {

@@ -240,7 +240,7 @@ mod tests {
             value[0],
             json!({"id": "t1", "name": "web.1", "slot": 1, "node": "node-1",
                    "desired_state": "running", "state": "running",
-                   "since": "1970-01-01T00:00:02Z", "error": ""})
+                   "since": "1970-01-01T00:00:02Z", "error": "", "address": ""})
         );
         assert_eq!(fake.lock().task_queries[0].desired_state, "running");
     }
