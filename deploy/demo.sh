@@ -39,6 +39,9 @@ cleanup() {
             [ -d "$dir" ] && rmdir "$dir" 2>/dev/null
         done
     done
+    for ns in "$work"/*/runtime/netns/*; do
+        [ -e "$ns" ] && { umount -l "$ns" 2>/dev/null; rm -f "$ns"; }
+    done
     rm -rf "$work"
 }
 trap cleanup EXIT INT TERM

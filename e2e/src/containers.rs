@@ -22,6 +22,7 @@ pub fn test_image_tar(rswarm: &Path, out: &Path) -> anyhow::Result<()> {
 /// Removes every container under a node's data dir; returns their ids.
 pub fn remove_left(data_dir: &Path, rswarm: &Path) -> anyhow::Result<Vec<String>> {
     let root = data_dir.join("runtime");
+    remove_task_netns(&root)?;
     if !root.join("containers").is_dir() {
         return Ok(Vec::new());
     }
@@ -30,4 +31,17 @@ pub fn remove_left(data_dir: &Path, rswarm: &Path) -> anyhow::Result<Vec<String>
         .enable_all()
         .build()?;
     Ok(tokio.block_on(runtime.cleanup_orphans(&HashSet::new()))?)
+}
+
+/// Unmounts and removes the task network namespace files a node left (its tasks'
+/// containers are gone; a daemon would have detached them).
+fn remove_task_netns(runtime_root: &Path) -> anyhow::Result<()> {
+    let dir = runtime_root.join("netns");
+    let Ok(entries) = std::fs::read_dir(&dir) else {
+        return Ok(());
+    };
+    for entry in entries.flatten() {
+        rswarm_agent_runtime::network::delete_netns(&entry.path())?;
+    }
+    Ok(())
 }

@@ -66,7 +66,11 @@ async fn apply(
     let network = match current {
         Some(n) if n.network().config().subnet == subnet.trunc() => n,
         _ => {
-            let node = NodeNetwork::new(NodeNetworkConfig::new(underlay, subnet))?;
+            let mut config = NodeNetworkConfig::new(underlay, subnet);
+            // Per node, next to its addresses: several nodes may share a host
+            // (tests, the demo), and whoever removes a node's data finds them.
+            config.netns_dir = dir.with_file_name("netns");
+            let node = NodeNetwork::new(config)?;
             Arc::new(TaskNetwork::new(node, dir.to_path_buf()))
         }
     };
