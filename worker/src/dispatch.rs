@@ -48,8 +48,8 @@ impl Channels {
     }
 }
 
-/// Waits until a leader is known; None on shutdown.
-async fn leader(
+/// Waits until a leader is known; None on shutdown or when the session ends.
+pub(crate) async fn leader(
     leader: &mut watch::Receiver<Option<String>>,
     shutdown: &CancellationToken,
 ) -> Option<String> {

@@ -33,11 +33,9 @@ pub async fn serve(
 ) {
     let active: Arc<Mutex<HashMap<String, CancellationToken>>> = Arc::default();
     loop {
-        let addr = tokio::select! {
-            _ = shutdown.cancelled() => return,
-            addr = current_leader(&mut leader) => addr,
+        let Some(addr) = crate::dispatch::leader(&mut leader, &shutdown).await else {
+            return;
         };
-        let Some(addr) = addr else { return };
         let channel = match node_channel(&addr, &identity) {
             Ok(channel) => channel,
             Err(err) => {
@@ -92,16 +90,6 @@ pub async fn serve(
             });
         }
         tokio::time::sleep(RETRY).await;
-    }
-}
-
-/// The leader's address once one is known; None when the session has ended.
-async fn current_leader(leader: &mut watch::Receiver<Option<String>>) -> Option<String> {
-    loop {
-        if let Some(addr) = leader.borrow_and_update().clone() {
-            return Some(addr);
-        }
-        leader.changed().await.ok()?;
     }
 }
 

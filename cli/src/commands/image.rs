@@ -64,9 +64,8 @@ async fn import(
         let mut first = Some(name);
         let mut total = 0u64;
         loop {
-            let mut buf = vec![0u8; CHUNK];
-            let n = read_full(&mut reader, &mut buf)?;
-            buf.truncate(n);
+            let mut buf = Vec::with_capacity(CHUNK);
+            let n = (&mut reader).take(CHUNK as u64).read_to_end(&mut buf)?;
             total += n as u64;
             let last = n < CHUNK;
             if n > 0 || first.is_some() {
@@ -130,20 +129,6 @@ fn pack_layout(dir: &std::path::Path) -> anyhow::Result<std::fs::File> {
     }
     file.seek(std::io::SeekFrom::Start(0))?;
     Ok(file)
-}
-
-/// Reads until `buf` is full or the input ends.
-fn read_full(reader: &mut dyn Read, buf: &mut [u8]) -> std::io::Result<usize> {
-    let mut filled = 0;
-    while filled < buf.len() {
-        match reader.read(&mut buf[filled..]) {
-            Ok(0) => break,
-            Ok(n) => filled += n,
-            Err(err) if err.kind() == std::io::ErrorKind::Interrupted => {}
-            Err(err) => return Err(err),
-        }
-    }
-    Ok(filled)
 }
 
 async fn ls(ctx: &Context, out: &mut dyn Write) -> anyhow::Result<()> {

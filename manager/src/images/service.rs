@@ -1,5 +1,6 @@
 //! The `Images` gRPC service: import, list, remove, and the blob fetches of nodes.
 
+use std::io::Read;
 use std::pin::Pin;
 use std::sync::Arc;
 
@@ -382,23 +383,15 @@ fn send_blob(
     tx: &mpsc::Sender<Result<BlobChunk, Status>>,
 ) {
     loop {
-        let mut buf = vec![0u8; CHUNK];
-        let mut filled = 0;
-        while filled < CHUNK {
-            match reader.read(&mut buf[filled..]) {
-                Ok(0) => break,
-                Ok(n) => filled += n,
-                Err(err) if err.kind() == std::io::ErrorKind::Interrupted => {}
-                Err(err) => {
-                    let _ = tx.blocking_send(Err(Status::data_loss(err.to_string())));
-                    return;
-                }
-            }
+        let mut buf = Vec::with_capacity(CHUNK);
+        if let Err(err) = (&mut reader).take(CHUNK as u64).read_to_end(&mut buf) {
+            let _ = tx.blocking_send(Err(Status::data_loss(err.to_string())));
+            return;
         }
+        let filled = buf.len();
         if filled == 0 {
             return;
         }
-        buf.truncate(filled);
         if tx.blocking_send(Ok(BlobChunk { data: buf })).is_err() || filled < CHUNK {
             return;
         }
