@@ -13,12 +13,15 @@
 //! - [`volumes`]: the node's named volumes on its local socket.
 //! - [`proxy`]: the node's userspace load-balancing proxy (published ports,
 //!   service VIPs), configured through a watch channel.
+//! - [`dns`]: the node-local DNS server (the cluster's names from a watch
+//!   channel, the rest forwarded to the host's resolvers).
 //! - [`control`]: the control API as a worker's local socket answers it: every call
 //!   is refused with the managers' addresses.
 #![forbid(unsafe_code)]
 
 pub mod control;
 pub mod dispatch;
+pub mod dns;
 pub mod images;
 pub mod logs;
 pub mod proxy;
