@@ -388,6 +388,6 @@ pub mod service;
 mod tests;
 
 pub use service::{
-    RestartArgs, RestartConditionArg, ServiceCommand, ServiceCreateArgs, ServiceLogsArgs,
-    ServiceMode, ServicePsArgs,
+    LoadBalanceArg, RestartArgs, RestartConditionArg, ServiceCommand, ServiceCreateArgs,
+    ServiceLogsArgs, ServiceMode, ServicePsArgs,
 };

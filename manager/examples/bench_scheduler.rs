@@ -94,7 +94,10 @@ fn service(i: usize) -> (Service, TaskSpec) {
         spec: Some(ServiceSpec {
             name: format!("service-{i}"),
             task: Some(spec.clone()),
-            endpoint: Some(EndpointSpec { ports }),
+            endpoint: Some(EndpointSpec {
+                ports,
+                ..Default::default()
+            }),
             ..Default::default()
         }),
         ..Default::default()

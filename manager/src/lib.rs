@@ -7,6 +7,8 @@
 //! - [`ca`]: the cluster's root CA; signs node and admin certificates.
 //! - [`nodeca`]: the join endpoint: root CA and certificates for valid join tokens.
 //! - [`dispatcher`]: node heartbeats on the leader; nodes that stop are marked down.
+//! - [`endpoints`]: the service endpoint table streamed to every node's proxy
+//!   and DNS server.
 //! - [`raft`]: the managers' Raft group replicating the store, and its transport.
 //! - [`orchestrator`]: the reconcile decision keeping each service at its desired tasks.
 //! - [`scheduler`]: the placement decision: which node each pending task goes to.
@@ -20,6 +22,7 @@
 pub mod ca;
 pub mod controlapi;
 pub mod dispatcher;
+pub mod endpoints;
 pub mod images;
 pub mod leading;
 pub mod logs;

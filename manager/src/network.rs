@@ -125,10 +125,36 @@ pub fn node_subnet(node: &Node) -> Option<&str> {
         .filter(|s| !s.is_empty())
 }
 
+/// The part of `pool` service virtual IPs come from: its last /24, kept out of the
+/// node subnets. A pool of a single /24 has no room for VIPs.
+pub fn vip_range(pool: &Prefix) -> Option<Prefix> {
+    if pool.len >= NODE_PREFIX {
+        return None;
+    }
+    let count = 1u32 << (NODE_PREFIX - pool.len);
+    pool.subnet(NODE_PREFIX, count - 1)
+}
+
+/// The lowest address of the pool's VIP range that no service in `taken` holds
+/// (`.1` to `.254`); `None` when the range is full or there is none.
+pub fn free_vip<'a>(pool: &Prefix, taken: impl IntoIterator<Item = &'a str>) -> Option<String> {
+    let range = vip_range(pool)?;
+    let used: HashSet<&str> = taken.into_iter().collect();
+    (1..=254u32)
+        .map(|host| Ipv4Addr::from(u32::from(range.network) | host).to_string())
+        .find(|vip| !used.contains(vip.as_str()))
+}
+
 /// The lowest /24 of `pool` no node in `nodes` holds; `None` when the pool is full.
+/// The last /24 is left out when the pool has more: it holds the service VIPs.
 pub fn free_subnet<'a>(pool: &Prefix, nodes: impl IntoIterator<Item = &'a Node>) -> Option<String> {
     let used: HashSet<&str> = nodes.into_iter().filter_map(node_subnet).collect();
     let count = 1u32 << (NODE_PREFIX - pool.len);
+    let count = if vip_range(pool).is_some() {
+        count - 1
+    } else {
+        count
+    };
     (0..count)
         .filter_map(|i| pool.subnet(NODE_PREFIX, i))
         .map(|p| p.to_string())
@@ -249,16 +275,35 @@ mod tests {
     }
 
     #[test]
-    fn a_full_pool_has_no_subnet() {
+    fn vips_come_from_the_last_slash_24_which_nodes_never_get() {
         let pool = parse_pool("10.1.2.0/23").unwrap();
+        assert_eq!(vip_range(&pool).unwrap().to_string(), "10.1.3.0/24");
+        assert_eq!(free_vip(&pool, []).as_deref(), Some("10.1.3.1"));
+        assert_eq!(
+            free_vip(&pool, ["10.1.3.1", "10.1.3.3"]).as_deref(),
+            Some("10.1.3.2")
+        );
+        let all: Vec<String> = (1..=254).map(|h| format!("10.1.3.{h}")).collect();
+        assert_eq!(free_vip(&pool, all.iter().map(String::as_str)), None);
+        let single = parse_pool("10.1.2.0/24").unwrap();
+        assert_eq!(vip_range(&single), None);
+        assert_eq!(free_vip(&single, []), None);
+        assert_eq!(free_subnet(&single, []).as_deref(), Some("10.1.2.0/24"));
+    }
+
+    #[test]
+    fn a_full_pool_has_no_subnet() {
+        let pool = parse_pool("10.1.0.0/22").unwrap();
         let nodes = [
-            node("a", "10.1.2.0/24", NodeState::Ready, ""),
-            node("b", "10.1.3.0/24", NodeState::Ready, ""),
+            node("a", "10.1.0.0/24", NodeState::Ready, ""),
+            node("b", "10.1.1.0/24", NodeState::Ready, ""),
+            node("c", "10.1.2.0/24", NodeState::Ready, ""),
         ];
         assert_eq!(
-            free_subnet(&pool, &nodes[..1]).as_deref(),
-            Some("10.1.3.0/24")
+            free_subnet(&pool, &nodes[..2]).as_deref(),
+            Some("10.1.2.0/24")
         );
+        // 10.1.3.0/24 holds the VIPs.
         assert_eq!(free_subnet(&pool, &nodes), None);
     }
 

@@ -5,6 +5,7 @@
 //!   node CA, Raft transport, dispatcher) and the cluster's stored objects.
 //! - [`validate`]: parsing and validation of user input (sizes, ports, constraints,
 //!   env), shared by the CLI and the managers so both give the same errors.
+//! - [`names`]: names derived from stored objects (a task's `SERVICE.SLOT`).
 //! - [`blobs`]: streaming an image blob from a manager into a local store.
 //! - [`tls`]: certificate roles, join tokens and rustls configurations for mTLS
 //!   between nodes; shared by managers and workers, which never depend on each other.
@@ -17,5 +18,6 @@ pub mod api {
 }
 
 pub mod blobs;
+pub mod names;
 pub mod tls;
 pub mod validate;

@@ -17,22 +17,7 @@ use super::users;
 /// Longest hostname the kernel takes.
 const MAX_HOSTNAME: usize = 64;
 
-/// The name a task is known by: `SERVICE.SLOT`, or `SERVICE.NODE` for a global
-/// service's task; also its default hostname.
-pub fn task_name(task: &Task) -> String {
-    let service = if task.service_name.is_empty() {
-        "task"
-    } else {
-        &task.service_name
-    };
-    if task.slot > 0 {
-        format!("{service}.{}", task.slot)
-    } else if !task.node_id.is_empty() {
-        format!("{service}.{}", task.node_id)
-    } else {
-        format!("{service}.{}", task.id)
-    }
-}
+pub use rswarm_proto::names::task_name;
 
 /// What the executor knows about the image and the node when it builds a config.
 pub struct Inputs<'a> {

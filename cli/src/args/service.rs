@@ -79,6 +79,9 @@ pub struct ServiceCreateArgs {
     /// `published=P,target=T,protocol=tcp|udp,mode=ingress|host` (repeatable).
     #[arg(short, long, allow_hyphen_values = true)]
     pub publish: Vec<String>,
+    /// How the proxy spreads new connections over the service's tasks.
+    #[arg(long, value_enum, default_value_t = LoadBalanceArg::RoundRobin)]
+    pub lb: LoadBalanceArg,
     /// Memory limit, like `64MiB` or `1g`.
     #[arg(long, allow_hyphen_values = true)]
     pub limit_memory: Option<String>,
@@ -243,4 +246,14 @@ pub fn parse_duration(input: &str) -> Result<Duration, String> {
         "h" => Ok(Duration::from_secs(number.saturating_mul(3600))),
         _ => Err(invalid()),
     }
+}
+
+/// `--lb`: the proxy's choice of a task for a new connection.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, clap::ValueEnum)]
+pub enum LoadBalanceArg {
+    /// Each new connection goes to the next task in turn.
+    #[default]
+    RoundRobin,
+    /// Each new connection goes to the task with the fewest open connections.
+    LeastConn,
 }

@@ -9,8 +9,8 @@ use std::time::Duration;
 
 use rswarm_proto::api::{
     ContainerSpec, CreateServiceRequest, EndpointSpec, GetServiceRequest, GlobalService,
-    ListServicesRequest, Placement, ReplicatedService, ResourceRequirements, Resources,
-    RestartCondition, RestartPolicy, ServiceSpec, TaskSpec, service_spec::Mode,
+    ListServicesRequest, LoadBalance, Placement, ReplicatedService, ResourceRequirements,
+    Resources, RestartCondition, RestartPolicy, ServiceSpec, TaskSpec, service_spec::Mode,
 };
 use rswarm_proto::validate::{
     parse_capability, parse_constraint, parse_cpus, parse_env, parse_mount, parse_publish,
@@ -20,7 +20,8 @@ use rswarm_proto::validate::{
 use super::progress::{self, Expect, Watch};
 use super::{Context, inspect_each, remove_each, rpc_error, write_line};
 use crate::args::{
-    Format, RestartArgs, RestartConditionArg, ServiceCommand, ServiceCreateArgs, ServiceMode,
+    Format, LoadBalanceArg, RestartArgs, RestartConditionArg, ServiceCommand, ServiceCreateArgs,
+    ServiceMode,
 };
 use crate::output;
 
@@ -126,7 +127,16 @@ pub fn build_spec(args: &ServiceCreateArgs) -> anyhow::Result<ServiceSpec> {
             ),
         }),
         mode: Some(mode),
-        endpoint: (!ports.is_empty()).then_some(EndpointSpec { ports }),
+        endpoint: (!ports.is_empty() || args.lb != LoadBalanceArg::RoundRobin).then_some(
+            EndpointSpec {
+                ports,
+                balance: match args.lb {
+                    LoadBalanceArg::RoundRobin => LoadBalance::RoundRobin,
+                    LoadBalanceArg::LeastConn => LoadBalance::LeastConn,
+                }
+                .into(),
+            },
+        ),
     };
     validate_service_spec(&spec)?;
     Ok(spec)

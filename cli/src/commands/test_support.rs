@@ -70,6 +70,7 @@ impl Default for FakeControl {
             ..Default::default()
         };
         let service = Service {
+            endpoint: None,
             id: "svc1".into(),
             meta: None,
             spec: Some(ServiceSpec {
@@ -305,6 +306,7 @@ impl Control for FakeControl {
         let spec = request.into_inner().spec;
         self.record(format!("create {spec:?}"));
         let service = Service {
+            endpoint: None,
             id: "new-service-id".into(),
             meta: None,
             spec,

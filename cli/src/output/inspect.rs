@@ -33,7 +33,11 @@ pub fn service_json(service: &Service) -> Result<Value, serde_json::Error> {
         for port in ports {
             rename(port, &["protocol"], names::protocol);
             rename(port, &["publish_mode"], names::publish_mode);
+            rename(port, &["proxy_protocol"], names::proxy_protocol);
         }
+    }
+    if let Some(endpoint) = spec.get_mut("endpoint") {
+        rename(endpoint, &["balance"], names::load_balance);
     }
     if let Some(Value::Object(mode)) = spec.get_mut("mode") {
         // serde names the oneof's variants after the Rust enum (`Replicated`).
@@ -100,6 +104,7 @@ mod tests {
     #[test]
     fn service_enums_are_names() {
         let service = Service {
+            endpoint: None,
             id: "s1".into(),
             meta: None,
             spec: Some(ServiceSpec {
@@ -117,7 +122,9 @@ mod tests {
                 }),
                 mode: Some(Mode::Replicated(ReplicatedService { replicas: 3 })),
                 endpoint: Some(EndpointSpec {
+                    balance: Default::default(),
                     ports: vec![PortConfig {
+                        proxy_protocol: Default::default(),
                         protocol: PortProtocol::Udp.into(),
                         target_port: 53,
                         published_port: 53,
@@ -140,7 +147,13 @@ mod tests {
         assert_eq!(
             value["spec"]["endpoint"]["ports"][0],
             json!({"protocol": "udp", "target_port": 53, "published_port": 53,
-                   "publish_mode": "host"})
+                   "publish_mode": "host", "proxy_protocol": "none"})
+        );
+        assert_eq!(value["spec"]["endpoint"]["balance"], "round-robin");
+        assert_eq!(
+            value["endpoint"],
+            Value::Null,
+            "a service without a task network has no VIP"
         );
     }
 }

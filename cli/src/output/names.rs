@@ -1,8 +1,8 @@
 //! Readable names for the protocol's enums, as users type and read them.
 
 use rswarm_proto::api::{
-    NodeAvailability, NodeRole, NodeState, PortProtocol, PublishMode, RestartCondition, TaskState,
-    service_spec::Mode,
+    LoadBalance, NodeAvailability, NodeRole, NodeState, PortProtocol, ProxyProtocolVersion,
+    PublishMode, RestartCondition, TaskState, service_spec::Mode,
 };
 
 /// Shown for a number the protocol does not define (a newer peer).
@@ -51,6 +51,25 @@ pub fn publish_mode(value: i32) -> &'static str {
     match PublishMode::try_from(value) {
         Ok(PublishMode::Ingress) => "ingress",
         Ok(PublishMode::Host) => "host",
+        Err(_) => UNKNOWN,
+    }
+}
+
+/// `none`, `v1` or `v2`: the PROXY protocol header a port sends its tasks.
+pub fn proxy_protocol(value: i32) -> &'static str {
+    match ProxyProtocolVersion::try_from(value) {
+        Ok(ProxyProtocolVersion::None) => "none",
+        Ok(ProxyProtocolVersion::V1) => "v1",
+        Ok(ProxyProtocolVersion::V2) => "v2",
+        Err(_) => UNKNOWN,
+    }
+}
+
+/// `round-robin` or `least-conn`.
+pub fn load_balance(value: i32) -> &'static str {
+    match LoadBalance::try_from(value) {
+        Ok(LoadBalance::RoundRobin) => "round-robin",
+        Ok(LoadBalance::LeastConn) => "least-conn",
         Err(_) => UNKNOWN,
     }
 }

@@ -96,6 +96,7 @@ mod tests {
     fn summary(id: &str, name: &str, mode: Mode, running: u64, desired: u64) -> ServiceSummary {
         ServiceSummary {
             service: Some(Service {
+                endpoint: None,
                 id: id.into(),
                 meta: None,
                 spec: Some(ServiceSpec {
@@ -109,14 +110,17 @@ mod tests {
                     }),
                     mode: Some(mode),
                     endpoint: Some(EndpointSpec {
+                        balance: Default::default(),
                         ports: vec![
                             PortConfig {
+                                proxy_protocol: Default::default(),
                                 protocol: PortProtocol::Tcp.into(),
                                 target_port: 80,
                                 published_port: 8080,
                                 publish_mode: PublishMode::Ingress.into(),
                             },
                             PortConfig {
+                                proxy_protocol: Default::default(),
                                 protocol: PortProtocol::Udp.into(),
                                 target_port: 53,
                                 published_port: 5353,

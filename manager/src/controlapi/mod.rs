@@ -7,6 +7,7 @@
 mod cluster;
 mod error;
 mod nodes;
+mod ports;
 pub mod resolve;
 mod services;
 #[cfg(test)]

@@ -1,12 +1,14 @@
-//! Service commands: create, list, remove.
+//! Service commands: create (with its published ports checked cluster-wide and a
+//! virtual IP from the task network pool), list, remove.
 
 use rswarm_proto::api::{
     ListServicesResponse, ListTasksRequest, ListTasksResponse, Meta, NodeAvailability, NodeState,
-    Service, ServiceSpec, ServiceSummary, TaskState, service_spec,
+    Service, ServiceEndpoint, ServiceSpec, ServiceSummary, TaskState, service_spec,
 };
 use rswarm_proto::validate::validate_service_spec;
 
-use super::{ControlApi, ControlError, RaftView, new_id, now_ms, resolve};
+use super::{ControlApi, ControlError, RaftView, new_id, now_ms, ports, resolve};
+use crate::network;
 use crate::store::{Kind, Proposer, ReadTx, StoreAction, StoreError, update};
 
 /// How many replicas a service wants: its count when replicated, one per schedulable
@@ -33,27 +35,53 @@ impl<P: Proposer, R: RaftView> ControlApi<P, R> {
     pub(super) async fn create_service(&self, spec: ServiceSpec) -> Result<Service, ControlError> {
         validate_service_spec(&spec)?;
         let now = now_ms();
-        let service = Service {
-            id: new_id(),
-            meta: Some(Meta {
-                version: 0,
-                created_at: now,
-                updated_at: now,
-            }),
-            spec: Some(spec),
-        };
-        let id = service.id.clone();
-        self.proposer
-            .propose(vec![StoreAction::CreateService(service)])
-            .await
-            .map_err(|e| match ControlError::from(e) {
-                ControlError::Store(StoreError::NameConflict { name, .. }) => {
-                    ControlError::Refused(format!(
-                        "a service named {name:?} already exists; choose another name or remove it first"
-                    ))
-                }
-                other => other,
-            })?;
+        let id = new_id();
+        update(&self.store, self.proposer.as_ref(), |tx| {
+            ports::check_conflicts(tx, &spec, None)?;
+            let mut actions = Vec::new();
+            let mut endpoint = None;
+            if let Some(cluster) = tx.cluster()
+                && !cluster.network_pool.is_empty()
+                && let Ok(pool) = network::parse_pool(&cluster.network_pool)
+                && network::vip_range(&pool).is_some()
+            {
+                let taken = tx
+                    .services()
+                    .filter_map(|s| s.endpoint.as_ref())
+                    .map(|e| e.virtual_ip.as_str());
+                let Some(virtual_ip) = network::free_vip(&pool, taken) else {
+                    return Err(ControlError::Refused(format!(
+                        "no virtual IP is left in the task network pool {}: remove a \
+                         service first",
+                        cluster.network_pool
+                    )));
+                };
+                endpoint = Some(ServiceEndpoint { virtual_ip });
+                // Rewriting the cluster object makes concurrent creations conflict
+                // on its version, so two services never get one VIP or one port.
+                actions.push(StoreAction::UpdateCluster(cluster.clone()));
+            }
+            actions.push(StoreAction::CreateService(Service {
+                id: id.clone(),
+                meta: Some(Meta {
+                    version: 0,
+                    created_at: now,
+                    updated_at: now,
+                }),
+                spec: Some(spec.clone()),
+                endpoint,
+            }));
+            Ok(actions)
+        })
+        .await
+        .map_err(|e| match e {
+            ControlError::Store(StoreError::NameConflict { name, .. }) => {
+                ControlError::Refused(format!(
+                    "a service named {name:?} already exists; choose another name or remove it first"
+                ))
+            }
+            other => other,
+        })?;
         self.store
             .view(|tx| tx.service(&id).cloned())
             .ok_or(ControlError::NotFound {

@@ -319,3 +319,97 @@ async fn rotating_a_token_changes_only_that_token() {
     assert_ne!(w1.token, w2);
     assert_eq!(get("manager", false).await.unwrap().into_inner().token, m1);
 }
+
+fn published(name: &str, ports: &[(u32, PortProtocol, PublishMode)]) -> ServiceSpec {
+    let mut s = spec(name);
+    s.endpoint = Some(EndpointSpec {
+        ports: ports
+            .iter()
+            .map(|(port, protocol, mode)| PortConfig {
+                protocol: (*protocol).into(),
+                target_port: 80,
+                published_port: *port,
+                publish_mode: (*mode).into(),
+                ..Default::default()
+            })
+            .collect(),
+        ..Default::default()
+    });
+    s
+}
+
+async fn create(
+    api: &ControlApi<DirectProposer, FakeRaft>,
+    spec: ServiceSpec,
+) -> Result<Service, tonic::Status> {
+    Control::create_service(api, local(CreateServiceRequest { spec: Some(spec) }))
+        .await
+        .map(|r| r.into_inner())
+}
+
+#[tokio::test]
+async fn a_published_port_taken_in_the_cluster_is_refused_and_nothing_is_written() {
+    use PortProtocol::{Tcp, Udp};
+    use PublishMode::{Host, Ingress};
+    let (api, store) = api();
+    create(&api, published("web", &[(8080, Tcp, Ingress)]))
+        .await
+        .unwrap();
+    create(&api, published("dns", &[(53, Udp, Host)]))
+        .await
+        .unwrap();
+    for (name, ports, holder) in [
+        ("web2", vec![(8080, Tcp, Ingress)], "web"),
+        ("web3", vec![(9000, Tcp, Ingress), (8080, Tcp, Host)], "web"),
+        ("dns2", vec![(53, Udp, Ingress)], "dns"),
+    ] {
+        let err = create(&api, published(name, &ports)).await.unwrap_err();
+        assert_eq!(err.code(), Code::FailedPrecondition, "{name}");
+        assert!(
+            err.message().contains("is already published by service")
+                && err.message().contains(&format!("{holder:?}")),
+            "{}",
+            err.message()
+        );
+    }
+    // Another protocol, or host mode beside host mode, is fine.
+    create(&api, published("web-udp", &[(8080, Udp, Ingress)]))
+        .await
+        .unwrap();
+    create(&api, published("dns-b", &[(53, Udp, Host)]))
+        .await
+        .unwrap();
+    assert_eq!(store.view(|tx| tx.services().count()), 4);
+}
+
+#[tokio::test]
+async fn services_get_distinct_virtual_ips_from_the_pool() {
+    let (api, store) = api();
+    let no_pool = create(&api, spec("before")).await.unwrap();
+    assert_eq!(no_pool.endpoint, None, "no task network, no VIP");
+    let mut cluster = store.view(|tx| tx.cluster().cloned()).unwrap();
+    cluster.network_pool = "10.231.0.0/16".into();
+    DirectProposer::new(store.clone())
+        .propose(vec![StoreAction::UpdateCluster(cluster)])
+        .await
+        .unwrap();
+    let a = create(&api, spec("a")).await.unwrap();
+    let b = create(&api, spec("b")).await.unwrap();
+    let vip = |s: &Service| s.endpoint.as_ref().unwrap().virtual_ip.clone();
+    assert_eq!(vip(&a), "10.231.255.1");
+    assert_eq!(vip(&b), "10.231.255.2");
+    Control::remove_service(
+        &api,
+        local(GetServiceRequest {
+            reference: "a".into(),
+        }),
+    )
+    .await
+    .unwrap();
+    let c = create(&api, spec("c")).await.unwrap();
+    assert_eq!(
+        vip(&c),
+        "10.231.255.1",
+        "a removed service's VIP is free again"
+    );
+}

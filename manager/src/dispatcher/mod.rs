@@ -19,9 +19,9 @@ use std::time::{Duration, Instant};
 
 use rswarm_proto::api::dispatcher_server::Dispatcher;
 use rswarm_proto::api::{
-    AssignmentsMessage, AssignmentsRequest, HeartbeatRequest, HeartbeatResponse, NetworkPeer,
-    NodeNetwork, NodeRole, NodeState, NodeStatus, UpdateTaskStatusRequest,
-    UpdateTaskStatusResponse,
+    AssignmentsMessage, AssignmentsRequest, EndpointsMessage, EndpointsRequest, HeartbeatRequest,
+    HeartbeatResponse, NetworkPeer, NodeNetwork, NodeRole, NodeState, NodeStatus,
+    UpdateTaskStatusRequest, UpdateTaskStatusResponse,
 };
 use tokio_stream::Stream;
 use tokio_stream::wrappers::ReceiverStream;
@@ -326,6 +326,10 @@ impl<P: Proposer + 'static, R: RaftView> DispatcherService<P, R> {
     }
 }
 
+/// The stream type of the endpoints RPC.
+pub type EndpointsStream =
+    Pin<Box<dyn Stream<Item = Result<EndpointsMessage, Status>> + Send + 'static>>;
+
 /// The stream type of the assignments RPC.
 pub type AssignmentsStream =
     Pin<Box<dyn Stream<Item = Result<AssignmentsMessage, Status>> + Send + 'static>>;
@@ -333,6 +337,27 @@ pub type AssignmentsStream =
 #[tonic::async_trait]
 impl<P: Proposer + 'static, R: RaftView> Dispatcher for DispatcherService<P, R> {
     type AssignmentsStream = AssignmentsStream;
+    type EndpointsStream = EndpointsStream;
+
+    async fn endpoints(
+        &self,
+        req: Request<EndpointsRequest>,
+    ) -> Result<Response<Self::EndpointsStream>, Status> {
+        self.session_node(&req)?;
+        // Every node's stream computes the same table from its own watch: simple,
+        // and cheap for clusters of tens of nodes; a shared table would be the next
+        // step for hundreds.
+        let (initial, watch) = self.store.view_and_watch(crate::endpoints::table);
+        let (out, rx) = tokio::sync::mpsc::channel(4);
+        tokio::spawn(crate::endpoints::stream(
+            self.store.clone(),
+            self.raft.clone(),
+            initial,
+            watch,
+            out,
+        ));
+        Ok(Response::new(Box::pin(ReceiverStream::new(rx))))
+    }
 
     async fn assignments(
         &self,

@@ -27,6 +27,7 @@ pub fn policy(
 
 fn service(mode: service_spec::Mode, policy: RestartPolicy, constraints: &[&str]) -> Service {
     Service {
+        endpoint: None,
         id: "svc1".into(),
         meta: Some(Meta {
             version: 3,

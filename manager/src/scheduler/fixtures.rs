@@ -67,9 +67,11 @@ pub fn service(id: &str, ports: &[(u32, PortProtocol)]) -> Service {
         spec: Some(ServiceSpec {
             name: id.into(),
             endpoint: Some(EndpointSpec {
+                balance: Default::default(),
                 ports: ports
                     .iter()
                     .map(|&(port, protocol)| PortConfig {
+                        proxy_protocol: Default::default(),
                         protocol: protocol.into(),
                         target_port: port,
                         published_port: port,

@@ -6,6 +6,7 @@ use super::*;
 
 fn service(id: &str, name: &str) -> Service {
     Service {
+        endpoint: None,
         id: id.into(),
         meta: None,
         spec: Some(ServiceSpec {

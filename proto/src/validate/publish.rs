@@ -1,16 +1,18 @@
 //! Port publications: `8080:80`, `8080:80/udp`, or the long form
-//! `published=8080,target=80,protocol=udp,mode=host`.
+//! `published=8080,target=80,protocol=udp,mode=host,proxy-protocol=v2`.
 
 use super::ValidationError;
-use crate::api::{PortConfig, PortProtocol, PublishMode};
+use crate::api::{PortConfig, PortProtocol, ProxyProtocolVersion, PublishMode};
 
 /// What a user sees when the form itself is wrong.
 const EXPECTED: &str = "expected PUBLISHED:TARGET[/PROTOCOL] or \
-                        published=PORT,target=PORT[,protocol=tcp|udp][,mode=ingress|host]";
+                        published=PORT,target=PORT[,protocol=tcp|udp][,mode=ingress|host]\
+                        [,proxy-protocol=v1|v2]";
 
 /// Parses a port publication, short (`8080:80`, `8080:80/udp`: ingress mode) or long
-/// (`published=8080,target=80,protocol=tcp|udp,mode=ingress|host`). Both ports are
-/// required and must be in 1..=65535; unknown or repeated keys are refused.
+/// (`published=8080,target=80,protocol=tcp|udp,mode=ingress|host,proxy-protocol=v1|v2`).
+/// Both ports are required and must be in 1..=65535; unknown or repeated keys are
+/// refused, and so is a PROXY protocol header on a UDP port.
 pub fn parse_publish(input: &str) -> Result<PortConfig, ValidationError> {
     let err = |reason: String| ValidationError::Publish {
         input: input.to_string(),
@@ -36,15 +38,18 @@ fn parse_short(s: &str) -> Result<PortConfig, String> {
         target_port: parse_port("target", target)?,
         published_port: parse_port("published", published)?,
         publish_mode: PublishMode::Ingress.into(),
+        proxy_protocol: ProxyProtocolVersion::None.into(),
     })
 }
 
-/// `published=P,target=T[,protocol=tcp|udp][,mode=ingress|host]`, keys in any order.
+/// `published=P,target=T[,protocol=tcp|udp][,mode=ingress|host][,proxy-protocol=v1|v2]`,
+/// keys in any order.
 fn parse_long(s: &str) -> Result<PortConfig, String> {
     let mut published = None;
     let mut target = None;
     let mut protocol = None;
     let mut mode = None;
+    let mut proxy = None;
     for field in s.split(',') {
         let (key, value) = field
             .split_once('=')
@@ -56,9 +61,13 @@ fn parse_long(s: &str) -> Result<PortConfig, String> {
             "target" => target.replace(parse_port("target", value)?).is_none(),
             "protocol" => protocol.replace(parse_protocol(value)?).is_none(),
             "mode" => mode.replace(parse_mode(value)?).is_none(),
+            "proxy-protocol" | "proxy_protocol" => {
+                proxy.replace(parse_proxy_protocol(value)?).is_none()
+            }
             _ => {
                 return Err(format!(
-                    "unknown key \"{key}\": expected published, target, protocol or mode"
+                    "unknown key \"{key}\": expected published, target, protocol, mode \
+                     or proxy-protocol"
                 ));
             }
         };
@@ -66,11 +75,17 @@ fn parse_long(s: &str) -> Result<PortConfig, String> {
             return Err(format!("\"{key}\" is given more than once"));
         }
     }
+    let protocol = protocol.unwrap_or(PortProtocol::Tcp);
+    let proxy = proxy.unwrap_or(ProxyProtocolVersion::None);
+    if protocol == PortProtocol::Udp && proxy != ProxyProtocolVersion::None {
+        return Err("the PROXY protocol header is for TCP ports only".to_string());
+    }
     Ok(PortConfig {
-        protocol: protocol.unwrap_or(PortProtocol::Tcp).into(),
+        protocol: protocol.into(),
         target_port: target.ok_or("the target port is required")?,
         published_port: published.ok_or("the published port is required")?,
         publish_mode: mode.unwrap_or(PublishMode::Ingress).into(),
+        proxy_protocol: proxy.into(),
     })
 }
 
@@ -103,6 +118,18 @@ fn parse_mode(value: &str) -> Result<PublishMode, String> {
     }
 }
 
+/// `none`, `v1` or `v2` (also `1`, `2`), any case.
+fn parse_proxy_protocol(value: &str) -> Result<ProxyProtocolVersion, String> {
+    match value.trim().to_ascii_lowercase().as_str() {
+        "none" | "" => Ok(ProxyProtocolVersion::None),
+        "v1" | "1" => Ok(ProxyProtocolVersion::V1),
+        "v2" | "2" => Ok(ProxyProtocolVersion::V2),
+        _ => Err(format!(
+            "unknown proxy-protocol \"{value}\": must be v1, v2 or none"
+        )),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -113,6 +140,7 @@ mod tests {
             target_port: target,
             published_port: published,
             publish_mode: mode.into(),
+            proxy_protocol: ProxyProtocolVersion::None.into(),
         }
     }
 
@@ -146,6 +174,18 @@ mod tests {
             parse_publish("published = 8080, target = 80, mode = ingress"),
             Ok(port(8080, 80, Tcp, Ingress))
         );
+        let mut v2 = port(80, 8080, Tcp, Ingress);
+        v2.proxy_protocol = ProxyProtocolVersion::V2.into();
+        assert_eq!(
+            parse_publish("published=80,target=8080,proxy-protocol=v2"),
+            Ok(v2)
+        );
+        let mut v1 = port(80, 8080, Tcp, Host);
+        v1.proxy_protocol = ProxyProtocolVersion::V1.into();
+        assert_eq!(
+            parse_publish("mode=host,proxy_protocol=V1,published=80,target=8080"),
+            Ok(v1)
+        );
     }
 
     #[test]
@@ -172,6 +212,9 @@ mod tests {
             "published=8080,target=80,target=81",
             "published=8080,target=80,",
             "published=8080,target",
+            "published=8080,target=80,proxy-protocol=v3",
+            "published=53,target=53,protocol=udp,proxy-protocol=v2",
+            "published=80,target=80,proxy-protocol=v1,proxy-protocol=v2",
         ] {
             let err = parse_publish(bad).unwrap_err();
             assert!(matches!(err, ValidationError::Publish { .. }), "{bad:?}");

@@ -172,6 +172,7 @@ mod tests {
             }),
             mode: Some(Mode::Replicated(ReplicatedService { replicas: 3 })),
             endpoint: Some(EndpointSpec {
+                balance: Default::default(),
                 ports: vec![
                     port(8080, 80, PortProtocol::Tcp),
                     port(8080, 80, PortProtocol::Udp),
@@ -183,6 +184,7 @@ mod tests {
 
     fn port(published: u32, target: u32, protocol: PortProtocol) -> PortConfig {
         PortConfig {
+            proxy_protocol: Default::default(),
             protocol: protocol.into(),
             target_port: target,
             published_port: published,

@@ -105,6 +105,7 @@ mod tests {
         let (fake, ctx, _dir) = start(Format::Table);
         fake.lock().services.push(ServiceSummary {
             service: Some(Service {
+                endpoint: None,
                 id: "svc2".into(),
                 meta: None,
                 spec: Some(ServiceSpec {

@@ -5,6 +5,7 @@ use serde_json::Value;
 
 fn create_args(name: &str) -> ServiceCreateArgs {
     ServiceCreateArgs {
+        lb: Default::default(),
         name: name.into(),
         replicas: None,
         mode: ServiceMode::Replicated,
@@ -65,18 +66,35 @@ fn full_spec() {
         spec.endpoint.unwrap().ports,
         [
             PortConfig {
+                proxy_protocol: Default::default(),
                 protocol: PortProtocol::Tcp.into(),
                 target_port: 80,
                 published_port: 8080,
                 publish_mode: PublishMode::Ingress.into(),
             },
             PortConfig {
+                proxy_protocol: Default::default(),
                 protocol: PortProtocol::Udp.into(),
                 target_port: 53,
                 published_port: 53,
                 publish_mode: PublishMode::Ingress.into(),
             },
         ]
+    );
+}
+
+#[test]
+fn least_conn_and_proxy_protocol_reach_the_spec() {
+    let args = ServiceCreateArgs {
+        lb: LoadBalanceArg::LeastConn,
+        publish: vec!["published=80,target=8080,proxy-protocol=v2".into()],
+        ..create_args("web")
+    };
+    let endpoint = build_spec(&args).unwrap().endpoint.unwrap();
+    assert_eq!(endpoint.balance, LoadBalance::LeastConn as i32);
+    assert_eq!(
+        endpoint.ports[0].proxy_protocol,
+        rswarm_proto::api::ProxyProtocolVersion::V2 as i32
     );
 }
 
