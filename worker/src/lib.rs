@@ -15,6 +15,8 @@
 //!   service VIPs), configured through a watch channel.
 //! - [`dns`]: the node-local DNS server (the cluster's names from a watch
 //!   channel, the rest forwarded to the host's resolvers).
+//! - [`mesh`]: the endpoint table turned into the proxy's listeners, the node's
+//!   VIPs and the DNS server's names.
 //! - [`control`]: the control API as a worker's local socket answers it: every call
 //!   is refused with the managers' addresses.
 #![forbid(unsafe_code)]
@@ -24,6 +26,7 @@ pub mod dispatch;
 pub mod dns;
 pub mod images;
 pub mod logs;
+pub mod mesh;
 pub mod proxy;
 pub mod session;
 pub mod tasks;
