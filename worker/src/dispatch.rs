@@ -25,13 +25,24 @@ const BATCH_DELAY: Duration = Duration::from_millis(20);
 const BATCH_TASKS: usize = 500;
 
 /// Channels to managers, one per address (never one per request).
-struct Channels {
+pub(crate) struct Channels {
+    /// The node's certificate and the cluster CA.
     identity: Identity,
+    /// Manager address → its channel.
     cache: HashMap<String, Channel>,
 }
 
 impl Channels {
-    fn client(&mut self, addr: &str) -> Option<DispatcherClient<Channel>> {
+    /// No channel yet.
+    pub(crate) fn new(identity: Identity) -> Self {
+        Channels {
+            identity,
+            cache: HashMap::new(),
+        }
+    }
+
+    /// A client of the manager at `addr`, on its cached channel.
+    pub(crate) fn client(&mut self, addr: &str) -> Option<DispatcherClient<Channel>> {
         if let Some(c) = self.cache.get(addr) {
             return Some(DispatcherClient::new(c.clone()));
         }
@@ -71,10 +82,7 @@ pub async fn assignments(
     tasks: TaskManager,
     shutdown: CancellationToken,
 ) {
-    let mut channels = Channels {
-        identity,
-        cache: HashMap::new(),
-    };
+    let mut channels = Channels::new(identity);
     while let Some(addr) = leader(&mut leader_rx, &shutdown).await {
         let Some(mut client) = channels.client(&addr) else {
             tokio::time::sleep(RETRY).await;
@@ -141,10 +149,7 @@ pub async fn report(
     mut batcher: StatusBatcher,
     shutdown: CancellationToken,
 ) {
-    let mut channels = Channels {
-        identity,
-        cache: HashMap::new(),
-    };
+    let mut channels = Channels::new(identity);
     loop {
         let batch = tokio::select! {
             _ = shutdown.cancelled() => return,

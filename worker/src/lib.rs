@@ -15,6 +15,7 @@
 //!   service VIPs), configured through a watch channel.
 //! - [`dns`]: the node-local DNS server (the cluster's names from a watch
 //!   channel, the rest forwarded to the host's resolvers).
+//! - [`endpoints`]: the cluster's endpoint table, streamed from the leader.
 //! - [`mesh`]: the endpoint table turned into the proxy's listeners, the node's
 //!   VIPs and the DNS server's names.
 //! - [`control`]: the control API as a worker's local socket answers it: every call
@@ -24,6 +25,7 @@
 pub mod control;
 pub mod dispatch;
 pub mod dns;
+pub mod endpoints;
 pub mod images;
 pub mod logs;
 pub mod mesh;

@@ -7,6 +7,7 @@
 //! - [`serve`]: running a manager or a worker until SIGTERM or a role change.
 //! - [`executor`]: which runtime runs this node's tasks.
 //! - [`images`]: the node's image store behind the managers' image service.
+//! - `mesh`: the leader's endpoint table served by the node's proxy.
 //! - `fake_image` (feature `fake-executor`): fake task behaviours by image name.
 //! - [`roles`]: switching role in place after `node promote` / `node demote`.
 
@@ -15,6 +16,7 @@ mod executor;
 #[cfg(any(test, feature = "fake-executor"))]
 mod fake_image;
 mod images;
+mod mesh;
 mod network;
 mod roles;
 mod serve;

@@ -135,6 +135,14 @@ fn start_session(
             rswarm_agent_runtime::network::tasks::address_dir(&dir.runtime()),
             network.clone(),
         ));
+        // Tasks have addresses only with a task network: only then can the
+        // node's proxy reach them.
+        super::mesh::start(
+            identity.clone(),
+            record.node_id.clone(),
+            session.leader(),
+            shutdown.clone(),
+        );
     }
     let session = tokio::spawn(session.run(shutdown.clone()));
     let dir = dir.clone();

@@ -540,3 +540,105 @@ fn tasks_on_different_nodes_reach_each_other_over_the_overlay() {
         Ok(())
     });
 }
+
+/// Asks `addr` `count` times from the test's client namespace (one connection
+/// each) and returns the reply bodies.
+fn get_from_client(cluster: &Cluster, addr: &str, count: usize) -> anyhow::Result<Vec<String>> {
+    let testimg = rswarm_e2e::containers::testimg_binary(cluster.binary());
+    let mut command = std::process::Command::new("ip");
+    command
+        .args(["netns", "exec", cluster.client_netns()])
+        .arg(&testimg)
+        .arg("get");
+    for _ in 0..count {
+        command.arg(addr);
+    }
+    let out = command.output().context("running testimg get")?;
+    ensure!(
+        out.status.success(),
+        "get {addr} failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    Ok(String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .filter_map(|l| l.split_once(' ').map(|(_, body)| body.to_string()))
+        .collect())
+}
+
+#[test]
+fn a_published_port_on_every_node_reaches_every_task() {
+    with_cluster("published port", |cluster| {
+        import_test_image(cluster)?;
+        create(
+            cluster,
+            "web",
+            3,
+            &[
+                "--replicas-max-per-node",
+                "1",
+                "--publish",
+                "8000:8080",
+                "testimg:1",
+                "/bin/testimg",
+                "serve",
+                "8080",
+            ],
+        )?;
+        services::wait_converged(cluster, 0, "web", 3, CONVERGE, |tasks| {
+            if services::running(tasks)
+                .iter()
+                .all(|t| !t.address.is_empty())
+            {
+                Ok(())
+            } else {
+                Err(format!("a task has no address yet: {tasks:?}"))
+            }
+        })?;
+        let expected = ["web.1", "web.2", "web.3"];
+        for node in cluster.nodes() {
+            let addr = format!("{}:8000", node.addr.ip());
+            // The proxies learn the tasks shortly after they run: retry a while.
+            wait_until(
+                CONVERGE,
+                &format!("{addr} to reach all three tasks"),
+                || {
+                    let replies = get_from_client(cluster, &addr, 6).map_err(|e| e.to_string())?;
+                    let missing: Vec<&&str> = expected
+                        .iter()
+                        .filter(|name| !replies.iter().any(|r| r == *name))
+                        .collect();
+                    if missing.is_empty() {
+                        Ok(())
+                    } else {
+                        Err(format!("no reply from {missing:?}: {replies:?}"))
+                    }
+                },
+            )?;
+        }
+
+        // The port is the cluster's: another service cannot take it.
+        let out = cluster.node(0).cli(&[
+            "service",
+            "create",
+            "--detach",
+            "--name",
+            "other",
+            "--publish",
+            "8000:80",
+            "testimg:1",
+        ])?;
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        ensure!(
+            !out.status.success() && stderr.contains("port 8000/tcp is already published"),
+            "the conflicting service was not refused clearly: {stderr}"
+        );
+        ensure!(
+            !cluster
+                .node(0)
+                .cli_ok(&["service", "ls"])?
+                .contains("other"),
+            "the refused service was written"
+        );
+        Ok(())
+    });
+}
