@@ -34,6 +34,7 @@ pub mod netns;
 pub mod node;
 pub mod plan;
 pub mod tasks;
+mod vips;
 
 mod nl;
 #[cfg(test)]

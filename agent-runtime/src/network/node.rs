@@ -239,8 +239,9 @@ impl NodeNetwork {
         for (net, msg) in nl::ipv4_addrs(h, bridge.index).await? {
             if net == want {
                 present = true;
-            } else {
-                // The bridge is ours: an address from an earlier subnet goes.
+            } else if net.prefix_len() != 32 {
+                // The bridge is ours: an address from an earlier subnet goes
+                // (its /32s are service VIPs, kept by `set_vips`).
                 nl::del_addr(h, msg, net).await?;
             }
         }
@@ -316,7 +317,7 @@ impl NodeNetwork {
 
     /// Deletes everything `apply` and the attachments made in this namespace:
     /// the routes marked as ours, the task veths still on the bridge, the
-    /// VXLAN device (with its FDB) and the bridge. Task namespace files are
+    /// VXLAN device (with its FDB), and the bridge (with the VIPs on it). Task namespace files are
     /// the attachments' to delete ([`NodeNetwork::detach`]).
     pub async fn teardown(&self) -> Result<(), NetError> {
         let c = &self.config;

@@ -349,6 +349,27 @@ fn teardown_removes_leftover_task_veths() {
                 .await
                 .is_err()
         );
+        // Service VIPs: exactly the listed /32s on the VIP device.
+        let vip = |last: u8| Ipv4Addr::new(10, 231, 255, last);
+        net.set_vips(&[vip(1), vip(2)]).await?;
+        net.set_vips(&[vip(2), vip(3)]).await?;
+        // Applying the node network again keeps them.
+        net.apply(&[]).await?;
+        let link = nl::link_by_name(net.handle(), "rsw0").await?.unwrap();
+        let mut held: Vec<String> = nl::ipv4_addrs(net.handle(), link.index)
+            .await?
+            .into_iter()
+            .map(|(n, _)| n.to_string())
+            .collect();
+        held.sort();
+        assert_eq!(
+            held,
+            ["10.231.255.2/32", "10.231.255.3/32", "10.231.9.1/24"]
+        );
+        // A VIP is local: a socket binds it.
+        let bound = std::net::TcpListener::bind((vip(3), 0));
+        assert!(bound.is_ok(), "{bound:?}");
+        drop(bound);
         net.teardown().await?;
         nl::links(net.handle()).await
     })
