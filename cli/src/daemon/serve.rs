@@ -141,6 +141,7 @@ fn start_session(
             identity.clone(),
             record.node_id.clone(),
             session.leader(),
+            network.subscribe(),
             shutdown.clone(),
         );
     }

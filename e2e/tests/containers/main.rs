@@ -616,6 +616,47 @@ fn a_published_port_on_every_node_reaches_every_task() {
             )?;
         }
 
+        // A task reaches the service through its VIP, served by its own node's
+        // proxy, on the target port.
+        let inspected = cluster.node(0).cli_json(&["service", "inspect", "web"])?;
+        let service = inspected.get(0).unwrap_or(&inspected);
+        let vip = service["endpoint"]["virtual_ip"]
+            .as_str()
+            .filter(|v| !v.is_empty())
+            .with_context(|| format!("web has no VIP: {service}"))?
+            .to_string();
+        let target = format!("{vip}:8080");
+        create(
+            cluster,
+            "client",
+            1,
+            &[
+                "--restart-condition",
+                "none",
+                "testimg:1",
+                "/bin/testimg",
+                "get",
+                &target,
+                &target,
+                &target,
+            ],
+        )?;
+        wait_until(CONVERGE, "the client's replies through the VIP", || {
+            let logs = cluster
+                .node(0)
+                .cli_ok(&["service", "logs", "client"])
+                .map_err(|e| e.to_string())?;
+            let replies = logs
+                .lines()
+                .filter(|l| l.contains(&target) && l.contains(" web."))
+                .count();
+            if replies == 3 {
+                Ok(())
+            } else {
+                Err(format!("{replies} of 3 replies in logs: {logs}"))
+            }
+        })?;
+
         // The port is the cluster's: another service cannot take it.
         let out = cluster.node(0).cli(&[
             "service",
