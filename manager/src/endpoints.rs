@@ -4,21 +4,18 @@
 //! [`table`] is a pure function of the store; the dispatcher streams it to every
 //! node again after each change ([`stream`]).
 
-use std::time::Duration;
-
 use rswarm_proto::api::{EndpointTask, EndpointsMessage, NodeState, ServiceEndpoints, TaskState};
 use rswarm_proto::names::task_name;
 use tokio::sync::mpsc;
 use tonic::Status;
 
 use crate::controlapi::RaftView;
+use crate::dispatcher::LeaderWatch;
 use crate::store::{Event, Object, ReadTx, Store, Watch};
 
 /// Default time connections to a stopping task may still run (Docker's default
 /// stop grace period).
 const DEFAULT_GRACE_MS: u64 = 10_000;
-/// How often a stream checks that this manager still leads.
-const LEADER_CHECK: Duration = Duration::from_millis(200);
 
 /// The endpoint table: every service, sorted by name, with its running tasks that
 /// have an address and are on a node that is not down, sorted by task name. A task
@@ -97,7 +94,7 @@ pub async fn stream<R: RaftView>(
     store: Store,
     raft: std::sync::Arc<R>,
     initial: EndpointsMessage,
-    mut watch: Watch,
+    watch: Watch,
     out: mpsc::Sender<Result<EndpointsMessage, Status>>,
 ) {
     let mut last = initial.clone();
@@ -105,28 +102,18 @@ pub async fn stream<R: RaftView>(
         return;
     }
     let mut dirty = false;
-    let mut check = tokio::time::interval(LEADER_CHECK);
+    let mut events = LeaderWatch::new(watch);
     loop {
-        let event = tokio::select! {
-            e = watch.recv() => e,
-            _ = check.tick() => {
-                let s = raft.status();
-                if s.leader != Some(s.self_id) {
-                    let _ = out.send(Err(Status::unavailable("this manager stopped leading"))).await;
-                    return;
-                }
-                continue;
-            }
-            _ = out.closed() => return,
+        let Some(event) = events.next(raft.as_ref(), &out).await else {
+            return;
         };
-        let Some(event) = event else { return };
         dirty |= relevant(&event);
         if !matches!(event, Event::Commit(_) | Event::Reset) || !dirty {
             continue;
         }
         // Whatever else is already queued is in the store already (a batch is
         // applied before its events are published): one table covers it all.
-        while watch.try_recv().is_ok() {}
+        while events.try_next().is_some() {}
         dirty = false;
         let next = store.view(table);
         if next == last {

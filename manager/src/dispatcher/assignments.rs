@@ -2,17 +2,14 @@
 //! batched per Raft entry, until this manager stops leading.
 
 use std::collections::BTreeMap;
-use std::time::Duration;
 
 use rswarm_proto::api::{AssignmentsMessage, AssignmentsType, Task, TaskState};
 use tokio::sync::mpsc;
 use tonic::Status;
 
+use super::stream::LeaderWatch;
 use crate::controlapi::RaftView;
 use crate::store::{Event, Object, Store, Watch};
-
-/// How often a stream checks that this manager still leads.
-const LEADER_CHECK: Duration = Duration::from_millis(200);
 
 /// Whether `task` belongs in `node_id`'s assignment set: placed there and past
 /// the scheduler (a task still pending has nothing for the node to do).
@@ -43,7 +40,7 @@ pub async fn stream<R: RaftView>(
     raft: std::sync::Arc<R>,
     node_id: String,
     initial: Vec<Task>,
-    mut watch: Watch,
+    watch: Watch,
     out: mpsc::Sender<Result<AssignmentsMessage, Status>>,
 ) {
     let first = AssignmentsMessage {
@@ -56,20 +53,9 @@ pub async fn stream<R: RaftView>(
     }
     let mut changed: BTreeMap<String, Task> = BTreeMap::new();
     let mut removed: Vec<String> = Vec::new();
-    let mut check = tokio::time::interval(LEADER_CHECK);
+    let mut events = LeaderWatch::new(watch);
     loop {
-        let event = tokio::select! {
-            e = watch.recv() => e,
-            _ = check.tick() => {
-                let s = raft.status();
-                if s.leader != Some(s.self_id) {
-                    let _ = out.send(Err(Status::unavailable("this manager stopped leading"))).await;
-                    return;
-                }
-                continue;
-            }
-            _ = out.closed() => return,
-        };
+        let event = events.next(raft.as_ref(), &out).await;
         let msg = match event {
             None => return,
             Some(Event::Created(Object::Task(t)) | Event::Updated(Object::Task(t))) => {

@@ -7,10 +7,12 @@
 //! `rswarm-leader` metadata key, so the node moves its session there.
 
 mod assignments;
+mod stream;
 #[cfg(test)]
 mod tests;
 
 pub use assignments::assigned_to;
+pub(crate) use stream::LeaderWatch;
 
 use std::collections::HashMap;
 use std::pin::Pin;
