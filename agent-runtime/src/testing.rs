@@ -36,6 +36,9 @@ pub fn build_test_rootfs(dir: &Path, testimg: &Path) -> io::Result<()> {
         "root:x:0:0:root:/root:/bin/testimg\nuser:x:1000:1000:user:/home/user:/bin/testimg\n",
     )?;
     fs::write(dir.join("etc/group"), "root:x:0:\nuser:x:1000:\n")?;
+    // Names resolve through the container's /etc/hosts, then its resolv.conf
+    // (glibc 2.34 and later carry both in libc itself).
+    fs::write(dir.join("etc/nsswitch.conf"), "hosts: files dns\n")?;
     Ok(())
 }
 

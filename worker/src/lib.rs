@@ -18,6 +18,8 @@
 //! - [`endpoints`]: the cluster's endpoint table, streamed from the leader.
 //! - [`mesh`]: the endpoint table turned into the proxy's listeners, the node's
 //!   VIPs and the DNS server's names.
+//! - [`sockets`]: binding the UDP sockets the proxy and the DNS server share a
+//!   port on.
 //! - [`control`]: the control API as a worker's local socket answers it: every call
 //!   is refused with the managers' addresses.
 #![forbid(unsafe_code)]
@@ -31,5 +33,6 @@ pub mod logs;
 pub mod mesh;
 pub mod proxy;
 pub mod session;
+pub mod sockets;
 pub mod tasks;
 pub mod volumes;

@@ -6,7 +6,7 @@
 #![forbid(unsafe_code)]
 
 use std::io::{Read, Write};
-use std::net::TcpListener;
+use std::net::{TcpListener, ToSocketAddrs};
 use std::process::{Command, ExitCode, Stdio};
 use std::time::{Duration, Instant};
 
@@ -15,7 +15,7 @@ use nix::sys::signal::{SigSet, SigmaskHow, Signal, sigprocmask};
 
 const USAGE: &str = "usage: testimg pid|hostname|ps|sleep SECS|exit CODE [AFTER_SECS]|alloc MIB|fork N|spin MS|\
 trap-term MS|ignore-term|env|id|cat FILE|write FILE TEXT|ls DIR|owner PATH...|rm FILE|readlink PATH|echo TEXT...|echo-err TEXT...|\
-lines N|serve PORT|get ADDR:PORT...";
+lines N|serve PORT|get HOST:PORT...|resolve NAME";
 
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
@@ -71,6 +71,7 @@ fn run(cmd: &str, rest: &[String]) -> Res {
         "lines" => lines(arg(rest, 0)?.parse()?)?,
         "serve" => serve(arg(rest, 0)?.parse()?)?,
         "get" => get(rest)?,
+        "resolve" => resolve(arg(rest, 0)?)?,
         _ => {
             eprintln!("unknown command {cmd}; {USAGE}");
             return Ok(2);
@@ -238,8 +239,9 @@ fn serve(port: u16) -> Result<(), std::io::Error> {
     Ok(())
 }
 
-/// Asks each `ADDR:PORT` (a `serve`) for its reply, retrying for up to a minute
-/// while the network comes up, and prints `ADDR:PORT REPLY-BODY` for each.
+/// Asks each `HOST:PORT` (a `serve`; HOST an address or a name, resolved through
+/// the container's resolv.conf) for its reply, retrying for up to a minute
+/// while the network comes up, and prints `HOST:PORT REPLY-BODY` for each.
 fn get(addrs: &[String]) -> Result<(), Box<dyn std::error::Error>> {
     if addrs.is_empty() {
         return Err(format!("missing ADDR:PORT; {USAGE}").into());
@@ -262,10 +264,27 @@ fn get(addrs: &[String]) -> Result<(), Box<dyn std::error::Error>> {
     Ok(())
 }
 
+/// Prints `NAME ADDR...`, the name's IPv4 addresses sorted, as the C library
+/// resolves them.
+fn resolve(name: &str) -> Result<(), std::io::Error> {
+    let mut addrs: Vec<std::net::Ipv4Addr> = (name, 0)
+        .to_socket_addrs()?
+        .filter_map(|a| match a.ip() {
+            std::net::IpAddr::V4(ip) => Some(ip),
+            std::net::IpAddr::V6(_) => None,
+        })
+        .collect();
+    addrs.sort();
+    addrs.dedup();
+    let addrs: Vec<String> = addrs.iter().map(ToString::to_string).collect();
+    println!("{name} {}", addrs.join(" "));
+    std::io::stdout().flush()
+}
+
 fn fetch(addr: &str) -> Result<String, std::io::Error> {
-    let addr: std::net::SocketAddr = addr
-        .parse()
-        .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidInput, e))?;
+    let addr = addr.to_socket_addrs()?.next().ok_or_else(|| {
+        std::io::Error::new(std::io::ErrorKind::NotFound, format!("{addr}: no address"))
+    })?;
     let mut stream = std::net::TcpStream::connect_timeout(&addr, Duration::from_secs(2))?;
     stream.set_read_timeout(Some(Duration::from_secs(5)))?;
     stream.write_all(b"GET / HTTP/1.0\r\n\r\n")?;

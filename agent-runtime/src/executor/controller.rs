@@ -9,7 +9,7 @@ use rswarm_proto::validate::normalize_image_name;
 use tracing::{debug, info, warn};
 
 use super::Shared;
-use super::spec::{Inputs, container_config, exit_status};
+use super::spec::{Inputs, container_config, exit_status, task_resolv_conf};
 use crate::cgroup::Limits;
 use crate::container::{ContainerError, ContainerState, NetworkMode};
 use crate::exec::{Controller, ExecError, ExitStatus, task_image};
@@ -176,6 +176,12 @@ impl Controller for ContainerController {
         )?;
         let network = self.network().await;
         if let Some(net) = &network {
+            let gateway = net
+                .network()
+                .config()
+                .gateway()
+                .map_err(|e| ExecError::Prepare(format!("task network: {e}")))?;
+            config.resolv_conf = task_resolv_conf(gateway.addr());
             let (_, path) = net
                 .attach(self.id())
                 .await

@@ -128,6 +128,14 @@ pub fn container_config(task: &Task, inputs: Inputs<'_>) -> Result<ContainerConf
     Ok(config)
 }
 
+/// The `/etc/resolv.conf` of a task on the node's task network: the node's DNS
+/// server on the bridge gateway answers the cluster's names and forwards the
+/// rest. `ndots:0`, as Docker writes it, asks every name as it is first, so a
+/// service name is not tried against search domains before the cluster answers.
+pub fn task_resolv_conf(nameserver: std::net::Ipv4Addr) -> String {
+    format!("nameserver {nameserver}\noptions ndots:0\n")
+}
+
 /// How a container's exit reads as a task's exit: the code, and "OOM killed (limit
 /// 64MiB)" when the kernel's OOM killer ended it.
 pub fn exit_status(exit: &crate::container::ExitInfo, limits: &Limits) -> ExitStatus {

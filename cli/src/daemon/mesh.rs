@@ -1,18 +1,34 @@
 //! The node's routing mesh: the leader's endpoint table drives the node's
 //! load-balancing proxy, so every published port and every service VIP is served
-//! on this node. VIP listeners are configured only once the node's bridge holds
-//! the VIPs (a VIP that cannot be bound yet would only fail and be retried).
+//! on this node, and the node's DNS server, which answers the service names on
+//! the bridge gateway's port 53 (the nameserver of every task container). VIP
+//! listeners are configured only once the node's bridge holds the VIPs (a VIP
+//! that cannot be bound yet would only fail and be retried).
 
+use std::net::{Ipv4Addr, SocketAddr};
 use std::sync::Arc;
+use std::time::Duration;
 
 use rswarm_agent_runtime::network::TaskNetwork;
 use rswarm_proto::api::EndpointsMessage;
 use rswarm_proto::tls::Identity;
+use rswarm_worker::dns::{DnsConfig, DnsServer, Records, upstreams_from_resolv_conf};
 use rswarm_worker::mesh;
 use rswarm_worker::proxy::{Proxy, ProxyConfig};
+use tokio::net::TcpListener;
 use tokio::sync::watch;
+use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
-use tracing::{debug, warn};
+use tracing::{debug, info, warn};
+
+/// The DNS port on the bridge gateway.
+const DNS_PORT: u16 = 53;
+/// How soon a DNS server that could not bind is tried again.
+const DNS_BIND_RETRY: Duration = Duration::from_secs(2);
+/// Where the host's resolvers are read from, first usable wins: the real
+/// upstreams of systemd-resolved when the host runs it (its stub at
+/// 127.0.0.53 is named in /etc/resolv.conf), else the host's resolv.conf.
+const HOST_RESOLV_CONFS: [&str; 2] = ["/run/systemd/resolve/resolv.conf", "/etc/resolv.conf"];
 
 /// What this node's proxy serves for `table`: its published ports, and the VIP
 /// listeners when the node holds the VIPs.
@@ -38,8 +54,105 @@ async fn hold_vips(network: Option<&Arc<TaskNetwork>>, table: &EndpointsMessage)
     }
 }
 
-/// Follows the leader's endpoint table and serves it with the node's proxy until
-/// `shutdown`.
+/// The resolvers names outside the cluster are forwarded to.
+fn host_upstreams() -> Vec<SocketAddr> {
+    for path in HOST_RESOLV_CONFS {
+        if let Ok(text) = std::fs::read_to_string(path) {
+            let upstreams = upstreams_from_resolv_conf(&text);
+            if !upstreams.is_empty() {
+                return upstreams;
+            }
+        }
+    }
+    warn!(
+        "no usable nameserver in {}: names outside the cluster get NXDOMAIN",
+        HOST_RESOLV_CONFS.join(" or ")
+    );
+    Vec::new()
+}
+
+/// The bridge gateway of the node's task network, where its DNS server listens.
+fn gateway(network: Option<&Arc<TaskNetwork>>) -> Option<Ipv4Addr> {
+    Some(network?.network().config().gateway().ok()?.addr())
+}
+
+/// A DNS server running on one gateway address.
+struct Serving {
+    gateway: Ipv4Addr,
+    stop: CancellationToken,
+    task: JoinHandle<()>,
+}
+
+impl Serving {
+    async fn stop(self) {
+        self.stop.cancel();
+        let _ = self.task.await;
+    }
+}
+
+/// Starts the DNS server on `gateway`:53, UDP and TCP.
+async fn serve_dns_on(
+    gateway: Ipv4Addr,
+    config: &DnsConfig,
+    records: &watch::Receiver<Arc<Records>>,
+    shutdown: &CancellationToken,
+) -> std::io::Result<Serving> {
+    let addr = SocketAddr::from((gateway, DNS_PORT));
+    let udp = rswarm_worker::sockets::bind_udp(addr)?;
+    let tcp = TcpListener::bind(addr).await?;
+    let stop = shutdown.child_token();
+    let task =
+        tokio::spawn(DnsServer::new(config.clone()).run(udp, tcp, records.clone(), stop.clone()));
+    info!(%addr, "DNS server listening");
+    Ok(Serving {
+        gateway,
+        stop,
+        task,
+    })
+}
+
+/// Runs the node's DNS server on the gateway of its task network, moving it
+/// when the network changes, until `shutdown`.
+async fn serve_dns(
+    mut network: watch::Receiver<Option<Arc<TaskNetwork>>>,
+    records: watch::Receiver<Arc<Records>>,
+    shutdown: CancellationToken,
+) {
+    let config = DnsConfig {
+        upstreams: host_upstreams(),
+        ..DnsConfig::default()
+    };
+    let mut serving: Option<Serving> = None;
+    loop {
+        let wanted = gateway(network.borrow_and_update().as_ref());
+        let mut retry = false;
+        if serving.as_ref().map(|s| s.gateway) != wanted {
+            if let Some(old) = serving.take() {
+                old.stop().await;
+            }
+            if let Some(gateway) = wanted {
+                match serve_dns_on(gateway, &config, &records, &shutdown).await {
+                    Ok(started) => serving = Some(started),
+                    Err(err) => {
+                        warn!(%gateway, %err, "cannot listen for DNS on the node bridge; retrying");
+                        retry = true;
+                    }
+                }
+            }
+        }
+        tokio::select! {
+            changed = network.changed() => if changed.is_err() { break },
+            () = shutdown.cancelled() => break,
+            () = tokio::time::sleep(DNS_BIND_RETRY), if retry => {}
+        }
+    }
+    if let Some(old) = serving.take() {
+        old.stop().await;
+    }
+}
+
+/// Follows the leader's endpoint table and serves it with the node's proxy and
+/// DNS server until `shutdown`.
 pub fn start(
     identity: Identity,
     node_id: String,
@@ -56,6 +169,8 @@ pub fn start(
     ));
     let (config_tx, config_rx) = watch::channel(ProxyConfig::default());
     tokio::spawn(Proxy::new().run(config_rx, shutdown.clone()));
+    let (records_tx, records_rx) = watch::channel(Arc::new(Records::default()));
+    tokio::spawn(serve_dns(network.clone(), records_rx, shutdown.clone()));
     tokio::spawn(async move {
         loop {
             tokio::select! {
@@ -65,6 +180,14 @@ pub fn start(
             let Some(table) = table_rx.borrow_and_update().clone() else {
                 continue;
             };
+            let records = mesh::dns_records(&table);
+            records_tx.send_if_modified(|current| {
+                let changed = **current != records;
+                if changed {
+                    *current = Arc::new(records);
+                }
+                changed
+            });
             let node_network = network.borrow_and_update().clone();
             let with_vips = hold_vips(node_network.as_ref(), &table).await;
             let config = served(&table, &node_id, with_vips);

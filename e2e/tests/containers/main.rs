@@ -584,7 +584,7 @@ fn a_published_port_on_every_node_reaches_every_task() {
                 "8080",
             ],
         )?;
-        services::wait_converged(cluster, 0, "web", 3, CONVERGE, |tasks| {
+        let tasks = services::wait_converged(cluster, 0, "web", 3, CONVERGE, |tasks| {
             if services::running(tasks)
                 .iter()
                 .all(|t| !t.address.is_empty())
@@ -594,6 +594,11 @@ fn a_published_port_on_every_node_reaches_every_task() {
                 Err(format!("a task has no address yet: {tasks:?}"))
             }
         })?;
+        let mut task_addresses: Vec<std::net::Ipv4Addr> = services::running(&tasks)
+            .iter()
+            .map(|t| t.address.parse())
+            .collect::<Result<_, _>>()?;
+        task_addresses.sort();
         let expected = ["web.1", "web.2", "web.3"];
         for node in cluster.nodes() {
             let addr = format!("{}:8000", node.addr.ip());
@@ -616,8 +621,9 @@ fn a_published_port_on_every_node_reaches_every_task() {
             )?;
         }
 
-        // A task reaches the service through its VIP, served by its own node's
-        // proxy, on the target port.
+        // A task reaches the service by name and through its VIP (the name
+        // resolves to it through the node's DNS server), served by its own
+        // node's proxy, on the target port.
         let inspected = cluster.node(0).cli_json(&["service", "inspect", "web"])?;
         let service = inspected.get(0).unwrap_or(&inspected);
         let vip = service["endpoint"]["virtual_ip"]
@@ -637,23 +643,53 @@ fn a_published_port_on_every_node_reaches_every_task() {
                 "/bin/testimg",
                 "get",
                 &target,
-                &target,
-                &target,
+                "web:8080",
+                "web:8080",
+                "web:8080",
             ],
         )?;
-        wait_until(CONVERGE, "the client's replies through the VIP", || {
+        wait_until(CONVERGE, "the client's replies by VIP and by name", || {
             let logs = cluster
                 .node(0)
                 .cli_ok(&["service", "logs", "client"])
                 .map_err(|e| e.to_string())?;
-            let replies = logs
-                .lines()
-                .filter(|l| l.contains(&target) && l.contains(" web."))
-                .count();
-            if replies == 3 {
+            let count = |host: &str| {
+                logs.lines()
+                    .filter(|l| l.contains(&format!("{host} web.")))
+                    .count()
+            };
+            match (count(&target), count("web:8080")) {
+                (1, 3) => Ok(()),
+                (vip, name) => Err(format!(
+                    "{vip} of 1 replies through the VIP, {name} of 3 by name: {logs}"
+                )),
+            }
+        })?;
+        // `tasks.web` answers the addresses of the three tasks.
+        let wanted: Vec<String> = task_addresses.iter().map(ToString::to_string).collect();
+        let wanted = format!("tasks.web {}", wanted.join(" "));
+        create(
+            cluster,
+            "lookup",
+            1,
+            &[
+                "--restart-condition",
+                "on-failure",
+                "testimg:1",
+                "/bin/testimg",
+                "resolve",
+                "tasks.web",
+            ],
+        )?;
+        wait_until(CONVERGE, "tasks.web to resolve to the tasks", || {
+            let logs = cluster
+                .node(0)
+                .cli_ok(&["service", "logs", "lookup"])
+                .map_err(|e| e.to_string())?;
+            if logs.lines().any(|l| l.trim_end().ends_with(&wanted)) {
                 Ok(())
             } else {
-                Err(format!("{replies} of 3 replies in logs: {logs}"))
+                Err(format!("no {wanted:?} in logs: {logs}"))
             }
         })?;
 

@@ -6,7 +6,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use tokio::net::{TcpListener, UdpSocket};
+use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
@@ -218,7 +218,7 @@ impl Proxy {
                 if spec.proxy_protocol != ProxyProtocol::None {
                     warn!(listener = %spec.key(), "the PROXY protocol is for TCP only; UDP datagrams are sent as they are");
                 }
-                let socket = UdpSocket::bind(spec.bind).await.map_err(bind_error)?;
+                let socket = crate::sockets::bind_udp(spec.bind).map_err(bind_error)?;
                 let local = socket.local_addr().map_err(bind_error)?;
                 let task = tokio::spawn(udp::serve(socket, shared.clone(), stop.clone()));
                 (task, local)
