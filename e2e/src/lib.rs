@@ -31,6 +31,7 @@
 //! - [`binary`]: finds or builds the `rswarm` binary.
 //! - [`services`]: services and their tasks as `service ps` shows them, and the
 //!   waits orchestration scenarios compose.
+//! - [`load`]: a bounded request loop that records every outcome.
 //! - [`containers`]: the test image, and removing containers nodes leave behind.
 //! - [`command`], [`wait`]: commands and polls with time limits.
 //! - `sys`: the only unsafe code (setns, kill), kept to two calls.
@@ -42,6 +43,7 @@ pub mod client;
 pub mod cluster;
 pub mod command;
 pub mod containers;
+pub mod load;
 pub mod network;
 pub mod node;
 pub mod services;

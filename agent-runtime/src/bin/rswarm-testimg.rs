@@ -15,7 +15,7 @@ use nix::sys::signal::{SigSet, SigmaskHow, Signal, sigprocmask};
 
 const USAGE: &str = "usage: testimg pid|hostname|ps|sleep SECS|exit CODE [AFTER_SECS]|alloc MIB|fork N|spin MS|\
 trap-term MS|ignore-term|env|id|cat FILE|write FILE TEXT|ls DIR|owner PATH...|rm FILE|readlink PATH|echo TEXT...|echo-err TEXT...|\
-lines N|serve PORT|get HOST:PORT...|resolve NAME";
+lines N|serve PORT|serve-proxy PORT|get HOST:PORT...|resolve NAME";
 
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
@@ -70,6 +70,7 @@ fn run(cmd: &str, rest: &[String]) -> Res {
         "echo-err" => eprintln!("{}", rest.join(" ")),
         "lines" => lines(arg(rest, 0)?.parse()?)?,
         "serve" => serve(arg(rest, 0)?.parse()?)?,
+        "serve-proxy" => serve_proxy(arg(rest, 0)?.parse()?)?,
         "get" => get(rest)?,
         "resolve" => resolve(arg(rest, 0)?)?,
         _ => {
@@ -237,6 +238,94 @@ fn serve(port: u16) -> Result<(), std::io::Error> {
         );
     }
     Ok(())
+}
+
+/// Like `serve`, behind a proxy speaking the PROXY protocol (v1 or v2): each
+/// connection starts with the header, and the reply body is `HOST CLIENT` with
+/// the client address the header carries (`-` when it says LOCAL or UNKNOWN).
+/// A connection without a valid header is closed without a reply.
+fn serve_proxy(port: u16) -> Result<(), std::io::Error> {
+    let listener = TcpListener::bind(("0.0.0.0", port))?;
+    println!("listening on {} (PROXY protocol)", listener.local_addr()?);
+    std::io::stdout().flush()?;
+    let host = nix::unistd::gethostname()
+        .map(|h| h.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    for stream in listener.incoming() {
+        let Ok(mut stream) = stream else { continue };
+        let _ = stream.set_read_timeout(Some(Duration::from_secs(5)));
+        let client = match proxy_header(&mut stream) {
+            Ok(client) => client,
+            Err(err) => {
+                eprintln!("no PROXY header: {err}");
+                continue;
+            }
+        };
+        let mut buf = [0u8; 1024];
+        let _ = stream.read(&mut buf);
+        let body = format!("{host} {client}\n");
+        let _ = write!(
+            stream,
+            "HTTP/1.0 200 OK\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+            body.len()
+        );
+    }
+    Ok(())
+}
+
+/// The v2 header's signature.
+const PROXY_V2_SIGNATURE: &[u8; 12] = b"\r\n\r\n\0\r\nQUIT\n";
+
+/// Reads a PROXY protocol header off `stream` (nothing beyond it); the client
+/// address it names, `ADDR:PORT`.
+fn proxy_header(stream: &mut std::net::TcpStream) -> Result<String, Box<dyn std::error::Error>> {
+    let mut head = [0u8; 16];
+    stream.read_exact(&mut head[..5])?;
+    if &head[..5] == b"PROXY" {
+        // v1: text up to CRLF, at most 107 bytes.
+        let mut line = b"PROXY".to_vec();
+        while !line.ends_with(b"\r\n") {
+            if line.len() >= 107 {
+                return Err("v1 header longer than 107 bytes".into());
+            }
+            let mut byte = [0u8; 1];
+            stream.read_exact(&mut byte)?;
+            line.push(byte[0]);
+        }
+        let line = String::from_utf8(line)?;
+        let words: Vec<&str> = line.split_whitespace().collect();
+        return match words.as_slice() {
+            ["PROXY", "TCP4" | "TCP6", src, _dst, sport, _dport] => Ok(format!("{src}:{sport}")),
+            ["PROXY", "UNKNOWN", ..] => Ok("-".to_string()),
+            _ => Err(format!("bad v1 header {line:?}").into()),
+        };
+    }
+    stream.read_exact(&mut head[5..])?;
+    if &head[..12] != PROXY_V2_SIGNATURE || head[12] >> 4 != 2 {
+        return Err("neither a v1 nor a v2 header".into());
+    }
+    let len = u16::from_be_bytes([head[14], head[15]]) as usize;
+    let mut addrs = vec![0u8; len];
+    stream.read_exact(&mut addrs)?;
+    let command = head[12] & 0x0f;
+    let family = head[13] >> 4;
+    match (command, family) {
+        (0, _) => Ok("-".to_string()),
+        (1, 1) if len >= 12 => {
+            let ip = std::net::Ipv4Addr::new(addrs[0], addrs[1], addrs[2], addrs[3]);
+            Ok(format!("{ip}:{}", u16::from_be_bytes([addrs[8], addrs[9]])))
+        }
+        (1, 2) if len >= 36 => {
+            let mut octets = [0u8; 16];
+            octets.copy_from_slice(&addrs[..16]);
+            let ip = std::net::Ipv6Addr::from(octets);
+            Ok(format!(
+                "[{ip}]:{}",
+                u16::from_be_bytes([addrs[32], addrs[33]])
+            ))
+        }
+        _ => Err(format!("v2 header with command {command}, family {family}").into()),
+    }
 }
 
 /// Asks each `HOST:PORT` (a `serve`; HOST an address or a name, resolved through

@@ -11,6 +11,8 @@ use anyhow::{Context, ensure};
 use rswarm_e2e::services;
 use rswarm_e2e::{Cluster, skip_reason, wait_until};
 
+mod mesh;
+
 /// Tasks must get where they are asked within this (the image is fetched and
 /// unpacked first; the machine may be busy).
 const CONVERGE: Duration = Duration::from_secs(90);
@@ -565,6 +567,24 @@ fn get_from_client(cluster: &Cluster, addr: &str, count: usize) -> anyhow::Resul
         .collect())
 }
 
+/// Waits until requests to `addr` from the client namespace have been answered
+/// by every task in `expected` (the proxies learn tasks shortly after they run).
+fn wait_reaches(cluster: &Cluster, addr: &str, expected: &[&str]) -> anyhow::Result<()> {
+    wait_until(CONVERGE, &format!("{addr} to reach {expected:?}"), || {
+        let replies =
+            get_from_client(cluster, addr, 2 * expected.len()).map_err(|e| e.to_string())?;
+        let missing: Vec<&&str> = expected
+            .iter()
+            .filter(|name| !replies.iter().any(|r| r == *name))
+            .collect();
+        if missing.is_empty() {
+            Ok(())
+        } else {
+            Err(format!("no reply from {missing:?}: {replies:?}"))
+        }
+    })
+}
+
 #[test]
 fn a_published_port_on_every_node_reaches_every_task() {
     with_cluster("published port", |cluster| {
@@ -599,26 +619,9 @@ fn a_published_port_on_every_node_reaches_every_task() {
             .map(|t| t.address.parse())
             .collect::<Result<_, _>>()?;
         task_addresses.sort();
-        let expected = ["web.1", "web.2", "web.3"];
         for node in cluster.nodes() {
             let addr = format!("{}:8000", node.addr.ip());
-            // The proxies learn the tasks shortly after they run: retry a while.
-            wait_until(
-                CONVERGE,
-                &format!("{addr} to reach all three tasks"),
-                || {
-                    let replies = get_from_client(cluster, &addr, 6).map_err(|e| e.to_string())?;
-                    let missing: Vec<&&str> = expected
-                        .iter()
-                        .filter(|name| !replies.iter().any(|r| r == *name))
-                        .collect();
-                    if missing.is_empty() {
-                        Ok(())
-                    } else {
-                        Err(format!("no reply from {missing:?}: {replies:?}"))
-                    }
-                },
-            )?;
+            wait_reaches(cluster, &addr, &["web.1", "web.2", "web.3"])?;
         }
 
         // A task reaches the service by name and through its VIP (the name

@@ -1,0 +1,250 @@
+//! The routing mesh through real containers on three nodes: a task and a node
+//! killed under a request loop, host-mode ports, the PROXY protocol.
+
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, ensure};
+use rswarm_e2e::load::{self, LoadSpec};
+use rswarm_e2e::services::{self, TaskView};
+use rswarm_e2e::{Cluster, wait_until};
+
+use super::{
+    CONVERGE, container_pid, create, get_from_client, import_test_image, node_of, wait_reaches,
+    with_cluster,
+};
+
+/// The request loop spans both kills and the rescheduling after them; it also
+/// stops after `MAX_REQUESTS`.
+const LOAD: Duration = Duration::from_secs(35);
+const MAX_REQUESTS: usize = 5000;
+const PAUSE: Duration = Duration::from_millis(10);
+/// Longer than the proxy's connect timeout and a retry, so a request the proxy
+/// moves to another task is not taken for a failure.
+const REQUEST_TIMEOUT: Duration = Duration::from_secs(8);
+/// SIGKILL is delivered at once but the container's processes and sockets go
+/// a moment later: a request sent this soon after it still met the dying task.
+const DYING: Duration = Duration::from_millis(50);
+
+/// Waits until `service` runs `replicas` tasks, each with an address.
+fn wait_addressed(
+    cluster: &Cluster,
+    service: &str,
+    replicas: u64,
+) -> anyhow::Result<Vec<TaskView>> {
+    let tasks = services::wait_converged(cluster, 0, service, replicas, CONVERGE, |tasks| {
+        match services::running(tasks)
+            .iter()
+            .find(|t| t.address.is_empty())
+        {
+            Some(t) => Err(format!("{} has no address yet", t.id)),
+            None => Ok(()),
+        }
+    })?;
+    Ok(services::running(&tasks).into_iter().cloned().collect())
+}
+
+fn kill9(pid: u64) -> anyhow::Result<()> {
+    let status = std::process::Command::new("kill")
+        .args(["-KILL", &pid.to_string()])
+        .status()
+        .context("running kill")?;
+    ensure!(status.success(), "kill -KILL {pid}: {status}");
+    Ok(())
+}
+
+#[test]
+fn killing_a_task_and_a_node_fails_only_the_requests_in_flight_on_them() {
+    with_cluster("mesh failures", |cluster| {
+        import_test_image(cluster)?;
+        create(
+            cluster,
+            "web",
+            3,
+            &[
+                "--replicas-max-per-node",
+                "1",
+                "--publish",
+                "8000:8080",
+                "testimg:1",
+                "/bin/testimg",
+                "serve",
+                "8080",
+            ],
+        )?;
+        let tasks = wait_addressed(cluster, "web", 3)?;
+        let entry = cluster.node(0).addr.ip();
+        wait_reaches(
+            cluster,
+            &format!("{entry}:8000"),
+            &["web.1", "web.2", "web.3"],
+        )?;
+        let victim = tasks
+            .iter()
+            .find(|t| node_of(cluster, t).ok() == Some(1))
+            .with_context(|| format!("no task on node 1: {tasks:?}"))?;
+        let pid = container_pid(cluster, 1, &victim.id)?;
+
+        let client = cluster.client_runtime(1)?;
+        let running = client.handle().spawn(load::http_loop(LoadSpec {
+            target: SocketAddr::new(entry, 8000),
+            duration: LOAD,
+            max_requests: MAX_REQUESTS,
+            pause: PAUSE,
+            timeout: REQUEST_TIMEOUT,
+        }));
+        std::thread::sleep(Duration::from_secs(4));
+        cluster
+            .node(0)
+            .log_note(&format!("killing task {} (pid {pid})", victim.id));
+        let task_killed = Instant::now();
+        kill9(pid)?;
+        std::thread::sleep(Duration::from_secs(10));
+        let lost = cluster.node(2).name.clone();
+        cluster
+            .node(0)
+            .log_note(&format!("killing {lost} and cutting it off"));
+        let node_killed = Instant::now();
+        cluster.node(2).cut_network()?;
+        cluster.node_mut(2).kill9()?;
+        let run = client.run(running)?.context("the request loop panicked")?;
+
+        let kills = [
+            task_killed.duration_since(run.start),
+            node_killed.duration_since(run.start),
+        ];
+        let latencies = run.latencies();
+        let percentile = |p: usize| latencies[(latencies.len() * p / 100).min(latencies.len() - 1)];
+        let failures = run.failures();
+        println!(
+            "{} requests through {entry}:8000, {} failed; latency p50 {:?}, p99 {:?}, max {:?}; \
+             task killed at {:?}, node at {:?}",
+            run.outcomes.len(),
+            failures.len(),
+            percentile(50),
+            percentile(99),
+            latencies.last().copied().unwrap_or_default(),
+            kills[0],
+            kills[1],
+        );
+        for failure in &failures {
+            ensure!(
+                kills
+                    .iter()
+                    .any(|at| failure.in_flight_at(*at) || failure.sent.abs_diff(*at) <= DYING),
+                "a request sent at {:?} failed ({:?}) without being in flight at a kill ({kills:?})",
+                failure.sent,
+                failure.reply
+            );
+        }
+        ensure!(
+            run.outcomes.len() >= 300,
+            "only {} requests were sent",
+            run.outcomes.len()
+        );
+        // The service kept answering after the node was gone.
+        let after = run
+            .outcomes
+            .iter()
+            .filter(|o| o.sent > kills[1] + REQUEST_TIMEOUT && o.reply.is_ok())
+            .count();
+        ensure!(
+            after >= 100,
+            "only {after} requests answered after the node was lost"
+        );
+        Ok(())
+    });
+}
+
+#[test]
+fn host_ports_reach_only_their_nodes_task_and_the_proxy_protocol_carries_the_client() {
+    with_cluster("host mode and PROXY protocol", |cluster| {
+        import_test_image(cluster)?;
+        create(
+            cluster,
+            "pinned",
+            2,
+            &[
+                "--replicas-max-per-node",
+                "1",
+                "--publish",
+                "published=8100,target=8080,mode=host",
+                "testimg:1",
+                "/bin/testimg",
+                "serve",
+                "8080",
+            ],
+        )?;
+        create(
+            cluster,
+            "origin",
+            3,
+            &[
+                "--replicas-max-per-node",
+                "1",
+                "--publish",
+                "published=8200,target=8080,proxy-protocol=v2",
+                "testimg:1",
+                "/bin/testimg",
+                "serve-proxy",
+                "8080",
+            ],
+        )?;
+
+        // Host mode: a node with a task answers with that task only; the node
+        // without one does not listen.
+        let pinned = wait_addressed(cluster, "pinned", 2)?;
+        let mut idle = (0..cluster.nodes().len()).collect::<Vec<_>>();
+        for task in &pinned {
+            let index = node_of(cluster, task)?;
+            idle.retain(|i| *i != index);
+            let addr = format!("{}:8100", cluster.node(index).addr.ip());
+            let name = format!("pinned.{}", task.slot);
+            wait_reaches(cluster, &addr, &[&name])?;
+            let replies = get_from_client(cluster, &addr, 6)?;
+            ensure!(
+                replies.iter().all(|r| *r == name),
+                "{addr} reached other tasks than {name}: {replies:?}"
+            );
+        }
+        ensure!(idle.len() == 1, "the two tasks share a node: {pinned:?}");
+        let idle_addr = SocketAddr::new(cluster.node(idle[0]).addr.ip(), 8100);
+        let client = cluster.client_runtime(1)?;
+        let reply = client.run(load::request(idle_addr))?;
+        ensure!(
+            reply.as_ref().is_err_and(|e| e.contains("refused")),
+            "{idle_addr}, a node without a task, answered the host-mode port: {reply:?}"
+        );
+
+        // PROXY protocol v2: every task sees the client's own address.
+        wait_addressed(cluster, "origin", 3)?;
+        let client_ip = cluster.client_ip().to_string();
+        for node in cluster.nodes() {
+            let addr = format!("{}:8200", node.addr.ip());
+            wait_until(
+                CONVERGE,
+                &format!("{addr} to reach every origin task"),
+                || {
+                    let replies = get_from_client(cluster, &addr, 6).map_err(|e| e.to_string())?;
+                    let seen: Vec<(&str, &str)> =
+                        replies.iter().filter_map(|r| r.split_once(' ')).collect();
+                    if let Some((task, from)) = seen
+                        .iter()
+                        .find(|(_, from)| from.split(':').next() != Some(client_ip.as_str()))
+                    {
+                        return Err(format!("{task} saw the client as {from}, not {client_ip}"));
+                    }
+                    let mut tasks: Vec<&str> = seen.iter().map(|(task, _)| *task).collect();
+                    tasks.sort();
+                    tasks.dedup();
+                    if tasks == ["origin.1", "origin.2", "origin.3"] {
+                        Ok(())
+                    } else {
+                        Err(format!("replies from {tasks:?} only: {replies:?}"))
+                    }
+                },
+            )?;
+        }
+        Ok(())
+    });
+}
