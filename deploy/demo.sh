@@ -1,8 +1,13 @@
 #!/usr/bin/env bash
-# Builds rswarm and runs a local cluster: 3 managers and 2 workers on loopback
-# (127.0.0.1:24242-24246), each with its own data dir under a temporary directory,
-# then imports a demo image, creates a service of 3 replicas running as containers,
-# and shows the cluster, the tasks and their logs. Needs root.
+# Builds rswarm and runs a local cluster: 3 managers and 2 workers, each a node
+# of its own with its own data dir under a temporary directory and its own
+# network namespace on a private segment (a bridge in a hub namespace,
+# 10.77.0.0/24: m1 .1 ... w2 .5, a client .100), as separate hosts would be.
+# It imports a demo image, creates a service of 3 replicas running as
+# containers with a published port, shows the cluster, the tasks and their
+# logs, and sends requests to the port on every node from the client namespace.
+# Nothing changes in the host's own network namespace. Needs root, iproute2 and
+# util-linux.
 # Everything it started is stopped and removed when it exits (also on Ctrl-C).
 #   DEMO_KEEP=1 deploy/demo.sh   keeps the cluster running until Ctrl-C.
 set -euo pipefail
@@ -12,11 +17,29 @@ if [ "$(id -u)" != 0 ]; then
     exit 1
 fi
 
+if ! command -v ip >/dev/null 2>&1 || ! command -v nsenter >/dev/null 2>&1; then
+    echo "deploy/demo.sh needs iproute2 (ip) and util-linux (nsenter) for the nodes' namespaces" >&2
+    exit 1
+fi
+
 cargo build --release -p rswarm -p rswarm-agent-runtime --bins
 bin="$PWD/target/release/rswarm"
+testimg="$PWD/target/release/rswarm-testimg"
 work=$(mktemp -d /tmp/rswarm-demo.XXXXXX)
+ns_prefix="rsdemo$$"
+hub="$ns_prefix-hub"
 pids=()
+namespaces=()
 cleanup() {
+    local status=$?
+    if [ "$status" != 0 ]; then
+        # The work directory goes away below: show what the nodes logged.
+        for log in "$work"/*.log; do
+            [ -f "$log" ] || continue
+            echo "---- last lines of $(basename "$log")" >&2
+            tail -n 20 "$log" >&2
+        done
+    fi
     # Containers outlive their node daemon (a restarted daemon re-adopts them):
     # remove the service first, then kill whatever a failed run left in its cgroups.
     if [ -S "$work/m1/rswarm.sock" ]; then
@@ -42,6 +65,7 @@ cleanup() {
     for ns in "$work"/*/runtime/netns/*; do
         [ -e "$ns" ] && { umount -l "$ns" 2>/dev/null; rm -f "$ns"; }
     done
+    for ns in "${namespaces[@]}"; do ip netns del "$ns" 2>/dev/null || true; done
     rm -rf "$work"
 }
 trap cleanup EXIT INT TERM
@@ -50,34 +74,57 @@ rs() { "$bin" --host "unix://$work/m1/rswarm.sock" "$@"; }
 wait_for() { # wait_for DESCRIPTION COMMAND...: polls for up to 15 s
     local what=$1; shift
     for _ in $(seq 150); do "$@" >/dev/null 2>&1 && return 0; sleep 0.1; done
-    echo "timed out waiting for $what; logs are in $work" >&2
+    echo "timed out waiting for $what" >&2
     return 1
 }
-start() { # start NAME ARGS...: a node daemon in the background, logging to its dir
-    local name=$1; shift
+attach() { # attach NAME HOST: namespace $ns_prefix-NAME with eth0 at 10.77.0.HOST on the hub
+    local ns="$ns_prefix-$1" link="v$2"
+    ip netns add "$ns"
+    namespaces+=("$ns")
+    ip -n "$ns" link set lo up
+    ip -n "$hub" link add "$link" type veth peer name eth0 netns "$ns"
+    ip -n "$hub" link set "$link" master br0
+    ip -n "$hub" link set "$link" up
+    ip -n "$ns" addr add "10.77.0.$2/24" dev eth0
+    ip -n "$ns" link set eth0 up
+}
+start() { # start NAME HOST ARGS...: a node daemon in its namespace, logging to its dir
+    local name=$1 host=$2; shift 2
+    attach "$name" "$host"
     mkdir -p "$work/$name"
-    "$bin" "$@" --data-dir "$work/$name" >"$work/$name.log" 2>&1 &
+    # nsenter enters only the network namespace: `ip netns exec` would also
+    # mount a fresh /sys, hiding the cgroup hierarchies the runtime needs.
+    nsenter --net="/run/netns/$ns_prefix-$name" "$bin" "$@" --listen "10.77.0.$host:4242" \
+        --hostname "$name" --data-dir "$work/$name" >"$work/$name.log" 2>&1 &
     pids+=($!)
 }
 
-echo "== starting manager m1 (rswarm init)"
-start m1 init --listen 127.0.0.1:24242 --hostname m1
+echo "== a private segment: hub namespace $hub with bridge br0, 10.77.0.0/24"
+ip netns add "$hub"
+namespaces+=("$hub")
+ip -n "$hub" link set lo up
+ip -n "$hub" link add br0 type bridge
+ip -n "$hub" link set br0 up
+attach client 100
+
+echo "== starting manager m1 (rswarm init) at 10.77.0.1:4242"
+start m1 1 init
 wait_for "m1" rs cluster status
 worker_token=$(rs join-token worker -q)
 manager_token=$(rs join-token manager -q)
 
-echo "== joining managers m2, m3 and workers w1, w2"
-start m2 join --token "$manager_token" --listen 127.0.0.1:24243 --hostname m2 127.0.0.1:24242
-start m3 join --token "$manager_token" --listen 127.0.0.1:24244 --hostname m3 127.0.0.1:24242
-start w1 join --token "$worker_token" --listen 127.0.0.1:24245 --hostname w1 127.0.0.1:24242
-start w2 join --token "$worker_token" --listen 127.0.0.1:24246 --hostname w2 127.0.0.1:24242
+echo "== joining managers m2, m3 and workers w1, w2 (10.77.0.2-5)"
+start m2 2 join --token "$manager_token" 10.77.0.1:4242
+start m3 3 join --token "$manager_token" 10.77.0.1:4242
+start w1 4 join --token "$worker_token" 10.77.0.1:4242
+start w2 5 join --token "$worker_token" 10.77.0.1:4242
 ready_nodes() { [ "$(rs node ls --format json | grep -c '"status": "ready"')" = 5 ]; }
 wait_for "5 ready nodes" ready_nodes
 
 echo "== building the demo image from rswarm-testimg (a root filesystem tarball)"
 img="$work/image"
 mkdir -p "$img/bin" "$img/etc" "$img/tmp" "$img/proc" "$img/sys" "$img/dev"
-cp "$PWD/target/release/rswarm-testimg" "$img/bin/testimg"
+cp "$testimg" "$img/bin/testimg"
 for lib in $(ldd "$img/bin/testimg" | grep -o '/[^ ]*'); do
     mkdir -p "$img$(dirname "$lib")"
     cp -L "$lib" "$img$lib"
@@ -101,25 +148,27 @@ echo
 echo "== rswarm service logs demo"
 rs service logs demo
 echo
-echo "== six requests to the published port 127.0.0.1:8080, through the node proxy"
-# The nodes share this host's network namespace here, so one node's proxy holds
-# the port; each answer is the hostname (SERVICE.SLOT) of the task that served it.
-# A task that has just started may refuse a first connect before it listens: the
-# proxy then leaves it out for 3 s (the client is retried on another task), so
-# give the newest tasks that long first.
+echo "== requests to the published port 8080 of every node, from the client namespace"
+# Each answer is the hostname (SERVICE.SLOT) of the task that served it: every
+# node's proxy balances over all three tasks, wherever they run. A task that
+# has just started may refuse a first connect before it listens: the proxy then
+# leaves it out for 3 s (the client is retried on another task), so give the
+# newest tasks that long first.
 sleep 4
-"$PWD/target/release/rswarm-testimg" get 127.0.0.1:8080 127.0.0.1:8080 127.0.0.1:8080 \
-    127.0.0.1:8080 127.0.0.1:8080 127.0.0.1:8080
+for host in 1 2 3 4 5; do
+    ip netns exec "$ns_prefix-client" "$testimg" get 10.77.0.$host:8080 10.77.0.$host:8080 \
+        10.77.0.$host:8080
+done
 echo
 echo "The three tasks run as containers (own pid, mount, uts, ipc and network namespaces,"
 echo "cgroups, an overlay root filesystem) on the nodes the scheduler chose; the image was"
-echo "imported on m1 and fetched by the other nodes from the managers. The published port"
-echo "is served by the built-in proxy. In this one-host demo the five nodes share the host's"
-echo "network namespace and their task networks get in each other's way, so the proxy may"
-echo "reach only some tasks (it leaves out those it cannot connect to); with one namespace"
-echo "per node, as in the e2e tests, requests are balanced over every task."
+echo "imported on m1 and fetched by the other nodes from the managers. Tasks on different"
+echo "nodes reach each other over the VXLAN overlay; the published port is served by the"
+echo "built-in proxy on every node, round-robin over every task of the service."
+echo
 
 if [ "${DEMO_KEEP:-0}" = 1 ]; then
-    echo "cluster running; control socket: unix://$work/m1/rswarm.sock — Ctrl-C stops it"
+    echo "cluster running; control socket: unix://$work/m1/rswarm.sock, client namespace"
+    echo "$ns_prefix-client (ip netns exec $ns_prefix-client ...) — Ctrl-C stops it"
     wait
 fi

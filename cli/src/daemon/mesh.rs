@@ -168,7 +168,9 @@ pub fn start(
         shutdown.clone(),
     ));
     let (config_tx, config_rx) = watch::channel(ProxyConfig::default());
-    tokio::spawn(Proxy::new().run(config_rx, shutdown.clone()));
+    if let Err(err) = Proxy::new().spawn_thread(config_rx, shutdown.clone()) {
+        warn!(%err, "cannot start the proxy thread: published ports and VIPs are not served");
+    }
     let (records_tx, records_rx) = watch::channel(Arc::new(Records::default()));
     tokio::spawn(serve_dns(network.clone(), records_rx, shutdown.clone()));
     tokio::spawn(async move {

@@ -14,9 +14,11 @@ use super::{
     with_cluster,
 };
 
-/// The request loop spans both kills and the rescheduling after them; it also
-/// stops after `MAX_REQUESTS`.
-const LOAD: Duration = Duration::from_secs(35);
+/// The request loop spans both kills, the rescheduling after them and a scale
+/// down; it also stops after `MAX_REQUESTS`.
+const LOAD: Duration = Duration::from_secs(42);
+/// The service's stop grace period: a stopping task is drained this long.
+const GRACE: Duration = Duration::from_secs(2);
 const MAX_REQUESTS: usize = 5000;
 const PAUSE: Duration = Duration::from_millis(10);
 /// Longer than the proxy's connect timeout and a retry, so a request the proxy
@@ -57,11 +59,14 @@ fn kill9(pid: u64) -> anyhow::Result<()> {
 fn killing_a_task_and_a_node_fails_only_the_requests_in_flight_on_them() {
     with_cluster("mesh failures", |cluster| {
         import_test_image(cluster)?;
+        let grace = format!("{}s", GRACE.as_secs());
         create(
             cluster,
             "web",
             3,
             &[
+                "--stop-grace-period",
+                &grace,
                 "--replicas-max-per-node",
                 "1",
                 "--publish",
@@ -107,18 +112,24 @@ fn killing_a_task_and_a_node_fails_only_the_requests_in_flight_on_them() {
         let node_killed = Instant::now();
         cluster.node(2).cut_network()?;
         cluster.node_mut(2).kill9()?;
+        // A scale down stops tasks gracefully: drained first, nothing fails.
+        std::thread::sleep(Duration::from_secs(12));
+        cluster.node(0).log_note("scaling web to 1");
+        let scaled = Instant::now();
+        cluster.node(0).cli_ok(&["service", "scale", "web=1"])?;
         let run = client.run(running)?.context("the request loop panicked")?;
 
         let kills = [
             task_killed.duration_since(run.start),
             node_killed.duration_since(run.start),
         ];
+        let scaled = scaled.duration_since(run.start);
         let latencies = run.latencies();
         let percentile = |p: usize| latencies[(latencies.len() * p / 100).min(latencies.len() - 1)];
         let failures = run.failures();
         println!(
             "{} requests through {entry}:8000, {} failed; latency p50 {:?}, p99 {:?}, max {:?}; \
-             task killed at {:?}, node at {:?}",
+             task killed at {:?}, node at {:?}, scaled down at {scaled:?}",
             run.outcomes.len(),
             failures.len(),
             percentile(50),
@@ -151,6 +162,27 @@ fn killing_a_task_and_a_node_fails_only_the_requests_in_flight_on_them() {
         ensure!(
             after >= 100,
             "only {after} requests answered after the node was lost"
+        );
+        // The scale down failed nothing, and once the stopped task was drained
+        // and gone a single task answered.
+        if let Some(failed) = failures.iter().find(|f| f.sent >= scaled) {
+            anyhow::bail!(
+                "a request sent at {:?}, after the scale down, failed: {:?}",
+                failed.sent,
+                failed.reply
+            );
+        }
+        let mut last: Vec<&str> = run
+            .outcomes
+            .iter()
+            .filter(|o| o.sent > scaled + GRACE + Duration::from_secs(2))
+            .filter_map(|o| o.reply.as_deref().ok())
+            .collect();
+        last.sort();
+        last.dedup();
+        ensure!(
+            last.len() == 1,
+            "after the scale down to 1 the replies came from {last:?}"
         );
         Ok(())
     });

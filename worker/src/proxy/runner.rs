@@ -66,6 +66,24 @@ impl Proxy {
         self.status.subscribe()
     }
 
+    /// Runs [`Proxy::run`] on a thread of its own, on a single-threaded runtime:
+    /// the node's data plane. Relaying stays off the runtime the control plane
+    /// (Raft, gRPC, task runners) uses, so neither delays the other, and, as in
+    /// HAProxy's single event loop, one core serves every connection without
+    /// cross-thread wakeups.
+    pub fn spawn_thread(
+        self,
+        config: watch::Receiver<ProxyConfig>,
+        shutdown: CancellationToken,
+    ) -> std::io::Result<std::thread::JoinHandle<()>> {
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()?;
+        std::thread::Builder::new()
+            .name("rswarm-proxy".into())
+            .spawn(move || runtime.block_on(self.run(config, shutdown)))
+    }
+
     /// Serves `config` until `shutdown` is cancelled, applying each new value as
     /// soon as it is sent. On shutdown every listener and connection is closed.
     /// If the configuration's sender goes away the last configuration is served on.

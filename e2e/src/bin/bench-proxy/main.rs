@@ -1,13 +1,17 @@
 //! Proxy benchmark: wrk through rswarm's proxy, HAProxy in TCP mode (one thread)
 //! and nginx stream (one worker), in turn, to the same two nginx HTTP backends in
 //! the same run, with keep-alive and with a new connection per request. Prints
-//! requests/s, p50/p99 latency, the ratios to the other two and each proxy's memory.
+//! requests/s, p50/p99 latency, each proxy's CPU time per request, the ratios to
+//! the other two and each proxy's memory. On a small machine wrk, the backends and
+//! the proxy share the cores, so requests/s is partly the machine's; CPU per
+//! request is the proxy's own cost.
 //! Target from the issue: at least HAProxy's requests/s with a p99 no worse.
 //!
 //! `cargo run --release -p rswarm-e2e --bin bench-proxy [-- --seconds S
 //! --connections N --rounds N --proxy-threads N --wrk-threads N]` (defaults: 10 s,
-//! 50 connections, 1 round, 1 proxy runtime worker thread to match the peers (0: a
-//! current-thread runtime), 1 wrk thread).
+//! 50 connections, 1 round, the proxy on one thread with a current-thread runtime
+//! as the daemon runs it (N > 0: a multi-thread runtime with N workers instead),
+//! 1 wrk thread).
 //! Needs wrk, haproxy, nginx and its stream module (Debian packages wrk haproxy
 //! nginx-light libnginx-mod-stream); installs nothing. Everything listens on
 //! 127.0.0.1; every process it starts is killed when it ends.
@@ -88,7 +92,7 @@ fn parse(args: &[String]) -> anyhow::Result<Settings> {
         connections: 50,
         wrk_threads: 1,
         rounds: 1,
-        proxy_threads: 1,
+        proxy_threads: 0,
     };
     let mut args = args.iter();
     while let Some(flag) = args.next() {
@@ -166,16 +170,23 @@ fn run(settings: &Settings) -> anyhow::Result<String> {
             // machine as the previous run left it.
             for offset in 0..PEERS.len() {
                 let peer = (round + offset) % PEERS.len();
-                let figures = wrk::run(started[peer].addr, load, *mode)
+                let cpu_before = started[peer].cpu_time()?;
+                let mut figures = wrk::run(started[peer].addr, load, *mode)
                     .with_context(|| format!("{} {}", started[peer].name, mode.label()))?;
+                let cpu = started[peer].cpu_time()?.saturating_sub(cpu_before);
+                let requests = figures.requests_per_sec * load.duration.as_secs_f64();
+                if requests >= 1.0 {
+                    figures.cpu_per_request = cpu.div_f64(requests);
+                }
                 eprintln!(
-                    "round {} {:<27} {:<13} {:>9.0} req/s p50 {:>8} p99 {:>8} errors {}",
+                    "round {} {:<27} {:<13} {:>9.0} req/s p50 {:>8} p99 {:>8} cpu/req {:>7} errors {}",
                     round + 1,
                     mode.label(),
                     PEERS[peer],
                     figures.requests_per_sec,
                     show(figures.p50),
                     show(figures.p99),
+                    show(figures.cpu_per_request),
                     figures.errors
                 );
                 results[mode_index][peer].push(figures);
@@ -205,12 +216,19 @@ fn median(runs: &[Figures]) -> Figures {
         p50: Duration::from_secs_f64(pick(runs.iter().map(|f| f.p50.as_secs_f64()).collect())),
         p99: Duration::from_secs_f64(pick(runs.iter().map(|f| f.p99.as_secs_f64()).collect())),
         errors: runs.iter().map(|f| f.errors).sum(),
+        cpu_per_request: Duration::from_secs_f64(pick(
+            runs.iter()
+                .map(|f| f.cpu_per_request.as_secs_f64())
+                .collect(),
+        )),
     }
 }
 
 fn show(duration: Duration) -> String {
     let micros = duration.as_secs_f64() * 1e6;
-    if micros < 1000.0 {
+    if micros < 100.0 {
+        format!("{micros:.1}us")
+    } else if micros < 1000.0 {
         format!("{micros:.0}us")
     } else {
         format!("{:.2}ms", micros / 1000.0)
@@ -238,14 +256,14 @@ fn report(
             .collect::<Vec<_>>()
             .join(" "),
         match settings.proxy_threads {
-            0 => "current-thread".to_string(),
+            0 => "current-thread (as the daemon runs it)".to_string(),
             threads => format!("multi-thread with {threads} worker(s)"),
         }
     );
     let _ = writeln!(
         out,
-        "{:<27} {:<13} {:>10} {:>9} {:>9} {:>7}",
-        "mode", "peer", "req/s", "p50", "p99", "errors"
+        "{:<27} {:<13} {:>10} {:>9} {:>9} {:>9} {:>7}",
+        "mode", "peer", "req/s", "p50", "p99", "cpu/req", "errors"
     );
     let mut verdicts = Vec::new();
     for (mode, per_peer) in MODES.iter().zip(results) {
@@ -253,12 +271,13 @@ fn report(
         for (peer, f) in PEERS.iter().zip(&figures) {
             let _ = writeln!(
                 out,
-                "{:<27} {:<13} {:>10.0} {:>9} {:>9} {:>7}",
+                "{:<27} {:<13} {:>10.0} {:>9} {:>9} {:>9} {:>7}",
                 mode.label(),
                 peer,
                 f.requests_per_sec,
                 show(f.p50),
                 show(f.p99),
+                show(f.cpu_per_request),
                 f.errors
             );
         }
@@ -266,12 +285,33 @@ fn report(
         for (peer, theirs) in PEERS.iter().zip(&figures).skip(1) {
             let _ = writeln!(
                 out,
-                "{:<27} rswarm/{:<13} req/s {:.2}x  p50 {:.2}x  p99 {:.2}x",
+                "{:<27} rswarm/{:<13} req/s {:.2}x  p50 {:.2}x  p99 {:.2}x  cpu/req {:.2}x",
                 "",
                 peer,
                 ours.requests_per_sec / theirs.requests_per_sec,
                 ours.p50.as_secs_f64() / theirs.p50.as_secs_f64(),
-                ours.p99.as_secs_f64() / theirs.p99.as_secs_f64()
+                ours.p99.as_secs_f64() / theirs.p99.as_secs_f64(),
+                ours.cpu_per_request.as_secs_f64() / theirs.cpu_per_request.as_secs_f64()
+            );
+        }
+        // The same ratios round by round (each round ran both in turn): how
+        // much of a difference the machine's own noise makes.
+        let per_round = |value: fn(&Figures) -> f64| {
+            let mut ratios: Vec<f64> = per_peer[0]
+                .iter()
+                .zip(&per_peer[1])
+                .map(|(ours, theirs)| value(ours) / value(theirs))
+                .collect();
+            ratios.sort_by(f64::total_cmp);
+            (ratios[0], ratios[ratios.len() - 1])
+        };
+        if settings.rounds > 1 {
+            let rps = per_round(|f| f.requests_per_sec);
+            let p99 = per_round(|f| f.p99.as_secs_f64());
+            let _ = writeln!(
+                out,
+                "{:<27} rswarm/haproxy round by round: req/s {:.2}-{:.2}x  p99 {:.2}-{:.2}x",
+                "", rps.0, rps.1, p99.0, p99.1
             );
         }
         let haproxy = figures[1];

@@ -119,6 +119,26 @@ impl Process {
         text.get(start..).unwrap_or(&text).trim().to_string()
     }
 
+    /// CPU time the process has used so far, user and system, all threads
+    /// (from /proc; the kernel reports it in USER_HZ ticks, 100 per second).
+    pub fn cpu_time(&self) -> anyhow::Result<Duration> {
+        let stat = fs::read_to_string(format!("/proc/{}/stat", self.child.id()))
+            .with_context(|| format!("cannot read the CPU time of {}", self.name))?;
+        // The command name may hold spaces: fields count from after its ')'.
+        let fields: Vec<&str> = stat
+            .rsplit_once(')')
+            .map(|(_, rest)| rest.split_whitespace().collect())
+            .unwrap_or_default();
+        // utime and stime are fields 14 and 15; `fields` starts at field 3.
+        let tick = |i: usize| -> anyhow::Result<u64> {
+            fields
+                .get(i - 3)
+                .and_then(|v| v.parse().ok())
+                .with_context(|| format!("no field {i} in /proc stat of {}", self.name))
+        };
+        Ok(Duration::from_millis((tick(14)? + tick(15)?) * 10))
+    }
+
     /// Resident memory now and at its peak, in KiB (from /proc).
     pub fn memory_kib(&self) -> anyhow::Result<(u64, u64)> {
         let status = fs::read_to_string(format!("/proc/{}/status", self.child.id()))

@@ -37,6 +37,9 @@ pub struct Figures {
     pub p99: Duration,
     /// Socket errors (connect, read, write, timeout) plus non-2xx answers.
     pub errors: u64,
+    /// The proxy's CPU time (user and system) per completed request; filled in
+    /// by the caller, which watches the proxy's process.
+    pub cpu_per_request: Duration,
 }
 
 /// How a wrk run is shaped.
@@ -103,6 +106,7 @@ pub fn parse(report: &str) -> anyhow::Result<Figures> {
         p50: p50.context("no 50% line (was --latency passed?)")?,
         p99: p99.context("no 99% line")?,
         errors,
+        cpu_per_request: Duration::ZERO,
     })
 }
 
