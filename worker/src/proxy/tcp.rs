@@ -5,9 +5,11 @@
 use std::io;
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use tokio::io::AsyncWriteExt;
+use tokio::net::tcp::{ReadHalf, WriteHalf};
 use tokio::net::{TcpListener, TcpStream};
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, warn};
@@ -94,12 +96,42 @@ async fn relay(
         }
     }
     tokio::select! {
-        copied = tokio::io::copy_bidirectional(&mut client, &mut upstream) => {
+        copied = copy_both_ways(&mut client, &mut upstream) => {
             copied.map_err(io_error)?;
         }
         _ = backend.closed() => {
             debug!(listener = %shared.bind, backend = %backend.id, client = %peer, "closed at drain deadline");
         }
+    }
+    Ok(())
+}
+
+/// Copies client to upstream and upstream to client until both are done, as
+/// `tokio::io::copy_bidirectional` does, passing each side's end of data on to
+/// the other with a half close (`shutdown(SHUT_WR)`), except for the side that
+/// ends last: both sockets are closed right after, and the close sends that
+/// FIN (nothing is left unread), so the system call is saved.
+async fn copy_both_ways(client: &mut TcpStream, upstream: &mut TcpStream) -> io::Result<()> {
+    let finished = AtomicBool::new(false);
+    let (mut client_read, mut client_write) = client.split();
+    let (mut upstream_read, mut upstream_write) = upstream.split();
+    tokio::try_join!(
+        one_way(&mut client_read, &mut upstream_write, &finished),
+        one_way(&mut upstream_read, &mut client_write, &finished),
+    )?;
+    Ok(())
+}
+
+/// One direction of [`copy_both_ways`]; `finished` tells whether the other
+/// direction has ended already.
+async fn one_way(
+    from: &mut ReadHalf<'_>,
+    to: &mut WriteHalf<'_>,
+    finished: &AtomicBool,
+) -> io::Result<()> {
+    tokio::io::copy(from, to).await?;
+    if !finished.swap(true, Ordering::Relaxed) {
+        to.shutdown().await?;
     }
     Ok(())
 }

@@ -169,6 +169,38 @@ async fn no_header_without_proxy_protocol_and_half_close_is_relayed() {
 }
 
 #[tokio::test]
+async fn a_backend_half_close_reaches_the_client_which_can_still_send() {
+    let backend = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let backend_addr = backend.local_addr().unwrap();
+    let bind = free_tcp_addr();
+    let spec = tcp_spec(bind, vec![crate::proxy::Backend::new("raw", backend_addr)]);
+    let proxy = Running::start(ProxyConfig {
+        listeners: vec![spec],
+    })
+    .await;
+
+    let mut client = TcpStream::connect(bind).await.unwrap();
+    let (mut server, _) = within("accept", backend.accept()).await.unwrap();
+    server.write_all(b"banner").await.unwrap();
+    server.shutdown().await.unwrap();
+    let mut got = Vec::new();
+    within("banner and EOF", client.read_to_end(&mut got))
+        .await
+        .unwrap();
+    assert_eq!(got, b"banner");
+    // The backend only stopped sending: what the client sends still arrives,
+    // and the client's close ends the backend's side.
+    client.write_all(b"after").await.unwrap();
+    drop(client);
+    let mut tail = Vec::new();
+    within("client data after the half close", server.read_to_end(&mut tail))
+        .await
+        .unwrap();
+    assert_eq!(tail, b"after");
+    proxy.stop().await;
+}
+
+#[tokio::test]
 async fn shutdown_closes_listeners_and_connections() {
     let backend = EchoBackend::start("a").await;
     let bind = free_tcp_addr();
