@@ -193,9 +193,12 @@ async fn a_backend_half_close_reaches_the_client_which_can_still_send() {
     client.write_all(b"after").await.unwrap();
     drop(client);
     let mut tail = Vec::new();
-    within("client data after the half close", server.read_to_end(&mut tail))
-        .await
-        .unwrap();
+    within(
+        "client data after the half close",
+        server.read_to_end(&mut tail),
+    )
+    .await
+    .unwrap();
     assert_eq!(tail, b"after");
     proxy.stop().await;
 }
