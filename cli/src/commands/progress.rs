@@ -21,7 +21,7 @@ pub const FAILURE_LIMIT: usize = 3;
 /// How many tasks the service should have.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Expect {
-    /// Slots `1..=N`, one running task each.
+    /// `N` slots, one running task each.
     Replicated(u64),
     /// One running task on every eligible node.
     Global,
@@ -101,7 +101,10 @@ pub fn assess(expect: Expect, tasks: &[Task], eligible_nodes: Option<usize>) -> 
         group.sort_by_key(|t| std::cmp::Reverse((created_at(t), t.id.clone())));
     }
     let keys: Vec<(u64, String)> = match expect {
-        Expect::Replicated(n) => (1..=n).map(|slot| (slot, String::new())).collect(),
+        Expect::Replicated(n) => replicated_slots(&groups, n)
+            .into_iter()
+            .map(|slot| (slot, String::new()))
+            .collect(),
         // Only nodes with a live task: the others were drained, left or never fit.
         Expect::Global => groups
             .iter()
@@ -109,8 +112,15 @@ pub fn assess(expect: Expect, tasks: &[Task], eligible_nodes: Option<usize>) -> 
             .map(|((_, node), _)| (0, node.to_string()))
             .collect(),
     };
+    // A replicated slot is shown by its place among the slots: `1/3`, `2/3`...
     let label = |slot: u64, node: &str| match expect {
-        Expect::Replicated(n) => format!("{slot}/{n}"),
+        Expect::Replicated(n) => {
+            let place = keys
+                .iter()
+                .position(|(s, _)| *s == slot)
+                .map_or(0, |i| i + 1);
+            format!("{place}/{n}")
+        }
         Expect::Global => node.to_string(),
     };
     let mut lines = Vec::new();
@@ -136,8 +146,8 @@ pub fn assess(expect: Expect, tasks: &[Task], eligible_nodes: Option<usize>) -> 
     let mut failures = Vec::new();
     let mut failing = Vec::new();
     for ((slot, node), group) in &groups {
-        if let Expect::Replicated(n) = expect
-            && !(1..=n).contains(slot)
+        if let Expect::Replicated(_) = expect
+            && !keys.iter().any(|(s, _)| s == slot)
         {
             continue;
         }
@@ -158,7 +168,12 @@ pub fn assess(expect: Expect, tasks: &[Task], eligible_nodes: Option<usize>) -> 
     }
     let verdict = if !failing.is_empty() {
         Verdict::Failing(failing)
-    } else if lines.iter().all(|l| l.running) && (expect != Expect::Global || !lines.is_empty()) {
+    } else if lines.iter().all(|l| l.running)
+        && match expect {
+            Expect::Replicated(n) => lines.len() as u64 == n,
+            Expect::Global => !lines.is_empty(),
+        }
+    {
         Verdict::Converged
     } else if expect == Expect::Global && lines.is_empty() && eligible_nodes == Some(0) {
         Verdict::NoEligibleNode
@@ -170,6 +185,32 @@ pub fn assess(expect: Expect, tasks: &[Task], eligible_nodes: Option<usize>) -> 
         failures,
         verdict,
     }
+}
+
+/// The slots a replicated service of `n` tasks is watched by: those in use (a live
+/// task, or a task its restart policy finished with), and while fewer than `n`, the
+/// lowest free numbers, where the managers create the missing tasks. More than `n`
+/// in use means a scale down the managers have not carried out yet.
+fn replicated_slots(groups: &BTreeMap<(u64, &str), Vec<&Task>>, n: u64) -> Vec<u64> {
+    let mut slots: Vec<u64> = groups
+        .iter()
+        .filter(|((slot, _), group)| {
+            *slot != 0
+                && group
+                    .iter()
+                    .any(|t| is_live(t) || t.desired_state == TaskState::Complete as i32)
+        })
+        .map(|((slot, _), _)| *slot)
+        .collect();
+    let mut next = 1;
+    while (slots.len() as u64) < n {
+        if !slots.contains(&next) {
+            slots.push(next);
+        }
+        next += 1;
+    }
+    slots.sort_unstable();
+    slots
 }
 
 /// A task the managers still want running (desired RUNNING or earlier), as opposed

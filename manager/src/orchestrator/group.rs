@@ -76,6 +76,25 @@ pub(super) fn stop(plan: &mut Plan<'_>, tasks: &[&Task]) {
     }
 }
 
+/// Whether a slot's group is in use, and how well it does: the best rank of its live
+/// tasks and of the task that marks it finished (ranked as the exited task it was,
+/// so that finishing a group does not change its rank). `None` for a group of
+/// history only.
+pub(super) fn occupancy(tasks: &[&Task], lost: &dyn Fn(&Task) -> bool) -> Option<(bool, i32)> {
+    tasks
+        .iter()
+        .filter_map(|t| {
+            if is_live(t) {
+                Some(keeper_rank(t, lost))
+            } else if t.desired_state == TaskState::Complete as i32 {
+                Some((false, observed(t)))
+            } else {
+                None
+            }
+        })
+        .max()
+}
+
 /// Which live task to keep: one still running on a healthy node first, then the one
 /// furthest along.
 fn keeper_rank(task: &Task, lost: &dyn Fn(&Task) -> bool) -> (bool, i32) {

@@ -5,7 +5,7 @@
 //! never changes a task's spec or observed status (those are the user's and the
 //! worker's), and it never places a replicated task (that is the scheduler's job).
 //!
-//! Tasks are grouped: by slot (`1..=N`) for a replicated service, by node for a global
+//! Tasks are grouped: by slot (`N` numbered slots) for a replicated service, by node for a global
 //! one. In each group at most one task is *live* (desired state RUNNING or earlier);
 //! the others are history. The decision is idempotent: applying its [`Actions`] and
 //! calling it again at the same time yields no action, so the caller may run it on
@@ -35,7 +35,7 @@ mod tests_prop;
 #[cfg(test)]
 mod tests_restart;
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 
 use rswarm_proto::api::{
     Meta, Node, NodeAvailability, NodeState, Service, Task, TaskState, TaskStatus, service_spec,
@@ -114,9 +114,6 @@ pub fn reconcile(service: &Service, tasks: &[Task], nodes: &[Node], now: u64) ->
 
 fn reconcile_replicated(plan: &mut Plan<'_>, tasks: &[Task], nodes: &HashMap<&str, &Node>, n: u64) {
     let mut slots = group_by(tasks, |t| t.slot);
-    for slot in 1..=n {
-        slots.entry(slot).or_default();
-    }
     // A task is replaced at once, with no restart delay, when its node is gone, down
     // or drained: the task did nothing wrong.
     let lost = |t: &Task| {
@@ -127,8 +124,12 @@ fn reconcile_replicated(plan: &mut Plan<'_>, tasks: &[Task], nodes: &HashMap<&st
                         || availability(node) == NodeAvailability::Drain as i32
                 }))
     };
+    let wanted = wanted_slots(&slots, n, &lost);
+    for slot in &wanted {
+        slots.entry(*slot).or_default();
+    }
     for (slot, group) in &slots {
-        if (1..=n).contains(slot) {
+        if wanted.contains(slot) {
             group::reconcile(plan, group, *slot, "", true, &lost);
             plan.keep_history(group, plan.retention());
         } else {
@@ -136,6 +137,35 @@ fn reconcile_replicated(plan: &mut Plan<'_>, tasks: &[Task], nodes: &HashMap<&st
             plan.keep_history(group, 0);
         }
     }
+}
+
+/// The `n` slots a replicated service keeps. A slot stays in use while it has a live
+/// task or its restart policy finished with it; slot numbers never change. With more
+/// slots in use than wanted (a scale down), the slots whose task runs healthy are
+/// kept before those still on their way, so that a scale down never stops a running
+/// task while a pending one survives; among equals the lower slot numbers stay. With
+/// fewer, new slots take the lowest free numbers.
+fn wanted_slots(
+    slots: &BTreeMap<u64, Vec<&Task>>,
+    n: u64,
+    lost: &dyn Fn(&Task) -> bool,
+) -> BTreeSet<u64> {
+    let mut in_use: Vec<(u64, (bool, i32))> = slots
+        .iter()
+        .filter(|(slot, _)| **slot != 0)
+        .filter_map(|(slot, group)| group::occupancy(group, lost).map(|rank| (*slot, rank)))
+        .collect();
+    let n = usize::try_from(n).unwrap_or(usize::MAX);
+    // Best first: healthy, furthest along, lowest slot.
+    in_use.sort_by(|(sa, ra), (sb, rb)| rb.cmp(ra).then(sa.cmp(sb)));
+    in_use.truncate(n);
+    let mut wanted: BTreeSet<u64> = in_use.into_iter().map(|(slot, _)| slot).collect();
+    let mut next = 1;
+    while wanted.len() < n {
+        wanted.insert(next);
+        next += 1;
+    }
+    wanted
 }
 
 fn reconcile_global(plan: &mut Plan<'_>, tasks: &[Task], nodes: &HashMap<&str, &Node>) {

@@ -56,19 +56,62 @@ fn scale_down_stops_the_highest_slots() {
 }
 
 #[test]
-fn slots_are_exactly_one_to_n() {
-    let service = replicated(3, any_policy());
+fn slots_keep_their_numbers_and_new_ones_take_the_lowest_free_numbers() {
     let tasks = vec![
         running("a", 1, "n1", 10),
         running("c", 3, "n1", 10),
         running("e", 5, "n1", 10),
     ];
-    let actions = reconcile(&service, &tasks, &[ready("n1")], 1_000);
-    assert_eq!(updates(&actions), [("e".to_string(), SHUTDOWN)].into());
-    assert_eq!(
-        actions.create.iter().map(|t| t.slot).collect::<Vec<_>>(),
-        [2]
+    let three = reconcile(&replicated(3, any_policy()), &tasks, &[ready("n1")], 1_000);
+    assert!(three.is_empty(), "three slots in use: {three:?}");
+    let five = reconcile(&replicated(5, any_policy()), &tasks, &[ready("n1")], 1_000);
+    assert!(five.update.is_empty());
+    let mut created: Vec<u64> = five.create.iter().map(|t| t.slot).collect();
+    created.sort_unstable();
+    assert_eq!(created, [2, 4]);
+}
+
+#[test]
+fn a_scale_down_keeps_the_running_tasks_over_those_still_on_their_way() {
+    // Slot 1 lost its node; its replacement waits for a node (pending). Scaling to
+    // one must not stop both running tasks and keep the pending one.
+    let tasks = vec![
+        task("gone", 1, "n3", TaskState::Shutdown, TaskState::Running, 10),
+        task("repl", 1, "", TaskState::Running, TaskState::Pending, 20),
+        running("b", 2, "n1", 10),
+        running("c", 3, "n2", 10),
+    ];
+    let nodes = [ready("n1"), ready("n2")];
+    let actions = reconcile(&replicated(1, any_policy()), &tasks, &nodes, 1_000);
+    assert!(actions.create.is_empty());
+    assert_eq!(updates(&actions), [("c".to_string(), SHUTDOWN)].into());
+    // The pending task never reached a node: it goes at once.
+    assert_eq!(actions.remove, ["repl"]);
+    let mut after = tasks.clone();
+    apply_to(&mut after, &actions);
+    assert_eq!(live_slots(&after), [2]);
+    let again = reconcile(&replicated(1, any_policy()), &after, &nodes, 1_000);
+    assert!(
+        again.create.is_empty() && again.update.is_empty(),
+        "{again:?}"
     );
+    // Scaling back up fills the free numbers from the lowest.
+    let up = reconcile(&replicated(3, any_policy()), &after, &nodes, 2_000);
+    let mut created: Vec<u64> = up.create.iter().map(|t| t.slot).collect();
+    created.sort_unstable();
+    assert_eq!(created, [1, 3]);
+}
+
+#[test]
+fn a_scale_down_stops_a_task_on_a_lost_node_before_a_running_one() {
+    let tasks = vec![running("a", 1, "n3", 10), running("b", 2, "n1", 10)];
+    let nodes = [
+        node("n3", NodeState::Down, NodeAvailability::Active),
+        ready("n1"),
+    ];
+    let actions = reconcile(&replicated(1, any_policy()), &tasks, &nodes, 1_000);
+    assert!(actions.create.is_empty());
+    assert_eq!(updates(&actions), [("a".to_string(), SHUTDOWN)].into());
 }
 
 #[test]
@@ -274,7 +317,7 @@ fn a_service_without_mode_winds_down() {
 fn the_batch_applies_to_the_store_and_settles_it() {
     use crate::store::Store;
     let store = Store::new();
-    let service = replicated(3, any_policy());
+    let service = replicated(4, any_policy());
     let nodes = [
         ready("n1"),
         node("n2", NodeState::Down, NodeAvailability::Active),
@@ -300,9 +343,13 @@ fn the_batch_applies_to_the_store_and_settles_it() {
     };
     let (tasks, nodes) = read(&store);
     let batch = reconcile(&service, &tasks, &nodes, 1_000).into_store_actions();
-    assert_eq!(batch.len(), 6, "three stopped, three created: {batch:?}");
+    assert_eq!(
+        batch.len(),
+        3,
+        "the lost task stopped and replaced, slot 2 created: {batch:?}"
+    );
     store.apply(2, &batch).expect("the batch applies");
     let (tasks, nodes) = read(&store);
-    assert_eq!(live_slots(&tasks), [1, 2, 3]);
+    assert_eq!(live_slots(&tasks), [1, 2, 4, 5]);
     assert!(reconcile(&service, &tasks, &nodes, 1_000).is_empty());
 }

@@ -113,15 +113,39 @@ fn a_history_task_that_runs_does_not_count() {
 }
 
 #[test]
-fn tasks_of_other_slots_are_ignored() {
+fn a_scale_down_not_carried_out_yet_is_in_progress() {
     let tasks = [
         running("a", 1),
         task("b", 2, "n1", 10, TaskState::Starting, ""),
     ];
     assert_eq!(
         assess(Expect::Replicated(1), &tasks, None).verdict,
+        Verdict::InProgress
+    );
+    // Once the managers stopped slot 2, its task is history.
+    let mut stopped = tasks[1].clone();
+    stopped.desired_state = TaskState::Shutdown.into();
+    assert_eq!(
+        assess(Expect::Replicated(1), &[tasks[0].clone(), stopped], None).verdict,
         Verdict::Converged
     );
+}
+
+#[test]
+fn slots_left_by_a_scale_down_are_shown_by_their_place() {
+    // A scale down kept slots 2 and 3; slot 1's task was stopped.
+    let mut gone = running("a", 1);
+    gone.desired_state = TaskState::Shutdown.into();
+    let tasks = [gone, running("b", 2), running("c", 3)];
+    let assessment = assess(Expect::Replicated(2), &tasks, None);
+    assert_eq!(assessment.verdict, Verdict::Converged);
+    let labels: Vec<&str> = assessment.lines.iter().map(|l| l.label.as_str()).collect();
+    assert_eq!(labels, ["1/2", "2/2"]);
+    // Scaling back up to 3 waits for a task in the free slot 1.
+    let assessment = assess(Expect::Replicated(3), &tasks, None);
+    assert_eq!(assessment.verdict, Verdict::InProgress);
+    let running: Vec<bool> = assessment.lines.iter().map(|l| l.running).collect();
+    assert_eq!(running, [false, true, true]);
 }
 
 #[test]
