@@ -130,8 +130,13 @@ pub fn assess(expect: Expect, tasks: &[Task], eligible_nodes: Option<usize>) -> 
             .map(Vec::as_slice)
             .unwrap_or_default();
         let live = group.iter().find(|t| is_live(t));
-        // Without a live task, the newest one tells what became of the slot.
-        let shown = live.or(group.first());
+        // Without a live task, the newest one tells what became of a slot its
+        // restart policy finished with; any other slot without one is waiting
+        // for its task (its history belongs to a task stopped earlier).
+        let finished = group
+            .iter()
+            .any(|t| t.desired_state == TaskState::Complete as i32);
+        let shown = live.or(group.first().filter(|_| finished));
         let state = shown.map_or(TaskState::New as i32, |t| observed(t));
         let mut text = names::task_state(state).to_string();
         if let Some(err) = shown.map(|t| error(t)).filter(|e| !e.is_empty()) {

@@ -144,6 +144,12 @@ fn slots_left_by_a_scale_down_are_shown_by_their_place() {
     // Scaling back up to 3 waits for a task in the free slot 1.
     let assessment = assess(Expect::Replicated(3), &tasks, None);
     assert_eq!(assessment.verdict, Verdict::InProgress);
+    let texts: Vec<&str> = assessment.lines.iter().map(|l| l.text.as_str()).collect();
+    assert_eq!(
+        texts,
+        ["new", "running", "running"],
+        "slot 1's old task is history"
+    );
     let running: Vec<bool> = assessment.lines.iter().map(|l| l.running).collect();
     assert_eq!(running, [false, true, true]);
 }
@@ -233,4 +239,13 @@ fn global_failures_count_per_node() {
         assess(Expect::Global, &tasks, None).verdict,
         Verdict::Failing(vec!["n1".into()])
     );
+}
+
+#[test]
+fn a_slot_its_restart_policy_finished_with_shows_its_last_task() {
+    let mut done = task("done", 1, "n1", 10, TaskState::Failed, "exit code 3");
+    done.desired_state = TaskState::Complete.into();
+    let assessment = assess(Expect::Replicated(1), &[done], None);
+    assert_eq!(assessment.lines[0].text, "failed: exit code 3");
+    assert!(!assessment.lines[0].running);
 }
