@@ -8,7 +8,7 @@ mod watch;
 
 pub use watch::{Watch, watch};
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 
 use rswarm_proto::api::{Task, TaskState};
 
@@ -100,74 +100,61 @@ pub fn assess(expect: Expect, tasks: &[Task], eligible_nodes: Option<usize>) -> 
     for group in groups.values_mut() {
         group.sort_by_key(|t| std::cmp::Reverse((created_at(t), t.id.clone())));
     }
-    let keys: Vec<(u64, String)> = match expect {
+    // The groups shown, in slot (or node id) order, with their labels: a
+    // replicated slot by its place among the slots (`1/3`, `2/3`...).
+    let shown_groups: BTreeMap<(u64, &str), String> = match expect {
         Expect::Replicated(n) => replicated_slots(&groups, n)
             .into_iter()
-            .map(|slot| (slot, String::new()))
+            .enumerate()
+            .map(|(i, slot)| ((slot, ""), format!("{}/{n}", i + 1)))
             .collect(),
         // Only nodes with a live task: the others were drained, left or never fit.
         Expect::Global => groups
             .iter()
             .filter(|(_, group)| group.iter().any(|t| is_live(t)))
-            .map(|((_, node), _)| (0, node.to_string()))
+            .map(|(key, _)| (*key, key.1.to_string()))
             .collect(),
     };
-    // A replicated slot is shown by its place among the slots: `1/3`, `2/3`...
-    let label = |slot: u64, node: &str| match expect {
-        Expect::Replicated(n) => {
-            let place = keys
-                .iter()
-                .position(|(s, _)| *s == slot)
-                .map_or(0, |i| i + 1);
-            format!("{place}/{n}")
-        }
-        Expect::Global => node.to_string(),
-    };
     let mut lines = Vec::new();
-    for (slot, node) in &keys {
-        let group = groups
-            .get(&(*slot, node.as_str()))
-            .map(Vec::as_slice)
-            .unwrap_or_default();
+    for (key, label) in &shown_groups {
+        let group = groups.get(key).map(Vec::as_slice).unwrap_or_default();
         let live = group.iter().find(|t| is_live(t));
         // Without a live task, the newest one tells what became of a slot its
         // restart policy finished with; any other slot without one is waiting
         // for its task (its history belongs to a task stopped earlier).
-        let finished = group
-            .iter()
-            .any(|t| t.desired_state == TaskState::Complete as i32);
-        let shown = live.or(group.first().filter(|_| finished));
+        let shown = live.or(group.first().filter(|_| is_finished(group)));
         let state = shown.map_or(TaskState::New as i32, |t| observed(t));
         let mut text = names::task_state(state).to_string();
         if let Some(err) = shown.map(|t| error(t)).filter(|e| !e.is_empty()) {
             text = format!("{text}: {err}");
         }
         lines.push(SlotLine {
-            label: label(*slot, node),
+            label: label.clone(),
             text,
             running: live.is_some_and(|t| observed(t) == TaskState::Running as i32),
         });
     }
     let mut failures = Vec::new();
     let mut failing = Vec::new();
-    for ((slot, node), group) in &groups {
-        if let Expect::Replicated(_) = expect
-            && !keys.iter().any(|(s, _)| s == slot)
-        {
-            continue;
-        }
+    for (key, group) in &groups {
+        // Failures count in the slots watched, or on any node of a global service.
+        let label = match (shown_groups.get(key), expect) {
+            (Some(label), _) => label.clone(),
+            (None, Expect::Global) => key.1.to_string(),
+            (None, Expect::Replicated(_)) => continue,
+        };
         let failed: Vec<Failure> = group
             .iter()
             .filter(|t| is_failure(observed(t)))
             .map(|t| Failure {
                 task_id: t.id.clone(),
-                label: label(*slot, node),
+                label: label.clone(),
                 state: names::task_state(observed(t)),
                 error: error(t).to_string(),
             })
             .collect();
         if failed.len() >= FAILURE_LIMIT {
-            failing.push(label(*slot, node));
+            failing.push(label);
         }
         failures.extend(failed);
     }
@@ -196,26 +183,28 @@ pub fn assess(expect: Expect, tasks: &[Task], eligible_nodes: Option<usize>) -> 
 /// task, or a task its restart policy finished with), and while fewer than `n`, the
 /// lowest free numbers, where the managers create the missing tasks. More than `n`
 /// in use means a scale down the managers have not carried out yet.
-fn replicated_slots(groups: &BTreeMap<(u64, &str), Vec<&Task>>, n: u64) -> Vec<u64> {
-    let mut slots: Vec<u64> = groups
+fn replicated_slots(groups: &BTreeMap<(u64, &str), Vec<&Task>>, n: u64) -> BTreeSet<u64> {
+    let mut slots: BTreeSet<u64> = groups
         .iter()
         .filter(|((slot, _), group)| {
-            *slot != 0
-                && group
-                    .iter()
-                    .any(|t| is_live(t) || t.desired_state == TaskState::Complete as i32)
+            *slot != 0 && (group.iter().any(|t| is_live(t)) || is_finished(group))
         })
         .map(|((slot, _), _)| *slot)
         .collect();
     let mut next = 1;
     while (slots.len() as u64) < n {
-        if !slots.contains(&next) {
-            slots.push(next);
-        }
+        slots.insert(next);
         next += 1;
     }
-    slots.sort_unstable();
     slots
+}
+
+/// Whether the restart policy finished with the group: a task desired COMPLETE
+/// marks it.
+fn is_finished(group: &[&Task]) -> bool {
+    group
+        .iter()
+        .any(|t| t.desired_state == TaskState::Complete as i32)
 }
 
 /// A task the managers still want running (desired RUNNING or earlier), as opposed

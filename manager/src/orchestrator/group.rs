@@ -35,9 +35,7 @@ pub(super) fn reconcile(
     let Some(task) = keeper else {
         // Desired COMPLETE marks a group the restart policy has finished with. Nothing
         // is created in such a group afterwards, so that task stays its newest.
-        let finished = tasks
-            .iter()
-            .any(|t| t.desired_state == TaskState::Complete as i32);
+        let finished = tasks.iter().any(|t| marks_finished(t));
         if !finished && can_place {
             plan.create(slot, node_id);
         }
@@ -86,13 +84,18 @@ pub(super) fn occupancy(tasks: &[&Task], lost: &dyn Fn(&Task) -> bool) -> Option
         .filter_map(|t| {
             if is_live(t) {
                 Some(keeper_rank(t, lost))
-            } else if t.desired_state == TaskState::Complete as i32 {
+            } else if marks_finished(t) {
                 Some((false, observed(t)))
             } else {
                 None
             }
         })
         .max()
+}
+
+/// Desired COMPLETE: the task marks a group its restart policy finished with.
+fn marks_finished(task: &Task) -> bool {
+    task.desired_state == TaskState::Complete as i32
 }
 
 /// Which live task to keep: one still running on a healthy node first, then the one
