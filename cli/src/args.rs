@@ -389,5 +389,5 @@ mod tests;
 
 pub use service::{
     LoadBalanceArg, RestartArgs, RestartConditionArg, ServiceCommand, ServiceCreateArgs,
-    ServiceLogsArgs, ServiceMode, ServicePsArgs,
+    ServiceLogsArgs, ServiceMode, ServicePsArgs, ServiceUpdateArgs, UpdateConfigArgs,
 };

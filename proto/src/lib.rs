@@ -6,6 +6,7 @@
 //! - [`validate`]: parsing and validation of user input (sizes, ports, constraints,
 //!   env), shared by the CLI and the managers so both give the same errors.
 //! - [`names`]: names derived from stored objects (a task's `SERVICE.SLOT`).
+//! - [`rollout`]: whether a task was made from its service's current spec.
 //! - [`blobs`]: streaming an image blob from a manager into a local store.
 //! - [`tls`]: certificate roles, join tokens and rustls configurations for mTLS
 //!   between nodes; shared by managers and workers, which never depend on each other.
@@ -19,5 +20,6 @@ pub mod api {
 
 pub mod blobs;
 pub mod names;
+pub mod rollout;
 pub mod tls;
 pub mod validate;

@@ -18,7 +18,7 @@ pub use container::{
     parse_signal, parse_user, signal_number, validate_container,
 };
 pub use image::normalize_image_name;
-pub use publish::parse_publish;
+pub use publish::{parse_publish, parse_published};
 pub use quantity::{format_cpus, format_size, parse_cpus, parse_size};
 pub use spec::validate_service_spec;
 

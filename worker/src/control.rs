@@ -64,6 +64,7 @@ refuse_all! {
     get_service(GetServiceRequest) -> Service;
     remove_service(GetServiceRequest) -> RemoveServiceResponse;
     scale_service(ScaleServiceRequest) -> Service;
+    update_service(UpdateServiceRequest) -> Service;
     list_tasks(ListTasksRequest) -> ListTasksResponse;
     get_join_token(JoinTokenRequest) -> JoinTokenResponse;
 }

@@ -29,6 +29,9 @@ pub enum ServiceCommand {
     Ps(ServicePsArgs),
     /// Show the output of a service's tasks, gathered from every node.
     Logs(ServiceLogsArgs),
+    /// Change a service: its image, environment, ports, placement or limits. Tasks
+    /// made from the old spec are replaced a few at a time (a rolling update).
+    Update(Box<ServiceUpdateArgs>),
     /// Change the number of tasks of replicated services.
     Scale {
         /// `NAME=N`: a service id, id prefix or name, and its new number of tasks.
@@ -91,6 +94,9 @@ pub struct ServiceCreateArgs {
     /// When and how often the service's tasks are restarted.
     #[command(flatten)]
     pub restart: RestartArgs,
+    /// How a later change of the spec is rolled out.
+    #[command(flatten)]
+    pub update: UpdateConfigArgs,
     /// The container's options, resources and placement beyond the common ones.
     #[command(flatten)]
     pub task: TaskArgs,
@@ -111,6 +117,73 @@ pub struct ServiceCreateArgs {
         value_name = "COMMAND"
     )]
     pub args: Vec<String>,
+}
+
+/// How `service update` replaces a service's tasks.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Args)]
+pub struct UpdateConfigArgs {
+    /// Tasks replaced at once by an update (0: all at once; default 1).
+    #[arg(long)]
+    pub update_parallelism: Option<u64>,
+    /// Pause after a replaced task runs before the next is replaced (`10s`,
+    /// `500ms`...; default 0).
+    #[arg(long, value_parser = parse_duration)]
+    pub update_delay: Option<Duration>,
+}
+
+/// `rswarm service update`: each option changes one thing of the current spec.
+#[derive(Debug, Clone, PartialEq, Eq, Args)]
+pub struct ServiceUpdateArgs {
+    /// A new container image.
+    #[arg(long, allow_hyphen_values = true)]
+    pub image: Option<String>,
+    /// A new number of tasks (replicated mode only).
+    #[arg(long, allow_hyphen_values = true)]
+    pub replicas: Option<String>,
+    /// Add or change an environment variable `KEY=VALUE` (repeatable).
+    #[arg(long, allow_hyphen_values = true)]
+    pub env_add: Vec<String>,
+    /// Remove an environment variable by key (repeatable).
+    #[arg(long, allow_hyphen_values = true)]
+    pub env_rm: Vec<String>,
+    /// Publish a port, in the syntax of `service create --publish`; replaces the
+    /// port published on the same number and protocol (repeatable).
+    #[arg(long, allow_hyphen_values = true)]
+    pub publish_add: Vec<String>,
+    /// Stop publishing a port: `PUBLISHED[/tcp|/udp]` (repeatable; applied before
+    /// `--publish-add`).
+    #[arg(long, allow_hyphen_values = true)]
+    pub publish_rm: Vec<String>,
+    /// Add a placement constraint like `node.labels.zone==eu` (repeatable).
+    #[arg(long, allow_hyphen_values = true)]
+    pub constraint_add: Vec<String>,
+    /// Remove a placement constraint, written as it was added (repeatable).
+    #[arg(long, allow_hyphen_values = true)]
+    pub constraint_rm: Vec<String>,
+    /// How the proxy spreads new connections over the service's tasks.
+    #[arg(long, value_enum)]
+    pub lb: Option<LoadBalanceArg>,
+    /// A new memory limit, like `64MiB` (`0`: none).
+    #[arg(long, allow_hyphen_values = true)]
+    pub limit_memory: Option<String>,
+    /// A new CPU limit, like `0.5` (`0`: none).
+    #[arg(long, allow_hyphen_values = true)]
+    pub limit_cpu: Option<String>,
+    /// How this and later updates are rolled out.
+    #[command(flatten)]
+    pub update: UpdateConfigArgs,
+    /// Replace the tasks even if nothing else changes.
+    #[arg(long)]
+    pub force: bool,
+    /// Return once the spec is updated, without following the rolling update.
+    #[arg(short, long)]
+    pub detach: bool,
+    /// How long to follow the rolling update before giving up (`90s`, `2m`...); the
+    /// update goes on either way.
+    #[arg(long, default_value = "120s", value_parser = parse_timeout)]
+    pub timeout: Duration,
+    /// Service id, id prefix or name.
+    pub service: String,
 }
 
 /// `rswarm service logs`.

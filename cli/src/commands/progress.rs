@@ -1,5 +1,5 @@
-//! Following a service's rollout after `service create`: whether its tasks have
-//! converged, are still on their way, or keep failing.
+//! Following a service's rollout after `service create` or `service update`: whether
+//! its tasks have converged, are still on their way, or keep failing.
 //!
 //! [`assess`] is the decision, a pure function of the task list; [`watch`] polls the
 //! control API and prints the progress.
@@ -10,7 +10,8 @@ pub use watch::{Watch, watch};
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use rswarm_proto::api::{Task, TaskState};
+use rswarm_proto::api::{ServiceSpec, Task, TaskState};
+use rswarm_proto::rollout::is_current;
 
 use crate::output::names;
 
@@ -36,7 +37,8 @@ pub struct SlotLine {
     /// suitable node (...)`); `new` before the slot has a task. A slot without a live
     /// task shows its newest task.
     pub text: String,
-    /// Whether the current task is running.
+    /// Whether the current task is running (and, for an update, made from the new
+    /// spec).
     pub running: bool,
 }
 
@@ -87,8 +89,16 @@ impl Assessment {
 
 /// Decides where a rollout stands from the service's tasks (all of them, history
 /// included). `eligible_nodes` is how many nodes a global service may run on, when
-/// known; it only matters while the service has no task.
-pub fn assess(expect: Expect, tasks: &[Task], eligible_nodes: Option<usize>) -> Assessment {
+/// known; it only matters while the service has no task. After an update to
+/// `target`, a slot counts once its task made from `target` runs, and only the
+/// failures of such tasks count (earlier ones belong to the spec replaced).
+pub fn assess(
+    expect: Expect,
+    tasks: &[Task],
+    eligible_nodes: Option<usize>,
+    target: Option<&ServiceSpec>,
+) -> Assessment {
+    let current = |t: &Task| target.is_none_or(|spec| is_current(t, spec));
     let mut groups: BTreeMap<(u64, &str), Vec<&Task>> = BTreeMap::new();
     for task in tasks {
         let key = match expect {
@@ -128,10 +138,14 @@ pub fn assess(expect: Expect, tasks: &[Task], eligible_nodes: Option<usize>) -> 
         if let Some(err) = shown.map(|t| error(t)).filter(|e| !e.is_empty()) {
             text = format!("{text}: {err}");
         }
+        let outdated = live.is_some_and(|t| !current(t));
+        if outdated {
+            text.push_str(" (previous spec, to be replaced)");
+        }
         lines.push(SlotLine {
             label: label.clone(),
             text,
-            running: live.is_some_and(|t| observed(t) == TaskState::Running as i32),
+            running: !outdated && live.is_some_and(|t| observed(t) == TaskState::Running as i32),
         });
     }
     let mut failures = Vec::new();
@@ -145,7 +159,7 @@ pub fn assess(expect: Expect, tasks: &[Task], eligible_nodes: Option<usize>) -> 
         };
         let failed: Vec<Failure> = group
             .iter()
-            .filter(|t| is_failure(observed(t)))
+            .filter(|t| is_failure(observed(t)) && current(t))
             .map(|t| Failure {
                 task_id: t.id.clone(),
                 label: label.clone(),

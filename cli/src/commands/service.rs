@@ -3,14 +3,16 @@
 mod logs;
 mod ps;
 mod scale;
+mod update;
 
 use std::io::Write;
 use std::time::Duration;
 
+use rswarm_proto::api::control_client::ControlClient;
 use rswarm_proto::api::{
     ContainerSpec, CreateServiceRequest, EndpointSpec, GetServiceRequest, GlobalService,
     ListServicesRequest, LoadBalance, Placement, ReplicatedService, ResourceRequirements,
-    Resources, RestartCondition, RestartPolicy, ServiceSpec, TaskSpec, service_spec::Mode,
+    Resources, RestartCondition, RestartPolicy, Service, ServiceSpec, TaskSpec, service_spec::Mode,
 };
 use rswarm_proto::validate::{
     parse_capability, parse_constraint, parse_cpus, parse_env, parse_mount, parse_publish,
@@ -24,6 +26,7 @@ use crate::args::{
     ServiceMode,
 };
 use crate::output;
+use tonic::transport::Channel;
 
 /// Runs a `service` sub-command.
 pub async fn run(
@@ -38,6 +41,7 @@ pub async fn run(
         ServiceCommand::Rm { services } => rm(ctx, &services, out).await,
         ServiceCommand::Ps(args) => ps::ps(ctx, &args, out).await,
         ServiceCommand::Logs(args) => logs::logs(ctx, &args, out).await,
+        ServiceCommand::Update(args) => update::update(ctx, &args, out).await,
         ServiceCommand::Scale { scales } => scale::scale(ctx, &scales, out).await,
     }
 }
@@ -119,6 +123,7 @@ pub fn build_spec(args: &ServiceCreateArgs) -> anyhow::Result<ServiceSpec> {
                     reservations: (reservations != Resources::default()).then_some(reservations),
                 }),
             restart_policy: restart_policy(&args.restart)?,
+            force_update: 0,
             placement: (!constraints.is_empty() || max_replicas_per_node != 0).then_some(
                 Placement {
                     constraints,
@@ -137,6 +142,7 @@ pub fn build_spec(args: &ServiceCreateArgs) -> anyhow::Result<ServiceSpec> {
                 .into(),
             },
         ),
+        update_config: update::update_config(&args.update, None)?,
     };
     validate_service_spec(&spec)?;
     Ok(spec)
@@ -281,9 +287,15 @@ async fn create(
     if args.detach {
         return Ok(());
     }
-    let spec = service.spec.unwrap_or_default();
-    let watch = Watch {
-        service_id: service.id,
+    let watch = watch_of(ctx, &service, args.timeout);
+    follow(ctx, &mut control, &watch, out).await
+}
+
+/// How to follow `service`'s rollout.
+fn watch_of(ctx: &Context, service: &Service, timeout: Duration) -> Watch {
+    let spec = service.spec.clone().unwrap_or_default();
+    Watch {
+        service_id: service.id.clone(),
         expect: match spec.mode {
             Some(Mode::Global(_)) => Expect::Global,
             Some(Mode::Replicated(r)) => Expect::Replicated(r.replicas),
@@ -295,10 +307,22 @@ async fn create(
             .map(|p| p.constraints)
             .unwrap_or_default(),
         service_name: spec.name,
-        timeout: args.timeout,
+        timeout,
         interval: POLL_INTERVAL,
         tty: ctx.tty && ctx.format == Format::Table,
-    };
+        target: None,
+    }
+}
+
+/// Follows a rollout until it converges, fails, times out or is interrupted
+/// (Ctrl-C); the progress goes to `out`, or to stderr with `--format json`, whose
+/// stdout holds the service alone.
+async fn follow(
+    ctx: &Context,
+    control: &mut ControlClient<Channel>,
+    watch: &Watch,
+    out: &mut dyn Write,
+) -> anyhow::Result<()> {
     let interrupted = async {
         // Without a signal handler there is nothing to wait for but the timeout.
         if tokio::signal::ctrl_c().await.is_err() {
@@ -306,10 +330,10 @@ async fn create(
         }
     };
     match ctx.format {
-        Format::Table => progress::watch(&mut control, &watch, out, interrupted).await,
+        Format::Table => progress::watch(control, watch, out, interrupted).await,
         Format::Json => {
             let mut stderr = std::io::stderr();
-            progress::watch(&mut control, &watch, &mut stderr, interrupted).await
+            progress::watch(control, watch, &mut stderr, interrupted).await
         }
     }
 }

@@ -12,7 +12,7 @@ use rswarm_proto::api::{
     ManagerStatus, Node, NodeDescription, NodeRole, NodeSpec, NodeState, NodeStatus,
     RemoveNodeRequest, RemoveNodeResponse, RemoveServiceResponse, ReplicatedService,
     ScaleServiceRequest, Service, ServiceSpec, ServiceSummary, Task, TaskSpec, UpdateNodeRequest,
-    service_spec::Mode,
+    UpdateServiceRequest, service_spec::Mode,
 };
 use tokio::net::UnixListener;
 use tokio_stream::wrappers::UnixListenerStream;
@@ -186,6 +186,39 @@ impl Control for FakeControl {
         }
         let service = service.clone();
         state.calls.push(format!("scale {reference} {replicas}"));
+        Ok(Response::new(service))
+    }
+
+    /// Replaces the spec of the service named by id or name, refusing a stale
+    /// version as the managers do; each update bumps the version by one.
+    async fn update_service(
+        &self,
+        request: Request<UpdateServiceRequest>,
+    ) -> Result<Response<Service>, Status> {
+        let UpdateServiceRequest {
+            reference,
+            version,
+            spec,
+        } = request.into_inner();
+        let mut state = self.lock();
+        let service = state
+            .services
+            .iter_mut()
+            .filter_map(|s| s.service.as_mut())
+            .find(|s| {
+                s.id == reference || s.spec.as_ref().is_some_and(|spec| spec.name == reference)
+            })
+            .ok_or_else(|| Status::not_found(format!("service {reference} not found")))?;
+        let meta = service.meta.get_or_insert_default();
+        if version != 0 && version != meta.version {
+            return Err(Status::failed_precondition(format!(
+                "service changed since version {version} was read"
+            )));
+        }
+        meta.version += 1;
+        service.spec = spec;
+        let service = service.clone();
+        state.calls.push(format!("update {reference} {version}"));
         Ok(Response::new(service))
     }
 

@@ -192,6 +192,19 @@ impl<P: Proposer + 'static, R: RaftView> Control for ControlApi<P, R> {
         Ok(Response::new(RemoveServiceResponse {}))
     }
 
+    async fn update_service(
+        &self,
+        req: Request<UpdateServiceRequest>,
+    ) -> Result<Response<Service>, Status> {
+        authorize(&req)?;
+        let req = req.into_inner();
+        let spec = req.spec.unwrap_or_default();
+        let service = self
+            .update_service(&req.reference, req.version, spec)
+            .await?;
+        Ok(Response::new(service))
+    }
+
     async fn scale_service(
         &self,
         req: Request<ScaleServiceRequest>,

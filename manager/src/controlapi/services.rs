@@ -1,5 +1,5 @@
 //! Service commands: create (with its published ports checked cluster-wide and a
-//! virtual IP from the task network pool), list, remove.
+//! virtual IP from the task network pool), update, list, remove.
 
 use rswarm_proto::api::{
     ListServicesResponse, ListTasksRequest, ListTasksResponse, Meta, NodeAvailability, NodeState,
@@ -90,6 +90,65 @@ impl<P: Proposer, R: RaftView> ControlApi<P, R> {
             })
     }
 
+    /// Replaces a service's spec. The name and the mode (replicated or global) stay;
+    /// the published ports are checked against the other services' as at creation;
+    /// `version` (when not 0) must still be the service's, so that two clients
+    /// editing the same spec do not undo each other's change. An unchanged spec
+    /// writes nothing. The orchestrator rolls the tasks out from there.
+    pub(super) async fn update_service(
+        &self,
+        reference: &str,
+        version: u64,
+        spec: ServiceSpec,
+    ) -> Result<Service, ControlError> {
+        validate_service_spec(&spec)?;
+        update(&self.store, self.proposer.as_ref(), |tx| {
+            let mut service = resolve::service(tx, reference)?.clone();
+            let current = service.spec.clone().unwrap_or_default();
+            let current_version = service.meta.as_ref().map_or(0, |m| m.version);
+            if version != 0 && version != current_version {
+                return Err(ControlError::Refused(format!(
+                    "service {:?} changed since version {version} was read (it is at version                      {current_version} now): read it again and retry",
+                    current.name
+                )));
+            }
+            if spec.name != current.name {
+                return Err(ControlError::Refused(format!(
+                    "a service cannot be renamed ({:?} to {:?}): create a new service instead",
+                    current.name, spec.name
+                )));
+            }
+            if mode_name(&spec) != mode_name(&current) {
+                return Err(ControlError::Refused(format!(
+                    "service {:?} is {}: its mode cannot change to {} (create a new service                      instead)",
+                    current.name,
+                    mode_name(&current),
+                    mode_name(&spec)
+                )));
+            }
+            if spec == current {
+                return Ok(vec![]);
+            }
+            ports::check_conflicts(tx, &spec, Some(&service.id))?;
+            service.spec = Some(spec.clone());
+            service.meta.get_or_insert_default().updated_at = now_ms();
+            let mut actions = Vec::new();
+            // As at creation: rewriting the cluster object makes a concurrent create
+            // or update conflict on its version, so two services never get one port.
+            if ports_differ(&spec, &current)
+                && let Some(cluster) = tx.cluster()
+            {
+                actions.push(StoreAction::UpdateCluster(cluster.clone()));
+            }
+            actions.push(StoreAction::UpdateService(service));
+            Ok(actions)
+        })
+        .await?;
+        // The name cannot change, so the reference still points at the service.
+        self.store
+            .view(|tx| resolve::service(tx, reference).cloned())
+    }
+
     pub(super) fn list_services(&self) -> ListServicesResponse {
         self.store.view(|tx| ListServicesResponse {
             services: tx
@@ -125,6 +184,19 @@ impl<P: Proposer, R: RaftView> ControlApi<P, R> {
         })
         .await
     }
+}
+
+fn mode_name(spec: &ServiceSpec) -> &'static str {
+    match spec.mode {
+        Some(service_spec::Mode::Global(_)) => "global",
+        Some(service_spec::Mode::Replicated(_)) => "replicated",
+        None => "without a mode",
+    }
+}
+
+fn ports_differ(a: &ServiceSpec, b: &ServiceSpec) -> bool {
+    let ports = |s: &ServiceSpec| s.endpoint.as_ref().map(|e| e.ports.clone());
+    ports(a) != ports(b)
 }
 
 /// Parses a task state name as `service ps --filter desired-state=` takes it.

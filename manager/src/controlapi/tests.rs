@@ -413,3 +413,127 @@ async fn services_get_distinct_virtual_ips_from_the_pool() {
         "a removed service's VIP is free again"
     );
 }
+
+async fn update(
+    api: &ControlApi<DirectProposer, FakeRaft>,
+    reference: &str,
+    version: u64,
+    spec: ServiceSpec,
+) -> Result<Service, tonic::Status> {
+    let request = UpdateServiceRequest {
+        reference: reference.into(),
+        version,
+        spec: Some(spec),
+    };
+    Control::update_service(api, local(request))
+        .await
+        .map(|r| r.into_inner())
+}
+
+fn version(service: &Service) -> u64 {
+    service.meta.as_ref().unwrap().version
+}
+
+#[tokio::test]
+async fn update_replaces_the_spec_and_keeps_the_virtual_ip() {
+    let (api, store) = api();
+    let web = create(&api, spec("web")).await.unwrap();
+    let mut new = spec("web");
+    new.task.as_mut().unwrap().container.as_mut().unwrap().image = "demo:2".into();
+    let updated = update(&api, "web", version(&web), new.clone())
+        .await
+        .unwrap();
+    assert_eq!(updated.id, web.id);
+    assert_eq!(updated.spec.as_ref(), Some(&new));
+    assert_eq!(updated.endpoint, web.endpoint);
+    assert!(version(&updated) > version(&web));
+    // The same spec again writes nothing: the version stays.
+    let again = update(&api, &web.id, 0, new).await.unwrap();
+    assert_eq!(version(&again), version(&updated));
+    assert_eq!(store.view(|tx| tx.services().count()), 1);
+}
+
+#[tokio::test]
+async fn an_update_from_a_stale_version_is_refused_and_nothing_is_written() {
+    let (api, store) = api();
+    let web = create(&api, spec("web")).await.unwrap();
+    let mut first = spec("web");
+    first.task.as_mut().unwrap().container.as_mut().unwrap().env = vec!["A=1".into()];
+    update(&api, "web", version(&web), first.clone())
+        .await
+        .unwrap();
+    let mut second = spec("web");
+    second
+        .task
+        .as_mut()
+        .unwrap()
+        .container
+        .as_mut()
+        .unwrap()
+        .env = vec!["B=2".into()];
+    let err = update(&api, "web", version(&web), second)
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Code::FailedPrecondition);
+    assert!(
+        err.message()
+            .contains(&format!("changed since version {} was read", version(&web))),
+        "{}",
+        err.message()
+    );
+    let stored = store.view(|tx| tx.service(&web.id).cloned()).unwrap();
+    assert_eq!(stored.spec, Some(first), "the first update stays");
+}
+
+#[tokio::test]
+async fn an_update_cannot_rename_change_mode_break_the_spec_or_take_a_port() {
+    use PortProtocol::Tcp;
+    use PublishMode::{Host, Ingress};
+    let (api, store) = api();
+    create(&api, published("web", &[(8080, Tcp, Ingress)]))
+        .await
+        .unwrap();
+    let api_svc = create(&api, published("api", &[(9000, Tcp, Host)]))
+        .await
+        .unwrap();
+    let mut global = published("api", &[(9000, Tcp, Host)]);
+    global.mode = Some(service_spec::Mode::Global(GlobalService {}));
+    let mut no_image = published("api", &[(9000, Tcp, Host)]);
+    no_image
+        .task
+        .as_mut()
+        .unwrap()
+        .container
+        .as_mut()
+        .unwrap()
+        .image
+        .clear();
+    for (spec, expected) in [
+        (published("api2", &[(9000, Tcp, Host)]), "cannot be renamed"),
+        (global, "is replicated: its mode cannot change to global"),
+        (no_image, "image"),
+        (
+            published("api", &[(9000, Tcp, Host), (8080, Tcp, Host)]),
+            "port 8080/tcp is already published by service \"web\"",
+        ),
+    ] {
+        let err = update(&api, "api", 0, spec).await.unwrap_err();
+        assert!(
+            matches!(err.code(), Code::FailedPrecondition | Code::InvalidArgument),
+            "{err:?}"
+        );
+        assert!(err.message().contains(expected), "{}", err.message());
+    }
+    let stored = store.view(|tx| tx.service(&api_svc.id).cloned()).unwrap();
+    assert_eq!(stored, api_svc, "nothing was written");
+    // Its own ports, moved to another number and to ingress mode, are fine.
+    let moved = update(&api, "api", 0, published("api", &[(9001, Tcp, Ingress)]))
+        .await
+        .unwrap();
+    assert_eq!(
+        moved.spec.unwrap().endpoint.unwrap().ports[0].published_port,
+        9001
+    );
+    let err = update(&api, "nope", 0, spec("nope")).await.unwrap_err();
+    assert_eq!(err.code(), Code::NotFound);
+}

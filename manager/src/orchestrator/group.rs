@@ -6,19 +6,31 @@ use rswarm_proto::api::{Task, TaskState};
 use super::restart::{self, Restart};
 use super::{Plan, has_exited, is_live, observed};
 
-/// Brings a wanted group to one healthy live task.
+/// The live task a wanted group has once [`reconcile`]'s decision is applied.
+#[derive(Clone, Copy, Debug)]
+pub(super) enum Kept<'a> {
+    /// None: the group is finished, or nothing could be placed.
+    Nothing,
+    /// A task created by this decision.
+    Created,
+    /// An existing task: running or on its way, or exited and waiting for its
+    /// restart.
+    Task(&'a Task),
+}
+
+/// Brings a wanted group to one healthy live task, and tells which task that is.
 ///
 /// `tasks` are the group's tasks, oldest first. `can_place`: whether a new task may
 /// be created for the group now. `lost`: whether a live task that has not exited
 /// is gone for good (its node is down, say) and must be replaced without delay.
-pub(super) fn reconcile(
+pub(super) fn reconcile<'a>(
     plan: &mut Plan<'_>,
-    tasks: &[&Task],
+    tasks: &[&'a Task],
     slot: u64,
     node_id: &str,
     can_place: bool,
     lost: &dyn Fn(&Task) -> bool,
-) {
+) -> Kept<'a> {
     let live: Vec<&Task> = tasks.iter().copied().filter(|t| is_live(t)).collect();
     let keeper = live.iter().copied().max_by(|a, b| {
         keeper_rank(a, lost)
@@ -38,8 +50,9 @@ pub(super) fn reconcile(
         let finished = tasks.iter().any(|t| marks_finished(t));
         if !finished && can_place {
             plan.create(slot, node_id);
+            return Kept::Created;
         }
-        return;
+        return Kept::Nothing;
     };
     if has_exited(task) {
         // Live duplicates stopped above count as history already, as they will on
@@ -50,20 +63,37 @@ pub(super) fn reconcile(
             .take_while(|t| t.id != task.id)
             .collect();
         match restart::decide(plan.policy(), &earlier, task, plan.now) {
-            Restart::Never => plan.set_desired(task, TaskState::Complete),
-            Restart::Now => {
-                plan.set_desired(task, TaskState::Shutdown);
-                if can_place {
-                    plan.create(slot, node_id);
-                }
+            Restart::Never => {
+                plan.set_desired(task, TaskState::Complete);
+                Kept::Nothing
             }
-            Restart::At(due) => plan.wake(due),
+            Restart::Now => replace(plan, task, slot, node_id, can_place),
+            Restart::At(due) => {
+                plan.wake(due);
+                Kept::Task(task)
+            }
         }
     } else if lost(task) {
-        plan.set_desired(task, TaskState::Shutdown);
-        if can_place {
-            plan.create(slot, node_id);
-        }
+        replace(plan, task, slot, node_id, can_place)
+    } else {
+        Kept::Task(task)
+    }
+}
+
+/// Stops `task` and, if a task may be placed, creates its successor in its group.
+pub(super) fn replace<'a>(
+    plan: &mut Plan<'_>,
+    task: &Task,
+    slot: u64,
+    node_id: &str,
+    can_place: bool,
+) -> Kept<'a> {
+    plan.set_desired(task, TaskState::Shutdown);
+    if can_place {
+        plan.create(slot, node_id);
+        Kept::Created
+    } else {
+        Kept::Nothing
     }
 }
 

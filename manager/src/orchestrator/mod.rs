@@ -24,6 +24,7 @@ pub mod run;
 pub use run::Orchestrator;
 mod group;
 mod restart;
+mod rollout;
 #[cfg(test)]
 mod testkit;
 #[cfg(test)]
@@ -34,6 +35,8 @@ mod tests_global;
 mod tests_prop;
 #[cfg(test)]
 mod tests_restart;
+#[cfg(test)]
+mod tests_rollout;
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 
@@ -128,14 +131,27 @@ fn reconcile_replicated(plan: &mut Plan<'_>, tasks: &[Task], nodes: &HashMap<&st
     for slot in &wanted {
         slots.entry(*slot).or_default();
     }
+    let mut kept = Vec::with_capacity(wanted.len());
     for (slot, group) in &slots {
         if wanted.contains(slot) {
-            group::reconcile(plan, group, *slot, "", true, &lost);
-            plan.keep_history(group, plan.retention());
+            kept.push(rollout::Group {
+                slot: *slot,
+                node_id: "",
+                can_place: true,
+                kept: group::reconcile(plan, group, *slot, "", true, &lost),
+            });
         } else {
             group::stop(plan, group);
-            plan.keep_history(group, 0);
         }
+    }
+    rollout::roll(plan, &kept);
+    for (slot, group) in &slots {
+        let keep = if wanted.contains(slot) {
+            plan.retention()
+        } else {
+            0
+        };
+        plan.keep_history(group, keep);
     }
 }
 
@@ -179,6 +195,8 @@ fn reconcile_global(plan: &mut Plan<'_>, tasks: &[Task], nodes: &HashMap<&str, &
             .as_ref()
             .is_some_and(|cs| cs.iter().all(|c| c.matches(node)))
     };
+    let mut kept = Vec::with_capacity(by_node.len());
+    let mut groups = Vec::with_capacity(by_node.len());
     for (node_id, group) in &by_node {
         let node = nodes.get(node_id.as_str()).copied();
         // An existing task may stay on a node that is not down, not drained and still
@@ -197,14 +215,23 @@ fn reconcile_global(plan: &mut Plan<'_>, tasks: &[Task], nodes: &HashMap<&str, &
         let (strays, group): (Vec<&Task>, Vec<&Task>) = group.iter().partition(|t| t.slot != 0);
         group::stop(plan, &strays);
         if can_keep {
-            group::reconcile(plan, &group, 0, node_id, can_place, &is_orphaned);
+            kept.push(rollout::Group {
+                slot: 0,
+                node_id,
+                can_place,
+                kept: group::reconcile(plan, &group, 0, node_id, can_place, &is_orphaned),
+            });
         } else {
             group::stop(plan, &group);
         }
+        groups.push((node.is_some(), strays, group));
+    }
+    rollout::roll(plan, &kept);
+    for (known, strays, group) in &groups {
         // A node that left the cluster keeps no history: nobody will look for it.
-        let retention = if node.is_some() { plan.retention() } else { 0 };
-        plan.keep_history(&strays, 0);
-        plan.keep_history(&group, retention);
+        let retention = if *known { plan.retention() } else { 0 };
+        plan.keep_history(strays, 0);
+        plan.keep_history(group, retention);
     }
 }
 
@@ -358,6 +385,7 @@ impl<'a> Plan<'a> {
                 ..TaskStatus::default()
             }),
             service_name: spec.map(|s| s.name.clone()).unwrap_or_default(),
+            endpoint: spec.and_then(|s| s.endpoint.clone()),
         });
     }
 

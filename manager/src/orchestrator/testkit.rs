@@ -125,6 +125,7 @@ pub fn task(
             ..TaskStatus::default()
         }),
         service_name: "web".into(),
+        endpoint: None,
     }
 }
 

@@ -24,6 +24,9 @@ enum Event {
     Node(usize, NodeState, NodeAvailability),
     /// The operator scales the service (replicated only).
     Scale(u64),
+    /// The operator updates the service: a new image, rolled out `parallelism` at a
+    /// time (0: all at once) with a pause of `delay` ms.
+    Update(u64, u64, u64),
 }
 
 fn arb_state() -> impl Strategy<Value = TaskState> {
@@ -65,6 +68,7 @@ fn arb_event() -> impl Strategy<Value = Event> {
         2 => (any::<usize>(), 0..NODES.len()).prop_map(|(i, n)| Event::Assign(i, n)),
         1 => (0..NODES.len(), arb_node_state()).prop_map(|(i, (s, a))| Event::Node(i, s, a)),
         1 => (0u64..6).prop_map(Event::Scale),
+        1 => (0u64..3, 0u64..3, prop::sample::select(vec![0u64, 400])).prop_map(|(i, p, d)| Event::Update(i, p, d)),
     ]
 }
 
@@ -136,6 +140,37 @@ fn replicas(service: &Service) -> u64 {
 
 fn node_by_id<'a>(sim: &'a Sim, id: &str) -> Option<&'a Node> {
     sim.nodes.iter().find(|n| n.id == id)
+}
+
+/// How many groups the step gave a new task in place of a running one on a healthy
+/// node (stopped by the same step): only a rolling update does that.
+fn replaced_running(sim: &Sim, before: &[Task], actions: &Actions) -> usize {
+    let healthy_node = |id: &str| {
+        node_by_id(sim, id).is_some_and(|n| {
+            node_state(n) != NodeState::Down as i32
+                && availability(n) != NodeAvailability::Drain as i32
+        })
+    };
+    let same_group =
+        |a: &Task, b: &Task| a.slot == b.slot && (a.slot != 0 || a.node_id == b.node_id);
+    let stopped_running = |t: &Task| {
+        t.desired_state == TaskState::Shutdown as i32
+            && before.iter().find(|b| b.id == t.id).is_some_and(|b| {
+                is_live(b)
+                    && observed(b) == TaskState::Running as i32
+                    && (b.node_id.is_empty() || healthy_node(&b.node_id))
+            })
+    };
+    actions
+        .create
+        .iter()
+        .filter(|c| {
+            actions
+                .update
+                .iter()
+                .any(|t| same_group(c, t) && stopped_running(t))
+        })
+        .count()
 }
 
 /// What must hold after every reconcile.
@@ -222,7 +257,7 @@ fn run(service: Service, tasks: Vec<Task>, events: Vec<Event>) {
     sim.tasks = tasks;
     let mut now = 1_000;
     for event in events {
-        match event {
+        match event.clone() {
             Event::Wait(ms) => now += ms,
             Event::Report(i, state, exit_code) if !sim.tasks.is_empty() => {
                 let id = sim.tasks[i % sim.tasks.len()].id.clone();
@@ -256,10 +291,34 @@ fn run(service: Service, tasks: Vec<Task>, events: Vec<Event>) {
                 sim.service = replicated(n, policy.unwrap_or_default());
             }
             Event::Scale(_) => {}
+            Event::Update(image, parallelism, delay_ms) => {
+                let spec = sim.service.spec.as_mut().expect("a spec");
+                let task = spec.task.as_mut().expect("a task spec");
+                task.container.as_mut().expect("a container").image = format!("nginx:{image}");
+                spec.update_config = Some(rswarm_proto::api::UpdateConfig {
+                    parallelism,
+                    delay_ms,
+                });
+            }
         }
         let before = sim.tasks.clone();
         let actions = sim.step(now);
         check(&sim, &before, &actions);
+        // A rolling update replaces at most `parallelism` running tasks at a time (the
+        // node events excepted: a node drained or gone replaces its tasks at once).
+        let parallelism = sim
+            .service
+            .spec
+            .as_ref()
+            .and_then(|s| s.update_config)
+            .map_or(1, |c| c.parallelism);
+        if parallelism != 0 && !matches!(event, Event::Node(..)) {
+            let replaced = replaced_running(&sim, &before, &actions);
+            assert!(
+                replaced as u64 <= parallelism,
+                "{replaced} running tasks replaced at once, parallelism {parallelism}"
+            );
+        }
         // The loop never reconciles twice in the same millisecond after a change.
         now += 1;
     }

@@ -26,6 +26,22 @@ pub fn parse_publish(input: &str) -> Result<PortConfig, ValidationError> {
     }
 }
 
+/// Parses a published port alone, `PUBLISHED[/PROTOCOL]` (`8080`, `53/udp`), as
+/// `service update --publish-rm` names the port to stop publishing.
+pub fn parse_published(input: &str) -> Result<(u32, PortProtocol), ValidationError> {
+    let s = input.trim();
+    let (port, protocol) = match s.split_once('/') {
+        Some((port, protocol)) => (port, parse_protocol(protocol)),
+        None => (s, Ok(PortProtocol::Tcp)),
+    };
+    parse_port("published", port)
+        .and_then(|port| Ok((port, protocol?)))
+        .map_err(|reason| ValidationError::Publish {
+            input: input.to_string(),
+            reason,
+        })
+}
+
 /// `PUBLISHED:TARGET[/PROTOCOL]`.
 fn parse_short(s: &str) -> Result<PortConfig, String> {
     let (ports, protocol) = match s.split_once('/') {
@@ -133,6 +149,24 @@ fn parse_proxy_protocol(value: &str) -> Result<ProxyProtocolVersion, String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_published_port_alone() {
+        assert_eq!(parse_published("8080").unwrap(), (8080, PortProtocol::Tcp));
+        assert_eq!(
+            parse_published(" 53/UDP ").unwrap(),
+            (53, PortProtocol::Udp)
+        );
+        assert_eq!(
+            parse_published("8080:80").unwrap_err().to_string(),
+            "invalid port publication \"8080:80\": published port \"8080:80\" must be a number \
+             between 1 and 65535"
+        );
+        assert_eq!(
+            parse_published("53/sctp").unwrap_err().to_string(),
+            "invalid port publication \"53/sctp\": unknown protocol \"sctp\": must be tcp or udp"
+        );
+    }
 
     fn port(published: u32, target: u32, protocol: PortProtocol, mode: PublishMode) -> PortConfig {
         PortConfig {

@@ -169,6 +169,7 @@ mod tests {
                     }),
                 }),
                 restart_policy: Some(RestartPolicy::default()),
+                force_update: 0,
             }),
             mode: Some(Mode::Replicated(ReplicatedService { replicas: 3 })),
             endpoint: Some(EndpointSpec {

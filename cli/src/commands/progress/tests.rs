@@ -38,7 +38,7 @@ fn running(id: &str, slot: u64) -> Task {
 #[test]
 fn replicated_converges_when_every_slot_runs() {
     let tasks = [running("a", 1), running("b", 2), running("c", 3)];
-    let assessment = assess(Expect::Replicated(3), &tasks, None);
+    let assessment = assess(Expect::Replicated(3), &tasks, None, None);
     assert_eq!(assessment.verdict, Verdict::Converged);
     assert_eq!(assessment.running(), 3);
     let lines: Vec<String> = assessment
@@ -62,7 +62,7 @@ fn a_missing_or_starting_slot_is_in_progress() {
             "no suitable node (2 nodes not available for new tasks)",
         ),
     ];
-    let assessment = assess(Expect::Replicated(3), &tasks, None);
+    let assessment = assess(Expect::Replicated(3), &tasks, None, None);
     assert_eq!(assessment.verdict, Verdict::InProgress);
     assert_eq!(assessment.running(), 1);
     assert_eq!(
@@ -75,7 +75,7 @@ fn a_missing_or_starting_slot_is_in_progress() {
 #[test]
 fn zero_replicas_converge_at_once() {
     assert_eq!(
-        assess(Expect::Replicated(0), &[], None).verdict,
+        assess(Expect::Replicated(0), &[], None, None).verdict,
         Verdict::Converged
     );
 }
@@ -87,7 +87,7 @@ fn the_newest_live_task_is_the_current_one() {
         task("old", 1, "n1", 10, TaskState::Failed, "exit code 1"),
         task("new", 1, "n1", 20, TaskState::Running, ""),
     ];
-    let assessment = assess(Expect::Replicated(1), &tasks, None);
+    let assessment = assess(Expect::Replicated(1), &tasks, None, None);
     assert_eq!(assessment.verdict, Verdict::Converged);
     assert_eq!(
         assessment.failures,
@@ -107,7 +107,7 @@ fn a_history_task_that_runs_does_not_count() {
     let mut old = running("old", 1);
     old.desired_state = TaskState::Shutdown.into();
     let tasks = [old, task("new", 1, "", 20, TaskState::Pending, "")];
-    let assessment = assess(Expect::Replicated(1), &tasks, None);
+    let assessment = assess(Expect::Replicated(1), &tasks, None, None);
     assert_eq!(assessment.verdict, Verdict::InProgress);
     assert_eq!(assessment.lines[0].text, "pending");
 }
@@ -119,14 +119,20 @@ fn a_scale_down_not_carried_out_yet_is_in_progress() {
         task("b", 2, "n1", 10, TaskState::Starting, ""),
     ];
     assert_eq!(
-        assess(Expect::Replicated(1), &tasks, None).verdict,
+        assess(Expect::Replicated(1), &tasks, None, None).verdict,
         Verdict::InProgress
     );
     // Once the managers stopped slot 2, its task is history.
     let mut stopped = tasks[1].clone();
     stopped.desired_state = TaskState::Shutdown.into();
     assert_eq!(
-        assess(Expect::Replicated(1), &[tasks[0].clone(), stopped], None).verdict,
+        assess(
+            Expect::Replicated(1),
+            &[tasks[0].clone(), stopped],
+            None,
+            None
+        )
+        .verdict,
         Verdict::Converged
     );
 }
@@ -137,12 +143,12 @@ fn slots_left_by_a_scale_down_are_shown_by_their_place() {
     let mut gone = running("a", 1);
     gone.desired_state = TaskState::Shutdown.into();
     let tasks = [gone, running("b", 2), running("c", 3)];
-    let assessment = assess(Expect::Replicated(2), &tasks, None);
+    let assessment = assess(Expect::Replicated(2), &tasks, None, None);
     assert_eq!(assessment.verdict, Verdict::Converged);
     let labels: Vec<&str> = assessment.lines.iter().map(|l| l.label.as_str()).collect();
     assert_eq!(labels, ["1/2", "2/2"]);
     // Scaling back up to 3 waits for a task in the free slot 1.
-    let assessment = assess(Expect::Replicated(3), &tasks, None);
+    let assessment = assess(Expect::Replicated(3), &tasks, None, None);
     assert_eq!(assessment.verdict, Verdict::InProgress);
     let texts: Vec<&str> = assessment.lines.iter().map(|l| l.text.as_str()).collect();
     assert_eq!(
@@ -163,7 +169,7 @@ fn repeated_failures_give_up() {
         task("now", 2, "n1", 40, TaskState::Starting, ""),
         running("a", 1),
     ];
-    let assessment = assess(Expect::Replicated(2), &tasks, None);
+    let assessment = assess(Expect::Replicated(2), &tasks, None, None);
     assert_eq!(assessment.verdict, Verdict::Failing(vec!["2/2".into()]));
     let failed: Vec<(&str, &str, &str)> = assessment
         .failures
@@ -179,7 +185,7 @@ fn repeated_failures_give_up() {
         ]
     );
     // Two failures are not yet enough.
-    let assessment = assess(Expect::Replicated(2), &tasks[1..], None);
+    let assessment = assess(Expect::Replicated(2), &tasks[1..], None, None);
     assert_eq!(assessment.verdict, Verdict::InProgress);
 }
 
@@ -191,7 +197,7 @@ fn global_converges_when_every_live_task_runs() {
         // A drained node's task, shut down: not part of the rollout.
         task("c", 0, "n3", 10, TaskState::Shutdown, ""),
     ];
-    let assessment = assess(Expect::Global, &tasks, None);
+    let assessment = assess(Expect::Global, &tasks, None, None);
     assert_eq!(assessment.verdict, Verdict::Converged);
     let labels: Vec<&str> = assessment.lines.iter().map(|l| l.label.as_str()).collect();
     assert_eq!(labels, ["n1", "n2"]);
@@ -199,7 +205,7 @@ fn global_converges_when_every_live_task_runs() {
     let mut starting = tasks.clone();
     starting[1] = task("b", 0, "n2", 10, TaskState::Preparing, "");
     assert_eq!(
-        assess(Expect::Global, &starting, None).verdict,
+        assess(Expect::Global, &starting, None, None).verdict,
         Verdict::InProgress
     );
 }
@@ -207,15 +213,15 @@ fn global_converges_when_every_live_task_runs() {
 #[test]
 fn global_without_tasks_needs_an_eligible_node_count() {
     assert_eq!(
-        assess(Expect::Global, &[], None).verdict,
+        assess(Expect::Global, &[], None, None).verdict,
         Verdict::InProgress
     );
     assert_eq!(
-        assess(Expect::Global, &[], Some(2)).verdict,
+        assess(Expect::Global, &[], Some(2), None).verdict,
         Verdict::InProgress
     );
     assert_eq!(
-        assess(Expect::Global, &[], Some(0)).verdict,
+        assess(Expect::Global, &[], Some(0), None).verdict,
         Verdict::NoEligibleNode
     );
 }
@@ -236,7 +242,7 @@ fn global_failures_count_per_node() {
         .chain([task("ok", 0, "n2", 10, TaskState::Running, "")])
         .collect();
     assert_eq!(
-        assess(Expect::Global, &tasks, None).verdict,
+        assess(Expect::Global, &tasks, None, None).verdict,
         Verdict::Failing(vec!["n1".into()])
     );
 }
@@ -245,7 +251,70 @@ fn global_failures_count_per_node() {
 fn a_slot_its_restart_policy_finished_with_shows_its_last_task() {
     let mut done = task("done", 1, "n1", 10, TaskState::Failed, "exit code 3");
     done.desired_state = TaskState::Complete.into();
-    let assessment = assess(Expect::Replicated(1), &[done], None);
+    let assessment = assess(Expect::Replicated(1), &[done], None, None);
     assert_eq!(assessment.lines[0].text, "failed: exit code 3");
     assert!(!assessment.lines[0].running);
+}
+
+#[test]
+fn an_update_converges_when_every_slot_runs_a_task_of_the_new_spec() {
+    use rswarm_proto::api::{ContainerSpec, ServiceSpec, TaskSpec};
+    let spec_of = |image: &str| TaskSpec {
+        container: Some(ContainerSpec {
+            image: image.into(),
+            ..Default::default()
+        }),
+        ..Default::default()
+    };
+    let on = |mut t: Task, image: &str| {
+        t.spec = Some(spec_of(image));
+        t
+    };
+    let target = ServiceSpec {
+        task: Some(spec_of("web:2")),
+        ..Default::default()
+    };
+    // Slot 1 updated, slot 2 still on the old spec, and an old failure in slot 2's
+    // history that belongs to the spec replaced.
+    let mut tasks = vec![on(running("a2", 1), "web:2"), on(running("b1", 2), "web:1")];
+    for i in 0..FAILURE_LIMIT {
+        tasks.push(on(
+            task(
+                &format!("f{i}"),
+                2,
+                "n1",
+                1,
+                TaskState::Failed,
+                "exit code 1",
+            ),
+            "web:1",
+        ));
+    }
+    let assessment = assess(Expect::Replicated(2), &tasks, None, Some(&target));
+    assert_eq!(assessment.verdict, Verdict::InProgress);
+    assert_eq!(assessment.running(), 1);
+    assert_eq!(
+        assessment.lines[1].text,
+        "running (previous spec, to be replaced)"
+    );
+    assert!(assessment.failures.is_empty());
+    tasks[1] = on(running("b2", 2), "web:2");
+    let assessment = assess(Expect::Replicated(2), &tasks, None, Some(&target));
+    assert_eq!(assessment.verdict, Verdict::Converged);
+    // New failures count again.
+    for i in 0..FAILURE_LIMIT {
+        tasks.push(on(
+            task(
+                &format!("g{i}"),
+                1,
+                "n1",
+                20,
+                TaskState::Failed,
+                "exit code 2",
+            ),
+            "web:2",
+        ));
+    }
+    let assessment = assess(Expect::Replicated(2), &tasks, None, Some(&target));
+    assert_eq!(assessment.verdict, Verdict::Failing(vec!["1/2".into()]));
 }

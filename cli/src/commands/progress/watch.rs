@@ -7,7 +7,9 @@ use std::io::Write;
 use std::time::Duration;
 
 use rswarm_proto::api::control_client::ControlClient;
-use rswarm_proto::api::{ListNodesRequest, ListTasksRequest, NodeAvailability, NodeState, Task};
+use rswarm_proto::api::{
+    ListNodesRequest, ListTasksRequest, NodeAvailability, NodeState, ServiceSpec, Task,
+};
 use rswarm_proto::validate::parse_constraint;
 use tokio::time::Instant;
 use tonic::Code;
@@ -34,6 +36,9 @@ pub struct Watch {
     pub interval: Duration,
     /// Redraw the progress in place (a terminal) rather than print a line per change.
     pub tty: bool,
+    /// For an update: the new spec, which each slot's running task must be made
+    /// from. `None` after a creation (every task is).
+    pub target: Option<ServiceSpec>,
 }
 
 /// Follows the rollout until it converges (`Ok`), keeps failing, passes the
@@ -57,7 +62,7 @@ pub async fn watch(
                 } else {
                     None
                 };
-                let assessment = assess(watch.expect, &tasks, eligible);
+                let assessment = assess(watch.expect, &tasks, eligible, watch.target.as_ref());
                 screen.show(out, &assessment)?;
                 match &assessment.verdict {
                     Verdict::Converged => {
@@ -89,9 +94,10 @@ pub async fn watch(
         tokio::select! {
             () = tokio::time::sleep_until(next) => {}
             () = &mut stop => anyhow::bail!(
-                "interrupted: service {name} was created and its rollout goes on; follow it \
+                "interrupted: service {name} was {done} and its rollout goes on; follow it \
                  with `rswarm service ps {name}`",
-                name = watch.service_name
+                name = watch.service_name,
+                done = if watch.target.is_some() { "updated" } else { "created" },
             ),
         }
     }

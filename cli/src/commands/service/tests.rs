@@ -15,6 +15,7 @@ fn create_args(name: &str) -> ServiceCreateArgs {
         limit_memory: None,
         limit_cpu: None,
         restart: Default::default(),
+        update: Default::default(),
         task: Default::default(),
         detach: true,
         timeout: Duration::from_secs(120),

@@ -42,6 +42,7 @@ fn replicated(n: u64) -> Watch {
         timeout: Duration::from_secs(10),
         interval: Duration::from_millis(1),
         tty: false,
+        target: None,
     }
 }
 

@@ -1,0 +1,226 @@
+//! `rswarm service update`: changes a service's spec; the managers then replace its
+//! tasks a few at a time, and the command follows that rolling update.
+
+use std::io::Write;
+
+use rswarm_proto::api::{
+    GetServiceRequest, LoadBalance, Resources, ServiceSpec, UpdateConfig, UpdateServiceRequest,
+    service_spec::Mode,
+};
+use rswarm_proto::validate::{
+    parse_constraint, parse_cpus, parse_env, parse_publish, parse_published, parse_replicas,
+    parse_size, validate_service_spec,
+};
+
+use super::{follow, watch_of};
+use crate::args::{Format, LoadBalanceArg, ServiceUpdateArgs, UpdateConfigArgs};
+use crate::commands::{Context, rpc_error, write_line};
+use crate::output;
+
+/// The update config with the `--update-*` flags applied to `current` (one task at
+/// a time, no delay, when the service has none); `None` when no flag is given and
+/// there is no config yet.
+pub fn update_config(
+    args: &UpdateConfigArgs,
+    current: Option<UpdateConfig>,
+) -> anyhow::Result<Option<UpdateConfig>> {
+    if *args == UpdateConfigArgs::default() {
+        return Ok(current);
+    }
+    let mut config = current.unwrap_or(UpdateConfig {
+        parallelism: 1,
+        delay_ms: 0,
+    });
+    if let Some(parallelism) = args.update_parallelism {
+        config.parallelism = parallelism;
+    }
+    if let Some(delay) = args.update_delay {
+        config.delay_ms = u64::try_from(delay.as_millis())
+            .map_err(|_| anyhow::anyhow!("--update-delay {delay:?} is too long"))?;
+    }
+    Ok(Some(config))
+}
+
+/// Applies the options of `service update` to `spec`, refusing bad input (and an
+/// update that would change nothing) with a message naming the option.
+pub fn apply(spec: &mut ServiceSpec, args: &ServiceUpdateArgs) -> anyhow::Result<()> {
+    let name = spec.name.clone();
+    let given = args.image.is_some()
+        || args.replicas.is_some()
+        || !args.env_add.is_empty()
+        || !args.env_rm.is_empty()
+        || !args.publish_add.is_empty()
+        || !args.publish_rm.is_empty()
+        || !args.constraint_add.is_empty()
+        || !args.constraint_rm.is_empty()
+        || args.lb.is_some()
+        || args.limit_memory.is_some()
+        || args.limit_cpu.is_some()
+        || args.update != UpdateConfigArgs::default()
+        || args.force;
+    if !given {
+        anyhow::bail!(
+            "nothing to update for service {name}: give at least one option (see `rswarm \
+             service update --help`), or --force to replace its tasks as they are"
+        );
+    }
+    if let Some(replicas) = &args.replicas {
+        let replicas = parse_replicas(replicas)?;
+        match spec.mode.as_mut() {
+            Some(Mode::Replicated(r)) => r.replicas = replicas,
+            _ => anyhow::bail!("--replicas cannot be used with global service {name}"),
+        }
+    }
+    let task = spec.task.get_or_insert_default();
+    let container = task.container.get_or_insert_default();
+    if let Some(image) = &args.image {
+        if image.trim().is_empty() {
+            anyhow::bail!("--image must not be empty");
+        }
+        container.image = image.trim().to_string();
+    }
+    for key in &args.env_rm {
+        let before = container.env.len();
+        container
+            .env
+            .retain(|entry| entry.split_once('=').map_or(entry.as_str(), |(k, _)| k) != key);
+        if container.env.len() == before {
+            anyhow::bail!("--env-rm {key}: service {name} has no environment variable {key:?}");
+        }
+    }
+    for entry in &args.env_add {
+        let (key, _) = parse_env(entry)?;
+        let prefix = format!("{key}=");
+        match container.env.iter_mut().find(|e| e.starts_with(&prefix)) {
+            Some(existing) => existing.clone_from(entry),
+            None => container.env.push(entry.clone()),
+        }
+    }
+    if !args.constraint_add.is_empty() || !args.constraint_rm.is_empty() {
+        let placement = task.placement.get_or_insert_default();
+        for constraint in &args.constraint_rm {
+            let canonical = parse_constraint(constraint)?.to_string();
+            let before = placement.constraints.len();
+            placement.constraints.retain(|c| *c != canonical);
+            if placement.constraints.len() == before {
+                anyhow::bail!(
+                    "--constraint-rm {constraint}: service {name} has no such constraint"
+                );
+            }
+        }
+        for constraint in &args.constraint_add {
+            let canonical = parse_constraint(constraint)?.to_string();
+            if !placement.constraints.contains(&canonical) {
+                placement.constraints.push(canonical);
+            }
+        }
+        if placement.constraints.is_empty() && placement.max_replicas_per_node == 0 {
+            task.placement = None;
+        }
+    }
+    if args.limit_memory.is_some() || args.limit_cpu.is_some() {
+        let resources = task.resources.get_or_insert_default();
+        set_limits(resources, args)?;
+        if resources.limits.is_none() && resources.reservations.is_none() {
+            task.resources = None;
+        }
+    }
+    if args.force {
+        task.force_update = task.force_update.wrapping_add(1);
+    }
+    if !args.publish_rm.is_empty() || !args.publish_add.is_empty() || args.lb.is_some() {
+        let endpoint = spec.endpoint.get_or_insert_default();
+        for port in &args.publish_rm {
+            let (published, protocol) = parse_published(port)?;
+            let before = endpoint.ports.len();
+            endpoint
+                .ports
+                .retain(|p| !(p.published_port == published && p.protocol == protocol as i32));
+            if endpoint.ports.len() == before {
+                anyhow::bail!("--publish-rm {port}: service {name} does not publish that port");
+            }
+        }
+        for port in &args.publish_add {
+            let port = parse_publish(port)?;
+            endpoint.ports.retain(|p| {
+                !(p.published_port == port.published_port && p.protocol == port.protocol)
+            });
+            endpoint.ports.push(port);
+        }
+        if let Some(lb) = args.lb {
+            endpoint.balance = match lb {
+                LoadBalanceArg::RoundRobin => LoadBalance::RoundRobin,
+                LoadBalanceArg::LeastConn => LoadBalance::LeastConn,
+            }
+            .into();
+        }
+        if endpoint.ports.is_empty() && endpoint.balance == LoadBalance::RoundRobin as i32 {
+            spec.endpoint = None;
+        }
+    }
+    spec.update_config = update_config(&args.update, spec.update_config)?;
+    validate_service_spec(spec)?;
+    Ok(())
+}
+
+/// `--limit-memory` and `--limit-cpu`: a new value, or `0` for none.
+fn set_limits(
+    resources: &mut rswarm_proto::api::ResourceRequirements,
+    args: &ServiceUpdateArgs,
+) -> anyhow::Result<()> {
+    let none = |input: &str| input.trim() == "0";
+    let limits = resources.limits.get_or_insert_default();
+    if let Some(memory) = &args.limit_memory {
+        limits.memory_bytes = if none(memory) { 0 } else { parse_size(memory)? };
+    }
+    if let Some(cpus) = &args.limit_cpu {
+        limits.nano_cpus = if none(cpus) { 0 } else { parse_cpus(cpus)? };
+    }
+    if *limits == Resources::default() {
+        resources.limits = None;
+    }
+    Ok(())
+}
+
+/// `service update`: reads the service, applies the options, sends the new spec with
+/// the version it was read at (so a concurrent change is refused, not undone), prints
+/// the service's id (or the service with `--format json`), then unless `--detach`
+/// follows the rolling update until every task runs the new spec.
+pub async fn update(
+    ctx: &Context,
+    args: &ServiceUpdateArgs,
+    out: &mut dyn Write,
+) -> anyhow::Result<()> {
+    let mut control = ctx.control().await?;
+    let current = control
+        .get_service(GetServiceRequest {
+            reference: args.service.clone(),
+        })
+        .await
+        .map_err(rpc_error)?
+        .into_inner();
+    let mut spec = current.spec.clone().unwrap_or_default();
+    apply(&mut spec, args)?;
+    let service = control
+        .update_service(UpdateServiceRequest {
+            reference: current.id.clone(),
+            version: current.meta.as_ref().map_or(0, |m| m.version),
+            spec: Some(spec),
+        })
+        .await
+        .map_err(rpc_error)?
+        .into_inner();
+    match ctx.format {
+        Format::Json => output::write_json(out, &output::service_json(&service)?)?,
+        Format::Table => write_line(out, &service.id)?,
+    }
+    if args.detach {
+        return Ok(());
+    }
+    let mut watch = watch_of(ctx, &service, args.timeout);
+    watch.target = service.spec.clone();
+    follow(ctx, &mut control, &watch, out).await
+}
+
+#[cfg(test)]
+mod tests;

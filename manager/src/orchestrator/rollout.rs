@@ -1,0 +1,114 @@
+//! Rolling updates: a task whose spec (or host-mode ports) is not its service's any
+//! more is replaced, a few at a time, once the tasks already replaced run.
+//!
+//! The decision stays pure and idempotent: what is under way is read back from the
+//! tasks. A group counts as *in flight* while its task is up to date but not yet
+//! settled (not running, or running for less than the update delay); at most
+//! `parallelism` groups are in flight. A new task that fails keeps its group in
+//! flight while its restart policy retries it, so a broken update stops after
+//! `parallelism` tasks instead of replacing every running one.
+
+use rswarm_proto::api::{Task, TaskState, UpdateConfig};
+
+use super::group::{self, Kept};
+use super::{Plan, has_exited, observed};
+
+/// One wanted group after its own decision.
+pub(super) struct Group<'a> {
+    /// Replicated: the slot; global: 0.
+    pub slot: u64,
+    /// Global: the node; replicated: empty (the scheduler places the task).
+    pub node_id: &'a str,
+    /// Whether a new task may be created for the group now.
+    pub can_place: bool,
+    /// The group's live task once its decision is applied.
+    pub kept: Kept<'a>,
+}
+
+/// Whether a kept task is done with its part of an update.
+enum Settled {
+    Yes,
+    /// Running, and settled at this time (Unix ms).
+    At(u64),
+    /// Not running yet, or exited.
+    No,
+}
+
+/// Replaces outdated tasks among `groups` within the update's parallelism.
+pub(super) fn roll(plan: &mut Plan<'_>, groups: &[Group<'_>]) {
+    let (parallelism, delay) = config(
+        plan.service
+            .spec
+            .as_ref()
+            .and_then(|s| s.update_config.as_ref()),
+    );
+    let mut in_flight = 0usize;
+    let mut settles_at: Option<u64> = None;
+    let mut outdated = Vec::new();
+    for g in groups {
+        match g.kept {
+            Kept::Nothing => {}
+            Kept::Created => in_flight += 1,
+            Kept::Task(task) if is_outdated(plan, task) => {
+                // An exited task is replaced by its restart, from the new spec.
+                if !has_exited(task) && g.can_place {
+                    outdated.push((g, task));
+                }
+            }
+            Kept::Task(task) => match settled(task, delay, plan.now) {
+                Settled::Yes => {}
+                Settled::At(at) => {
+                    in_flight += 1;
+                    settles_at = Some(settles_at.map_or(at, |s| s.min(at)));
+                }
+                Settled::No => in_flight += 1,
+            },
+        }
+    }
+    let budget = if parallelism == 0 {
+        usize::MAX
+    } else {
+        parallelism.saturating_sub(in_flight)
+    };
+    // Tasks not running yet first: replacing them costs no running task.
+    outdated.sort_by_key(|(_, task)| observed(task) == TaskState::Running as i32);
+    for (g, task) in outdated.iter().take(budget) {
+        group::replace(plan, task, g.slot, g.node_id, true);
+    }
+    if outdated.len() > budget
+        && let Some(at) = settles_at
+    {
+        plan.wake(at);
+    }
+}
+
+/// Parallelism (0: all at once) and delay in ms; one at a time with no delay when
+/// the service has no update config.
+fn config(config: Option<&UpdateConfig>) -> (usize, u64) {
+    config.map_or((1, 0), |c| {
+        (
+            usize::try_from(c.parallelism).unwrap_or(usize::MAX),
+            c.delay_ms,
+        )
+    })
+}
+
+fn settled(task: &Task, delay: u64, now: u64) -> Settled {
+    if observed(task) != TaskState::Running as i32 {
+        return Settled::No;
+    }
+    let since = task.status.as_ref().map_or(0, |s| s.timestamp);
+    let at = since.saturating_add(delay);
+    if now >= at {
+        Settled::Yes
+    } else {
+        Settled::At(at)
+    }
+}
+
+fn is_outdated(plan: &Plan<'_>, task: &Task) -> bool {
+    plan.service
+        .spec
+        .as_ref()
+        .is_none_or(|spec| !rswarm_proto::rollout::is_current(task, spec))
+}
