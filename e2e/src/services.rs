@@ -17,6 +17,8 @@ pub struct TaskView {
     pub id: String,
     /// Its slot.
     pub slot: u64,
+    /// The image it runs.
+    pub image: String,
     /// Hostname of its node (`node-<n>`); empty while unassigned, the node id when
     /// the node is unknown.
     pub node: String,
@@ -67,6 +69,7 @@ fn task_view(row: &Value, names: &HashMap<String, String>) -> anyhow::Result<Tas
         slot: row["slot"]
             .as_u64()
             .with_context(|| format!("service ps row without slot: {row}"))?,
+        image: text("image")?,
         node: names.get(&node).cloned().unwrap_or(node),
         desired_state: text("desired_state")?,
         state: text("state")?,

@@ -3,6 +3,10 @@
 
 use crate::api::{EndpointSpec, PortConfig, PublishMode, ServiceSpec, Task};
 
+/// How long a replaced task must keep running to count as updated when the service
+/// sets no monitor period (Swarm's default).
+pub const DEFAULT_MONITOR_MS: u64 = 5_000;
+
 /// Whether `task` was made from its service's current `spec`: the same task spec,
 /// and the same host-mode ports (those decide where a task may be placed; ingress
 /// ports are the proxy's alone and need no new task).

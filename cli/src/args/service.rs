@@ -125,10 +125,14 @@ pub struct UpdateConfigArgs {
     /// Tasks replaced at once by an update (0: all at once; default 1).
     #[arg(long)]
     pub update_parallelism: Option<u64>,
-    /// Pause after a replaced task runs before the next is replaced (`10s`,
-    /// `500ms`...; default 0).
+    /// Pause after a replaced task has passed its monitor period, before the next
+    /// is replaced (`10s`, `500ms`...; default 0).
     #[arg(long, value_parser = parse_duration)]
     pub update_delay: Option<Duration>,
+    /// How long a replaced task must keep running to count as updated; one that
+    /// fails sooner holds the update (`5s`...; default 5s, 0: as soon as it runs).
+    #[arg(long, value_parser = parse_duration)]
+    pub update_monitor: Option<Duration>,
 }
 
 /// `rswarm service update`: each option changes one thing of the current spec.

@@ -19,6 +19,8 @@ pub struct TaskRow {
     pub name: String,
     /// The slot (0 for a global service's task).
     pub slot: u64,
+    /// The image the task runs (after an update, old and new tasks differ).
+    pub image: String,
     /// Id of the node the task is assigned to; empty while unassigned.
     pub node: String,
     /// What the managers want of the task (`running`, `shutdown`...).
@@ -77,6 +79,12 @@ pub fn task_rows(tasks: &[Task], fallback_name: &str) -> Vec<TaskRow> {
                     slot => format!("{service}.{slot}"),
                 },
                 slot: task.slot,
+                image: task
+                    .spec
+                    .as_ref()
+                    .and_then(|s| s.container.as_ref())
+                    .map(|c| c.image.clone())
+                    .unwrap_or_default(),
                 node: task.node_id.clone(),
                 desired_state: names::task_state(task.desired_state),
                 state: names::task_state(status.state),
@@ -156,6 +164,7 @@ pub fn tasks_table(rows: &[TaskRow], hostnames: &HashMap<String, String>, now_ms
     let mut table = plain_table(&[
         "ID",
         "NAME",
+        "IMAGE",
         "NODE",
         "DESIRED STATE",
         "CURRENT STATE",
@@ -170,6 +179,7 @@ pub fn tasks_table(rows: &[TaskRow], hostnames: &HashMap<String, String>, now_ms
         table.add_row(vec![
             row.id.clone(),
             name,
+            row.image.clone(),
             hostnames
                 .get(&row.node)
                 .cloned()
@@ -201,6 +211,13 @@ mod tests {
             service_name: "web".into(),
             slot,
             node_id: node.into(),
+            spec: Some(rswarm_proto::api::TaskSpec {
+                container: Some(rswarm_proto::api::ContainerSpec {
+                    image: "nginx:1".into(),
+                    ..Default::default()
+                }),
+                ..Default::default()
+            }),
             desired_state: if state == TaskState::Running {
                 TaskState::Running.into()
             } else {
@@ -244,7 +261,7 @@ mod tests {
     fn json_shape() {
         assert_eq!(
             serde_json::to_value(&fixture()[2]).unwrap(),
-            json!({"id": "t2-old", "name": "web.2", "slot": 2, "node": "n1",
+            json!({"id": "t2-old", "name": "web.2", "slot": 2, "image": "nginx:1", "node": "n1",
                    "desired_state": "shutdown", "state": "failed",
                    "since": "2026-01-01T00:00:00.5Z", "error": "exit code 1",
                    "address": ""})
@@ -267,6 +284,7 @@ mod tests {
         for column in [
             "ID",
             "NAME",
+            "IMAGE",
             "NODE",
             "DESIRED STATE",
             "CURRENT STATE",
@@ -275,6 +293,7 @@ mod tests {
             assert!(lines[0].contains(column), "{text}");
         }
         assert!(lines[1].starts_with("t1 "), "{text}");
+        assert!(lines[1].contains(" nginx:1 "), "{text}");
         assert!(lines[1].contains(" n2 "), "{text}");
         assert!(lines[1].contains("Running 5 seconds ago"), "{text}");
         assert!(lines[2].contains(" alpha "), "{text}");

@@ -3,12 +3,14 @@
 //!
 //! The decision stays pure and idempotent: what is under way is read back from the
 //! tasks. A group counts as *in flight* while its task is up to date but not yet
-//! settled (not running, or running for less than the update delay); at most
-//! `parallelism` groups are in flight. A new task that fails keeps its group in
-//! flight while its restart policy retries it, so a broken update stops after
-//! `parallelism` tasks instead of replacing every running one.
+//! settled: not running, or running for less than the monitor period plus the
+//! update delay; at most `parallelism` groups are in flight. A new task that fails
+//! (before the monitor period is over, or while its restart policy retries it) keeps
+//! its group in flight, so a broken update stops after `parallelism` tasks instead
+//! of replacing every running one.
 
 use rswarm_proto::api::{Task, TaskState, UpdateConfig};
+use rswarm_proto::rollout::DEFAULT_MONITOR_MS;
 
 use super::group::{self, Kept};
 use super::{Plan, has_exited, observed};
@@ -36,7 +38,7 @@ enum Settled {
 
 /// Replaces outdated tasks among `groups` within the update's parallelism.
 pub(super) fn roll(plan: &mut Plan<'_>, groups: &[Group<'_>]) {
-    let (parallelism, delay) = config(
+    let (parallelism, settle) = config(
         plan.service
             .spec
             .as_ref()
@@ -55,7 +57,7 @@ pub(super) fn roll(plan: &mut Plan<'_>, groups: &[Group<'_>]) {
                     outdated.push((g, task));
                 }
             }
-            Kept::Task(task) => match settled(task, delay, plan.now) {
+            Kept::Task(task) => match settled(task, settle, plan.now) {
                 Settled::Yes => {}
                 Settled::At(at) => {
                     in_flight += 1;
@@ -82,23 +84,24 @@ pub(super) fn roll(plan: &mut Plan<'_>, groups: &[Group<'_>]) {
     }
 }
 
-/// Parallelism (0: all at once) and delay in ms; one at a time with no delay when
-/// the service has no update config.
+/// Parallelism (0: all at once) and how long a new task must run before it is
+/// settled, in ms (monitor period, then delay); one at a time, watched for
+/// [`DEFAULT_MONITOR_MS`], when the service has no update config.
 fn config(config: Option<&UpdateConfig>) -> (usize, u64) {
-    config.map_or((1, 0), |c| {
+    config.map_or((1, DEFAULT_MONITOR_MS), |c| {
         (
             usize::try_from(c.parallelism).unwrap_or(usize::MAX),
-            c.delay_ms,
+            c.monitor_ms.saturating_add(c.delay_ms),
         )
     })
 }
 
-fn settled(task: &Task, delay: u64, now: u64) -> Settled {
+fn settled(task: &Task, settle: u64, now: u64) -> Settled {
     if observed(task) != TaskState::Running as i32 {
         return Settled::No;
     }
     let since = task.status.as_ref().map_or(0, |s| s.timestamp);
-    let at = since.saturating_add(delay);
+    let at = since.saturating_add(settle);
     if now >= at {
         Settled::Yes
     } else {

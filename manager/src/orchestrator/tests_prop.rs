@@ -25,8 +25,9 @@ enum Event {
     /// The operator scales the service (replicated only).
     Scale(u64),
     /// The operator updates the service: a new image, rolled out `parallelism` at a
-    /// time (0: all at once) with a pause of `delay` ms.
-    Update(u64, u64, u64),
+    /// time (0: all at once), each new task watched for `monitor` ms, with a pause
+    /// of `delay` ms.
+    Update(u64, u64, u64, u64),
 }
 
 fn arb_state() -> impl Strategy<Value = TaskState> {
@@ -68,7 +69,8 @@ fn arb_event() -> impl Strategy<Value = Event> {
         2 => (any::<usize>(), 0..NODES.len()).prop_map(|(i, n)| Event::Assign(i, n)),
         1 => (0..NODES.len(), arb_node_state()).prop_map(|(i, (s, a))| Event::Node(i, s, a)),
         1 => (0u64..6).prop_map(Event::Scale),
-        1 => (0u64..3, 0u64..3, prop::sample::select(vec![0u64, 400])).prop_map(|(i, p, d)| Event::Update(i, p, d)),
+        1 => (0u64..3, 0u64..3, prop::sample::select(vec![0u64, 400]), prop::sample::select(vec![0u64, 5_000]))
+            .prop_map(|(i, p, d, m)| Event::Update(i, p, d, m)),
     ]
 }
 
@@ -291,13 +293,14 @@ fn run(service: Service, tasks: Vec<Task>, events: Vec<Event>) {
                 sim.service = replicated(n, policy.unwrap_or_default());
             }
             Event::Scale(_) => {}
-            Event::Update(image, parallelism, delay_ms) => {
+            Event::Update(image, parallelism, delay_ms, monitor_ms) => {
                 let spec = sim.service.spec.as_mut().expect("a spec");
                 let task = spec.task.as_mut().expect("a task spec");
                 task.container.as_mut().expect("a container").image = format!("nginx:{image}");
                 spec.update_config = Some(rswarm_proto::api::UpdateConfig {
                     parallelism,
                     delay_ms,
+                    monitor_ms,
                 });
             }
         }

@@ -17,10 +17,11 @@ fn with_image(mut service: Service, image: &str) -> Service {
     service
 }
 
-fn with_update(mut service: Service, parallelism: u64, delay_ms: u64) -> Service {
+fn with_update(mut service: Service, parallelism: u64, delay_ms: u64, monitor_ms: u64) -> Service {
     service.spec.as_mut().unwrap().update_config = Some(UpdateConfig {
         parallelism,
         delay_ms,
+        monitor_ms,
     });
     service
 }
@@ -61,7 +62,7 @@ fn slots_on(sim: &Sim, image: &str) -> Vec<u64> {
 
 #[test]
 fn an_update_replaces_one_task_at_a_time_once_the_new_one_runs() {
-    let service = replicated(3, any_policy());
+    let service = with_update(replicated(3, any_policy()), 1, 0, 0);
     let mut sim = running_sim(service.clone(), 3, 100);
     assert!(sim.step(200).is_empty(), "nothing to roll");
     sim.service = with_image(service, "nginx:2");
@@ -94,7 +95,7 @@ fn an_update_replaces_one_task_at_a_time_once_the_new_one_runs() {
 
 #[test]
 fn parallelism_sets_how_many_tasks_are_replaced_at_once() {
-    let service = with_update(replicated(5, any_policy()), 2, 0);
+    let service = with_update(replicated(5, any_policy()), 2, 0, 0);
     let mut sim = running_sim(service.clone(), 5, 100);
     sim.service = with_image(service.clone(), "nginx:2");
     assert_eq!(sim.step(200).create.len(), 2);
@@ -106,7 +107,7 @@ fn parallelism_sets_how_many_tasks_are_replaced_at_once() {
     assert_eq!(slots_on(&sim, "nginx:2"), [1, 2, 3]);
 
     // Parallelism 0: all at once.
-    let service = with_update(replicated(4, any_policy()), 0, 0);
+    let service = with_update(replicated(4, any_policy()), 0, 0, 0);
     let mut sim = running_sim(service.clone(), 4, 100);
     sim.service = with_image(service, "nginx:2");
     assert_eq!(sim.step(200).create.len(), 4);
@@ -114,8 +115,8 @@ fn parallelism_sets_how_many_tasks_are_replaced_at_once() {
 }
 
 #[test]
-fn the_update_delay_passes_between_a_new_task_running_and_the_next_replacement() {
-    let service = with_update(replicated(2, any_policy()), 1, 1_000);
+fn the_monitor_period_and_the_delay_pass_between_a_new_task_running_and_the_next() {
+    let service = with_update(replicated(2, any_policy()), 1, 1_000, 0);
     let mut sim = running_sim(service.clone(), 2, 100);
     sim.service = with_image(service, "nginx:2");
     assert_eq!(sim.step(200).create.len(), 1);
@@ -127,6 +128,49 @@ fn the_update_delay_passes_between_a_new_task_running_and_the_next_replacement()
     assert!(sim.step(1_299).is_empty());
     assert_eq!(sim.step(1_300).create.len(), 1);
     assert_eq!(slots_on(&sim, "nginx:2"), [1, 2]);
+
+    // Without an update config: one at a time, each watched for 5 s.
+    let service = replicated(2, any_policy());
+    let mut sim = running_sim(service.clone(), 2, 100);
+    sim.service = with_image(service, "nginx:2");
+    assert_eq!(sim.step(200).create.len(), 1);
+    let new = sim.live(1, "").id.clone();
+    sim.report(&new, TaskState::Running, 300, 0);
+    assert_eq!(
+        sim.step(400).wake_at,
+        Some(300 + rswarm_proto::rollout::DEFAULT_MONITOR_MS)
+    );
+    assert!(sim.step(5_299).is_empty());
+    assert_eq!(sim.step(5_300).create.len(), 1);
+
+    // Monitor and delay add up.
+    let service = with_update(replicated(2, any_policy()), 1, 300, 700);
+    let mut sim = running_sim(service.clone(), 2, 100);
+    sim.service = with_image(service, "nginx:2");
+    sim.step(200);
+    let new = sim.live(1, "").id.clone();
+    sim.report(&new, TaskState::Running, 300, 0);
+    assert_eq!(sim.step(400).wake_at, Some(1_300));
+}
+
+#[test]
+fn a_new_task_that_fails_within_the_monitor_period_holds_the_update() {
+    let service = replicated(2, policy(RestartCondition::Any, 100, 0, 0));
+    let mut sim = running_sim(service.clone(), 2, 100);
+    sim.service = with_image(service, "crashes-after-a-second:1");
+    sim.step(200);
+    // Runs for a second, fails, restarts, runs again: never 5 s in a row.
+    let mut now = 300;
+    for _ in 0..5 {
+        let new = sim.live(1, "").id.clone();
+        sim.report(&new, TaskState::Running, now, 0);
+        assert!(sim.step(now + 1).create.is_empty(), "nothing else replaced");
+        sim.report(&new, TaskState::Failed, now + 1_000, 1);
+        let due = sim.step(now + 1_001).wake_at.expect("a restart is due");
+        sim.step(due);
+        now = due + 10;
+    }
+    assert_eq!(slots_on(&sim, "nginx:1"), [2]);
 }
 
 #[test]
@@ -187,7 +231,7 @@ fn host_mode_port_changes_replace_the_tasks_and_ingress_changes_do_not() {
         });
         service
     };
-    let base = with_update(replicated(2, any_policy()), 0, 0);
+    let base = with_update(replicated(2, any_policy()), 0, 0, 0);
     let service = with_ports(base.clone(), vec![port(8080, PublishMode::Ingress)]);
     let mut sim = running_sim(service.clone(), 2, 100);
     assert_eq!(
@@ -223,7 +267,12 @@ fn a_forced_update_replaces_tasks_with_no_other_change() {
 
 #[test]
 fn a_global_service_is_rolled_out_node_by_node() {
-    let service = global(any_policy(), &[]);
+    let mut service = global(any_policy(), &[]);
+    service.spec.as_mut().unwrap().update_config = Some(UpdateConfig {
+        parallelism: 1,
+        delay_ms: 0,
+        monitor_ms: 0,
+    });
     let mut sim = Sim::new(service.clone(), vec![ready("n1"), ready("n2")]);
     sim.step(100);
     for node in ["n1", "n2"] {

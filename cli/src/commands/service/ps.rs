@@ -238,7 +238,7 @@ mod tests {
         assert_eq!(ids, ["t1", "t2"]);
         assert_eq!(
             value[0],
-            json!({"id": "t1", "name": "web.1", "slot": 1, "node": "node-1",
+            json!({"id": "t1", "name": "web.1", "slot": 1, "image": "", "node": "node-1",
                    "desired_state": "running", "state": "running",
                    "since": "1970-01-01T00:00:02Z", "error": "", "address": ""})
         );

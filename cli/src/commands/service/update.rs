@@ -2,11 +2,13 @@
 //! tasks a few at a time, and the command follows that rolling update.
 
 use std::io::Write;
+use std::time::Duration;
 
 use rswarm_proto::api::{
     GetServiceRequest, LoadBalance, Resources, ServiceSpec, UpdateConfig, UpdateServiceRequest,
     service_spec::Mode,
 };
+use rswarm_proto::rollout::DEFAULT_MONITOR_MS;
 use rswarm_proto::validate::{
     parse_constraint, parse_cpus, parse_env, parse_publish, parse_published, parse_replicas,
     parse_size, validate_service_spec,
@@ -17,9 +19,9 @@ use crate::args::{Format, LoadBalanceArg, ServiceUpdateArgs, UpdateConfigArgs};
 use crate::commands::{Context, rpc_error, write_line};
 use crate::output;
 
-/// The update config with the `--update-*` flags applied to `current` (one task at
-/// a time, no delay, when the service has none); `None` when no flag is given and
-/// there is no config yet.
+/// The update config with the `--update-*` flags applied to `current` (the
+/// managers' defaults when the service has none: one task at a time, each watched
+/// for 5 s, no delay); `None` when no flag is given and there is no config yet.
 pub fn update_config(
     args: &UpdateConfigArgs,
     current: Option<UpdateConfig>,
@@ -30,13 +32,19 @@ pub fn update_config(
     let mut config = current.unwrap_or(UpdateConfig {
         parallelism: 1,
         delay_ms: 0,
+        monitor_ms: DEFAULT_MONITOR_MS,
     });
+    let millis = |flag: &str, d: Duration| {
+        u64::try_from(d.as_millis()).map_err(|_| anyhow::anyhow!("--{flag} {d:?} is too long"))
+    };
     if let Some(parallelism) = args.update_parallelism {
         config.parallelism = parallelism;
     }
     if let Some(delay) = args.update_delay {
-        config.delay_ms = u64::try_from(delay.as_millis())
-            .map_err(|_| anyhow::anyhow!("--update-delay {delay:?} is too long"))?;
+        config.delay_ms = millis("update-delay", delay)?;
+    }
+    if let Some(monitor) = args.update_monitor {
+        config.monitor_ms = millis("update-monitor", monitor)?;
     }
     Ok(Some(config))
 }

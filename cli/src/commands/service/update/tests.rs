@@ -65,6 +65,7 @@ fn each_option_changes_its_part_of_the_spec() {
         update: UpdateConfigArgs {
             update_parallelism: Some(2),
             update_delay: Some(Duration::from_secs(10)),
+            update_monitor: None,
         },
         ..given("web")
     };
@@ -115,7 +116,8 @@ fn each_option_changes_its_part_of_the_spec() {
         spec.update_config,
         Some(UpdateConfig {
             parallelism: 2,
-            delay_ms: 10_000
+            delay_ms: 10_000,
+            monitor_ms: DEFAULT_MONITOR_MS,
         })
     );
     assert_eq!(task.force_update, 0);

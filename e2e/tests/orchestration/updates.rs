@@ -1,0 +1,140 @@
+//! Rolling updates: tasks replaced one at a time, each watched and followed by a
+//! pause, and an update to a crashing image that stops at its first task.
+
+use std::time::{Duration, Instant};
+
+use anyhow::ensure;
+use rswarm_e2e::command::describe;
+use rswarm_e2e::services::{self, TaskView, running};
+
+use crate::support::{CONVERGE_TIMEOUT, with_fake_cluster};
+
+/// `service update ARGS...` through node 0, followed until it ends.
+fn update(cluster: &rswarm_e2e::Cluster, args: &[&str]) -> anyhow::Result<std::process::Output> {
+    let mut all = vec!["service", "update"];
+    all.extend_from_slice(args);
+    cluster
+        .node(0)
+        .cli_with_timeout(&all, CONVERGE_TIMEOUT + Duration::from_secs(30))
+}
+
+fn on_image<'a>(tasks: &[&'a TaskView], image: &str) -> Vec<&'a TaskView> {
+    tasks.iter().copied().filter(|t| t.image == image).collect()
+}
+
+#[test]
+fn a_rolling_update_replaces_one_task_at_a_time() {
+    with_fake_cluster("rolling update", 1, 3, |cluster| {
+        services::create_detached(cluster, 0, "web", 3, &[], "fake/web:1")?;
+        services::wait_converged(cluster, 0, "web", 3, CONVERGE_TIMEOUT, |_| Ok(()))?;
+        // Followed from outside while it runs: with one task at a time, two of the
+        // three slots run at every look.
+        let settle = Duration::from_millis(500 + 700);
+        cluster.node(0).cli_ok(&[
+            "service",
+            "update",
+            "--detach",
+            "--update-monitor",
+            "500ms",
+            "--update-delay",
+            "700ms",
+            "--image",
+            "fake/web:2",
+            "web",
+        ])?;
+        let started = Instant::now();
+        let mut looks = 0;
+        let tasks = loop {
+            let tasks = services::tasks(cluster, 0, "web")?;
+            let up = running(&tasks);
+            ensure!(
+                up.len() >= 2,
+                "fewer than 2 of 3 tasks ran during the update: {tasks:#?}"
+            );
+            looks += 1;
+            if on_image(&up, "fake/web:2").len() == 3 {
+                break tasks;
+            }
+            ensure!(
+                started.elapsed() < CONVERGE_TIMEOUT,
+                "the update did not finish: {tasks:#?}"
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        };
+        let took = started.elapsed();
+        println!("rolled out in {took:?}, {looks} looks");
+        // The first two replaced tasks were watched, then followed by a pause.
+        ensure!(
+            took >= 2 * settle,
+            "three tasks replaced in {took:?}, under twice the monitor period and delay"
+        );
+        for slot in 1..=3 {
+            let old: Vec<&TaskView> = tasks
+                .iter()
+                .filter(|t| t.slot == slot && t.image == "fake/web:1")
+                .collect();
+            ensure!(
+                old.len() == 1 && old[0].desired_state == "shutdown",
+                "slot {slot} does not keep its old task as history: {tasks:#?}"
+            );
+        }
+        // Followed by the command: the same spec again converges at once.
+        let output = update(cluster, &["--image", "fake/web:2", "web"])?;
+        let stdout = String::from_utf8_lossy(&output.stdout);
+        ensure!(
+            output.status.success() && stdout.contains("verify: Service converged"),
+            "an update without change did not converge: {}",
+            describe(&output)
+        );
+        ensure!(
+            services::tasks(cluster, 0, "web")?.len() == tasks.len(),
+            "an update without change replaced tasks"
+        );
+        Ok(())
+    });
+}
+
+#[test]
+fn an_update_to_a_crashing_image_stops_and_a_fixed_one_goes_through() {
+    with_fake_cluster("failed update", 1, 3, |cluster| {
+        services::create_detached(cluster, 0, "api", 3, &[], "fake/api:1")?;
+        services::wait_converged(cluster, 0, "api", 3, CONVERGE_TIMEOUT, |_| Ok(()))?;
+        let output = update(cluster, &["--image", "fake/crash:1:300", "api"])?;
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        ensure!(
+            !output.status.success() && stderr.contains("tasks of service api keep failing"),
+            "the broken update was not reported as failing: {}",
+            describe(&output)
+        );
+        let tasks = services::tasks(cluster, 0, "api")?;
+        let up = running(&tasks);
+        ensure!(
+            on_image(&up, "fake/api:1").len() == 2,
+            "the broken update went past its first task: {tasks:#?}"
+        );
+        let failed = tasks
+            .iter()
+            .filter(|t| t.state == "failed" && t.image == "fake/crash:1:300")
+            .count();
+        ensure!(
+            failed >= 3,
+            "expected the new task to fail again: {tasks:#?}"
+        );
+
+        // The crashing task ran for 300 ms each time, under the 5 s monitor period.
+        // A fixed image: the failing slot restarts on it and the others follow.
+        let output = update(cluster, &["--image", "fake/api:2", "api"])?;
+        ensure!(
+            output.status.success(),
+            "the fixed update failed: {}",
+            describe(&output)
+        );
+        let tasks = services::wait_converged(cluster, 0, "api", 3, CONVERGE_TIMEOUT, |_| Ok(()))?;
+        let up = running(&tasks);
+        ensure!(
+            on_image(&up, "fake/api:2").len() == 3,
+            "not every task runs the fixed image: {tasks:#?}"
+        );
+        Ok(())
+    });
+}
