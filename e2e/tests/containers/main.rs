@@ -719,6 +719,26 @@ fn a_published_port_on_every_node_reaches_every_task() {
                 .contains("other"),
             "the refused service was written"
         );
+        // Nor can an update take it.
+        let before = cluster.node(0).cli_ok(&["service", "inspect", "lookup"])?;
+        let out = cluster.node(0).cli(&[
+            "service",
+            "update",
+            "--detach",
+            "--publish-add",
+            "8000:80",
+            "lookup",
+        ])?;
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        ensure!(
+            !out.status.success()
+                && stderr.contains("port 8000/tcp is already published by service \"web\""),
+            "the conflicting update was not refused clearly: {stderr}"
+        );
+        ensure!(
+            cluster.node(0).cli_ok(&["service", "inspect", "lookup"])? == before,
+            "the refused update was written"
+        );
         Ok(())
     });
 }

@@ -277,6 +277,95 @@ fn host_ports_reach_only_their_nodes_task_and_the_proxy_protocol_carries_the_cli
                 },
             )?;
         }
+
+        // An ingress port moved by an update: the proxies follow, the tasks stay.
+        let before = services::tasks(cluster, 0, "origin")?;
+        update(
+            cluster,
+            &[
+                "--publish-rm",
+                "8200",
+                "--publish-add",
+                "published=8300,target=8080,proxy-protocol=v2",
+                "origin",
+            ],
+        )?;
+        for node in cluster.nodes() {
+            let addr = format!("{}:8300", node.addr.ip());
+            wait_until(
+                CONVERGE,
+                &format!("{addr} to reach every origin task"),
+                || {
+                    let replies = get_from_client(cluster, &addr, 6).map_err(|e| e.to_string())?;
+                    let mut tasks: Vec<&str> = replies
+                        .iter()
+                        .filter_map(|r| r.split_once(' ').map(|(task, _)| task))
+                        .collect();
+                    tasks.sort();
+                    tasks.dedup();
+                    if tasks == ["origin.1", "origin.2", "origin.3"] {
+                        Ok(())
+                    } else {
+                        Err(format!("replies from {tasks:?} only: {replies:?}"))
+                    }
+                },
+            )?;
+            let old = SocketAddr::new(node.addr.ip(), 8200);
+            wait_until(
+                CONVERGE,
+                &format!("{old} to stop listening"),
+                || match client.run(load::request(old)).map_err(|e| e.to_string())? {
+                    Err(e) if e.contains("refused") => Ok(()),
+                    other => Err(format!("{old} still answers: {other:?}")),
+                },
+            )?;
+        }
+        ensure!(
+            services::tasks(cluster, 0, "origin")? == before,
+            "moving an ingress port replaced tasks"
+        );
+
+        // A host-mode port moved: where a task may run changes, so the tasks are
+        // replaced one at a time (real containers this time), then answer there.
+        let old_ids: Vec<String> = pinned.iter().map(|t| t.id.clone()).collect();
+        update(
+            cluster,
+            &[
+                "--update-monitor",
+                "1s",
+                "--publish-rm",
+                "8100",
+                "--publish-add",
+                "published=8101,target=8080,mode=host",
+                "pinned",
+            ],
+        )?;
+        let pinned = wait_addressed(cluster, "pinned", 2)?;
+        ensure!(
+            pinned.iter().all(|t| !old_ids.contains(&t.id)),
+            "host-mode tasks were not replaced: {pinned:?}"
+        );
+        for task in &pinned {
+            let addr = format!("{}:8101", cluster.node(node_of(cluster, task)?).addr.ip());
+            let name = format!("pinned.{}", task.slot);
+            wait_reaches(cluster, &addr, &[&name])?;
+        }
         Ok(())
     });
+}
+
+/// `service update ARGS...`, followed to convergence.
+fn update(cluster: &Cluster, args: &[&str]) -> anyhow::Result<()> {
+    let mut all = vec!["service", "update", "--timeout", "90s"];
+    all.extend_from_slice(args);
+    let output = cluster
+        .node(0)
+        .cli_with_timeout(&all, Duration::from_secs(120))?;
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    ensure!(
+        output.status.success() && stdout.contains("verify: Service converged"),
+        "service update {args:?} did not converge: {}",
+        rswarm_e2e::command::describe(&output)
+    );
+    Ok(())
 }
