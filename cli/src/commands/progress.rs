@@ -11,7 +11,7 @@ pub use watch::{Watch, watch};
 use std::collections::{BTreeMap, BTreeSet};
 
 use rswarm_proto::api::{ServiceSpec, Task, TaskState};
-use rswarm_proto::rollout::is_current;
+use rswarm_proto::rollout::{DEFAULT_MONITOR_MS, is_current};
 
 use crate::output::names;
 
@@ -87,18 +87,46 @@ impl Assessment {
     }
 }
 
+/// What an update is followed against.
+#[derive(Debug, Clone, Copy)]
+pub struct Target<'a> {
+    /// The new spec.
+    pub spec: &'a ServiceSpec,
+    /// The time of the look, in Unix ms.
+    pub now_ms: u64,
+}
+
+impl Target<'_> {
+    /// How long a new task must have run to count, as the managers wait for it.
+    fn monitor_ms(&self) -> u64 {
+        self.spec
+            .update_config
+            .map_or(DEFAULT_MONITOR_MS, |c| c.monitor_ms)
+    }
+}
+
 /// Decides where a rollout stands from the service's tasks (all of them, history
 /// included). `eligible_nodes` is how many nodes a global service may run on, when
 /// known; it only matters while the service has no task. After an update to
-/// `target`, a slot counts once its task made from `target` runs, and only the
-/// failures of such tasks count (earlier ones belong to the spec replaced).
+/// `target`, a slot counts once its task made from the new spec has run for the
+/// update's monitor period, and only the failures of such tasks count (earlier
+/// ones belong to the spec replaced).
 pub fn assess(
     expect: Expect,
     tasks: &[Task],
     eligible_nodes: Option<usize>,
-    target: Option<&ServiceSpec>,
+    target: Option<Target<'_>>,
 ) -> Assessment {
-    let current = |t: &Task| target.is_none_or(|spec| is_current(t, spec));
+    let current = |t: &Task| target.is_none_or(|target| is_current(t, target.spec));
+    // How much longer a running task of the new spec is watched, in ms.
+    let watched_for = |t: &Task| {
+        target.map_or(0, |target| {
+            let since = t.status.as_ref().map_or(0, |s| s.timestamp);
+            since
+                .saturating_add(target.monitor_ms())
+                .saturating_sub(target.now_ms)
+        })
+    };
     let mut groups: BTreeMap<(u64, &str), Vec<&Task>> = BTreeMap::new();
     for task in tasks {
         let key = match expect {
@@ -139,13 +167,20 @@ pub fn assess(
             text = format!("{text}: {err}");
         }
         let outdated = live.is_some_and(|t| !current(t));
+        let running = live.is_some_and(|t| observed(t) == TaskState::Running as i32);
+        let watched = live.map_or(0, |t| watched_for(t));
         if outdated {
             text.push_str(" (previous spec, to be replaced)");
+        } else if running && watched > 0 {
+            text.push_str(&format!(
+                " (watched {:.1}s more before it counts)",
+                watched as f64 / 1000.0
+            ));
         }
         lines.push(SlotLine {
             label: label.clone(),
             text,
-            running: !outdated && live.is_some_and(|t| observed(t) == TaskState::Running as i32),
+            running: !outdated && running && watched == 0,
         });
     }
     let mut failures = Vec::new();

@@ -60,6 +60,11 @@ impl<P: Proposer, R: RaftView> ControlApi<P, R> {
                 // Rewriting the cluster object makes concurrent creations conflict
                 // on its version, so two services never get one VIP or one port.
                 actions.push(StoreAction::UpdateCluster(cluster.clone()));
+            } else if ports_differ(&spec, &ServiceSpec::default())
+                && let Some(cluster) = tx.cluster()
+            {
+                // No VIP to hand out, but still a port: the same conflict guard.
+                actions.push(StoreAction::UpdateCluster(cluster.clone()));
             }
             actions.push(StoreAction::CreateService(Service {
                 id: id.clone(),
@@ -102,13 +107,20 @@ impl<P: Proposer, R: RaftView> ControlApi<P, R> {
         spec: ServiceSpec,
     ) -> Result<Service, ControlError> {
         validate_service_spec(&spec)?;
+        // The id found by the last attempt, to read the service back by (its name
+        // could be taken by another service in between).
+        let found = std::sync::Mutex::new(String::new());
         update(&self.store, self.proposer.as_ref(), |tx| {
             let mut service = resolve::service(tx, reference)?.clone();
+            if let Ok(mut found) = found.lock() {
+                found.clone_from(&service.id);
+            }
             let current = service.spec.clone().unwrap_or_default();
             let current_version = service.meta.as_ref().map_or(0, |m| m.version);
             if version != 0 && version != current_version {
                 return Err(ControlError::Refused(format!(
-                    "service {:?} changed since version {version} was read (it is at version                      {current_version} now): read it again and retry",
+                    "service {:?} changed since version {version} was read (it is at version \
+                     {current_version} now): read it again and retry",
                     current.name
                 )));
             }
@@ -120,7 +132,8 @@ impl<P: Proposer, R: RaftView> ControlApi<P, R> {
             }
             if mode_name(&spec) != mode_name(&current) {
                 return Err(ControlError::Refused(format!(
-                    "service {:?} is {}: its mode cannot change to {} (create a new service                      instead)",
+                    "service {:?} is {}: its mode cannot change to {} (create a new service \
+                     instead)",
                     current.name,
                     mode_name(&current),
                     mode_name(&spec)
@@ -144,9 +157,13 @@ impl<P: Proposer, R: RaftView> ControlApi<P, R> {
             Ok(actions)
         })
         .await?;
-        // The name cannot change, so the reference still points at the service.
+        let id = found.into_inner().unwrap_or_default();
         self.store
-            .view(|tx| resolve::service(tx, reference).cloned())
+            .view(|tx| tx.service(&id).cloned())
+            .ok_or(ControlError::NotFound {
+                kind: Kind::Service,
+                reference: reference.to_string(),
+            })
     }
 
     pub(super) fn list_services(&self) -> ListServicesResponse {

@@ -475,13 +475,16 @@ async fn an_update_from_a_stale_version_is_refused_and_nothing_is_written() {
         .await
         .unwrap_err();
     assert_eq!(err.code(), Code::FailedPrecondition);
-    assert!(
-        err.message()
-            .contains(&format!("changed since version {} was read", version(&web))),
-        "{}",
-        err.message()
-    );
     let stored = store.view(|tx| tx.service(&web.id).cloned()).unwrap();
+    assert_eq!(
+        err.message(),
+        format!(
+            "service \"web\" changed since version {} was read (it is at version {} now): \
+             read it again and retry",
+            version(&web),
+            version(&stored)
+        )
+    );
     assert_eq!(stored.spec, Some(first), "the first update stays");
 }
 
@@ -510,7 +513,11 @@ async fn an_update_cannot_rename_change_mode_break_the_spec_or_take_a_port() {
         .clear();
     for (spec, expected) in [
         (published("api2", &[(9000, Tcp, Host)]), "cannot be renamed"),
-        (global, "is replicated: its mode cannot change to global"),
+        (
+            global,
+            "service \"api\" is replicated: its mode cannot change to global (create a new \
+             service instead)",
+        ),
         (no_image, "image"),
         (
             published("api", &[(9000, Tcp, Host), (8080, Tcp, Host)]),

@@ -9,8 +9,10 @@ use super::{Plan, has_exited, is_live, observed};
 /// The live task a wanted group has once [`reconcile`]'s decision is applied.
 #[derive(Clone, Copy, Debug)]
 pub(super) enum Kept<'a> {
-    /// None: the group is finished, or nothing could be placed.
+    /// None: nothing could be placed.
     Nothing,
+    /// None: the restart policy finished with the group; the task that marks it.
+    Finished(&'a Task),
     /// A task created by this decision.
     Created,
     /// An existing task: running or on its way, or exited and waiting for its
@@ -47,8 +49,10 @@ pub(super) fn reconcile<'a>(
     let Some(task) = keeper else {
         // Desired COMPLETE marks a group the restart policy has finished with. Nothing
         // is created in such a group afterwards, so that task stays its newest.
-        let finished = tasks.iter().any(|t| marks_finished(t));
-        if !finished && can_place {
+        if let Some(marker) = tasks.iter().rev().find(|t| marks_finished(t)) {
+            return Kept::Finished(marker);
+        }
+        if can_place {
             plan.create(slot, node_id);
             return Kept::Created;
         }
@@ -65,7 +69,7 @@ pub(super) fn reconcile<'a>(
         match restart::decide(plan.policy(), &earlier, task, plan.now) {
             Restart::Never => {
                 plan.set_desired(task, TaskState::Complete);
-                Kept::Nothing
+                Kept::Finished(task)
             }
             Restart::Now => replace(plan, task, slot, node_id, can_place),
             Restart::At(due) => {

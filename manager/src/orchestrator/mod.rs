@@ -134,12 +134,8 @@ fn reconcile_replicated(plan: &mut Plan<'_>, tasks: &[Task], nodes: &HashMap<&st
     let mut kept = Vec::with_capacity(wanted.len());
     for (slot, group) in &slots {
         if wanted.contains(slot) {
-            kept.push(rollout::Group {
-                slot: *slot,
-                node_id: "",
-                can_place: true,
-                kept: group::reconcile(plan, group, *slot, "", true, &lost),
-            });
+            let decided = group::reconcile(plan, group, *slot, "", true, &lost);
+            kept.push(rollout::Group::new(*slot, "", true, group, decided));
         } else {
             group::stop(plan, group);
         }
@@ -215,12 +211,8 @@ fn reconcile_global(plan: &mut Plan<'_>, tasks: &[Task], nodes: &HashMap<&str, &
         let (strays, group): (Vec<&Task>, Vec<&Task>) = group.iter().partition(|t| t.slot != 0);
         group::stop(plan, &strays);
         if can_keep {
-            kept.push(rollout::Group {
-                slot: 0,
-                node_id,
-                can_place,
-                kept: group::reconcile(plan, &group, 0, node_id, can_place, &is_orphaned),
-            });
+            let decided = group::reconcile(plan, &group, 0, node_id, can_place, &is_orphaned);
+            kept.push(rollout::Group::new(0, node_id, can_place, &group, decided));
         } else {
             group::stop(plan, &group);
         }
@@ -385,22 +377,29 @@ impl<'a> Plan<'a> {
                 ..TaskStatus::default()
             }),
             service_name: spec.map(|s| s.name.clone()).unwrap_or_default(),
-            endpoint: spec.and_then(|s| s.endpoint.clone()),
+            // Always recorded, so that `None` tells a task from before the record.
+            endpoint: Some(spec.and_then(|s| s.endpoint.clone()).unwrap_or_default()),
         });
     }
 
     /// Removes the group's ended tasks beyond the `keep` newest. A task the worker may
     /// still be running (assigned, not yet reported ended) is never removed: its
     /// worker learns of the shutdown through it. Nor is the task that marks a wanted
-    /// group as finished: without it the group would be filled again.
+    /// group as finished: without it the group would be filled again; nor a wanted
+    /// group's newest task that got a node.
     fn keep_history(&mut self, group: &[&Task], keep: usize) {
         let ended = group
             .iter()
             .rev()
             .filter(|t| self.desired_of(t) > TaskState::Running as i32);
+        // The newest task that got a node tells a rolling update the group was
+        // placed once (see `rollout::Group::placed`).
+        let newest_placed = group.iter().rev().find(|t| rollout::placed(t));
         let removable = |t: &Task| {
             let marker = keep > 0 && self.desired_of(t) == TaskState::Complete as i32;
+            let evidence = keep > 0 && newest_placed.is_some_and(|p| p.id == t.id);
             !marker
+                && !evidence
                 && (observed(t) >= TaskState::Complete as i32
                     || observed(t) < TaskState::Assigned as i32)
         };

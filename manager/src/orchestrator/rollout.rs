@@ -5,9 +5,11 @@
 //! tasks. A group counts as *in flight* while its task is up to date but not yet
 //! settled: not running, or running for less than the monitor period plus the
 //! update delay; at most `parallelism` groups are in flight. A new task that fails
-//! (before the monitor period is over, or while its restart policy retries it) keeps
-//! its group in flight, so a broken update stops after `parallelism` tasks instead
-//! of replacing every running one.
+//! (while its restart policy retries it, or for good when the policy gave up on
+//! it before it ran the monitor period) keeps its group in flight, so a broken update
+//! stops after `parallelism` tasks instead of replacing every running one. A group
+//! no task of which was ever placed does not count: its new task may wait forever
+//! (a slot no node can take) and would stall the update.
 
 use rswarm_proto::api::{Task, TaskState, UpdateConfig};
 use rswarm_proto::rollout::DEFAULT_MONITOR_MS;
@@ -23,8 +25,37 @@ pub(super) struct Group<'a> {
     pub node_id: &'a str,
     /// Whether a new task may be created for the group now.
     pub can_place: bool,
+    /// Whether a task of the group ever got as far as a node (the newest such
+    /// task is kept in its history). A new task in a group never placed (a slot
+    /// added beside the update, or one no node could take yet) does not hold the
+    /// update: it might wait forever, and would stall it.
+    pub placed: bool,
     /// The group's live task once its decision is applied.
     pub kept: Kept<'a>,
+}
+
+impl<'a> Group<'a> {
+    /// The group of `tasks` with the task its decision kept.
+    pub fn new(
+        slot: u64,
+        node_id: &'a str,
+        can_place: bool,
+        tasks: &[&Task],
+        kept: Kept<'a>,
+    ) -> Self {
+        Self {
+            slot,
+            node_id,
+            can_place,
+            placed: tasks.iter().any(|t| placed(t)),
+            kept,
+        }
+    }
+}
+
+/// Whether the task got as far as a node.
+pub(super) fn placed(task: &Task) -> bool {
+    observed(task) >= TaskState::Assigned as i32
 }
 
 /// Whether a kept task is done with its part of an update.
@@ -50,7 +81,13 @@ pub(super) fn roll(plan: &mut Plan<'_>, groups: &[Group<'_>]) {
     for g in groups {
         match g.kept {
             Kept::Nothing => {}
-            Kept::Created => in_flight += 1,
+            Kept::Created => in_flight += usize::from(g.placed),
+            // A task of the new spec that ended before proving itself, and that its
+            // restart policy will not replace: a failed update, held for good.
+            Kept::Finished(task) if !is_outdated(plan, task) => {
+                in_flight += usize::from(ended_early(task, settle));
+            }
+            Kept::Finished(_) => {}
             Kept::Task(task) if is_outdated(plan, task) => {
                 // An exited task is replaced by its restart, from the new spec.
                 if !has_exited(task) && g.can_place {
@@ -63,7 +100,7 @@ pub(super) fn roll(plan: &mut Plan<'_>, groups: &[Group<'_>]) {
                     in_flight += 1;
                     settles_at = Some(settles_at.map_or(at, |s| s.min(at)));
                 }
-                Settled::No => in_flight += 1,
+                Settled::No => in_flight += usize::from(g.placed),
             },
         }
     }
@@ -72,6 +109,12 @@ pub(super) fn roll(plan: &mut Plan<'_>, groups: &[Group<'_>]) {
     } else {
         parallelism.saturating_sub(in_flight)
     };
+    // A task of a group never placed is replaced at once: its successor will not
+    // count.
+    let (free, mut outdated): (Vec<_>, Vec<_>) = outdated.into_iter().partition(|(g, _)| !g.placed);
+    for (g, task) in &free {
+        group::replace(plan, task, g.slot, g.node_id, true);
+    }
     // Tasks not running yet first: replacing them costs no running task.
     outdated.sort_by_key(|(_, task)| observed(task) == TaskState::Running as i32);
     for (g, task) in outdated.iter().take(budget) {
@@ -94,6 +137,13 @@ fn config(config: Option<&UpdateConfig>) -> (usize, u64) {
             c.monitor_ms.saturating_add(c.delay_ms),
         )
     })
+}
+
+/// Whether an ended task ended sooner than `settle` after it was created.
+fn ended_early(task: &Task, settle: u64) -> bool {
+    let created = task.meta.as_ref().map_or(0, |m| m.created_at);
+    let ended = task.status.as_ref().map_or(0, |s| s.timestamp);
+    ended < created.saturating_add(settle)
 }
 
 fn settled(task: &Task, settle: u64, now: u64) -> Settled {

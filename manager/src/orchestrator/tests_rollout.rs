@@ -197,14 +197,21 @@ fn a_new_task_that_fails_stops_the_update_and_the_old_tasks_keep_running() {
 
 #[test]
 fn tasks_not_running_yet_are_replaced_first_and_exited_ones_restart_on_the_new_spec() {
-    let service = replicated(3, any_policy());
-    let mut sim = running_sim(service.clone(), 3, 100);
-    let pending = sim.live(3, "").id.clone();
+    let service = replicated(4, any_policy());
+    let mut sim = running_sim(service.clone(), 4, 100);
+    let assigned = sim.live(3, "").id.clone();
+    sim.report(&assigned, TaskState::Assigned, 150, 0);
+    let pending = sim.live(4, "").id.clone();
     sim.report(&pending, TaskState::Pending, 150, 0);
     sim.service = with_image(service, "nginx:2");
+    // The task no node took goes at once and does not count; of the others, the
+    // one not running yet takes the one place.
     let first = sim.step(200);
-    assert_eq!(updates(&first), [(pending, SHUTDOWN)].into());
-    assert_eq!(slots_on(&sim, "nginx:2"), [3]);
+    assert_eq!(
+        updates(&first),
+        [(assigned, SHUTDOWN), (pending, SHUTDOWN)].into()
+    );
+    assert_eq!(slots_on(&sim, "nginx:2"), [3, 4]);
     // Slot 1 crashes while slot 3's new task is on its way: its restart (after the
     // back-off) takes the new spec, outside the parallelism.
     let crashed = sim.live(1, "").id.clone();
@@ -212,8 +219,79 @@ fn tasks_not_running_yet_are_replaced_first_and_exited_ones_restart_on_the_new_s
     let due = sim.step(260).wake_at.expect("a restart is due");
     let restart = sim.step(due);
     assert_eq!(updates(&restart), [(crashed, SHUTDOWN)].into());
-    assert_eq!(slots_on(&sim, "nginx:2"), [1, 3]);
+    assert_eq!(slots_on(&sim, "nginx:2"), [1, 3, 4]);
     assert_eq!(slots_on(&sim, "nginx:1"), [2]);
+}
+
+#[test]
+fn a_slot_no_node_takes_does_not_stall_the_update() {
+    let service = with_update(replicated(3, any_policy()), 1, 0, 0);
+    let mut sim = running_sim(service.clone(), 3, 100);
+    let pending = sim.live(3, "").id.clone();
+    sim.report(&pending, TaskState::Pending, 150, 0);
+    sim.service = with_image(service.clone(), "nginx:2");
+    sim.step(200);
+    assert_eq!(slots_on(&sim, "nginx:2"), [1, 3]);
+    // Slot 3's new task never gets a node; slot 1's runs: slot 2 goes next.
+    let new = sim.live(1, "").id.clone();
+    sim.report(&new, TaskState::Running, 300, 0);
+    assert_eq!(sim.step(400).create.len(), 1);
+    assert_eq!(slots_on(&sim, "nginx:2"), [1, 2, 3]);
+    // An update whose new tasks no node can take stops at the first running task
+    // it replaced (its slot was placed before), the others keep running.
+    let mut sim = running_sim(service.clone(), 3, 100);
+    sim.service = with_image(service, "too-big:1");
+    sim.step(200);
+    let new = sim.live(1, "").id.clone();
+    sim.report(&new, TaskState::Pending, 250, 0);
+    assert!(sim.step(10_000).is_empty());
+    assert_eq!(slots_on(&sim, "nginx:1"), [2, 3]);
+}
+
+#[test]
+fn a_new_task_the_restart_policy_gives_up_on_holds_the_update() {
+    for policy in [
+        policy(RestartCondition::None, 0, 0, 0),
+        policy(RestartCondition::OnFailure, 0, 1, 0),
+    ] {
+        let service = with_update(replicated(3, policy), 1, 0, 1_000);
+        let mut sim = running_sim(service.clone(), 3, 100);
+        sim.service = with_image(service, "broken:1");
+        sim.step(200);
+        let mut now = 300;
+        for _ in 0..3 {
+            let new = sim.live(1, "").id.clone();
+            sim.report(&new, TaskState::Failed, now, 1);
+            let due = sim.step(now + 1).wake_at.unwrap_or(now + 1);
+            sim.step(due);
+            now = due + 10;
+            if sim
+                .tasks
+                .iter()
+                .filter(|t| is_live(t) && t.slot == 1)
+                .count()
+                == 0
+            {
+                break;
+            }
+        }
+        sim.step(now + 60_000);
+        assert_eq!(slots_on(&sim, "nginx:1"), [2, 3], "{policy:?}");
+    }
+    // A task of the new spec that completes after its monitor period does not.
+    let service = with_update(
+        replicated(2, policy(RestartCondition::None, 0, 0, 0)),
+        1,
+        0,
+        1_000,
+    );
+    let mut sim = running_sim(service.clone(), 2, 100);
+    sim.service = with_image(service, "batch:2");
+    sim.step(200);
+    let new = sim.live(1, "").id.clone();
+    sim.report(&new, TaskState::Complete, 5_000, 0);
+    sim.step(5_001);
+    assert_eq!(slots_on(&sim, "batch:2"), [2]);
 }
 
 #[test]

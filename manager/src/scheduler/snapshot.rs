@@ -169,8 +169,9 @@ pub struct Snapshot {
     nodes: Vec<NodeInfo>,
     /// Node id → index in `nodes`.
     by_id: HashMap<String, usize>,
-    /// Service id → its host-mode published ports. Tasks do not carry their
-    /// endpoint, so a task's ports are its service's.
+    /// Service id → its host-mode published ports. A task's ports are its
+    /// service's current ones (as the proxies bind them), also while a rolling
+    /// update still replaces the tasks made for other ports.
     host_ports: HashMap<String, Vec<HostPort>>,
 }
 

@@ -270,9 +270,19 @@ fn an_update_converges_when_every_slot_runs_a_task_of_the_new_spec() {
         t.spec = Some(spec_of(image));
         t
     };
-    let target = ServiceSpec {
+    let spec = ServiceSpec {
         task: Some(spec_of("web:2")),
+        update_config: Some(rswarm_proto::api::UpdateConfig {
+            parallelism: 1,
+            delay_ms: 0,
+            monitor_ms: 1_000,
+        }),
         ..Default::default()
+    };
+    // The running tasks below reported at 10.
+    let target = Target {
+        spec: &spec,
+        now_ms: 1_010,
     };
     // Slot 1 updated, slot 2 still on the old spec, and an old failure in slot 2's
     // history that belongs to the spec replaced.
@@ -290,7 +300,7 @@ fn an_update_converges_when_every_slot_runs_a_task_of_the_new_spec() {
             "web:1",
         ));
     }
-    let assessment = assess(Expect::Replicated(2), &tasks, None, Some(&target));
+    let assessment = assess(Expect::Replicated(2), &tasks, None, Some(target));
     assert_eq!(assessment.verdict, Verdict::InProgress);
     assert_eq!(assessment.running(), 1);
     assert_eq!(
@@ -299,8 +309,19 @@ fn an_update_converges_when_every_slot_runs_a_task_of_the_new_spec() {
     );
     assert!(assessment.failures.is_empty());
     tasks[1] = on(running("b2", 2), "web:2");
-    let assessment = assess(Expect::Replicated(2), &tasks, None, Some(&target));
+    let assessment = assess(Expect::Replicated(2), &tasks, None, Some(target));
     assert_eq!(assessment.verdict, Verdict::Converged);
+    // Until a new task has run for the monitor period, it does not count.
+    let early = Target {
+        now_ms: 510,
+        ..target
+    };
+    let assessment = assess(Expect::Replicated(2), &tasks, None, Some(early));
+    assert_eq!(assessment.verdict, Verdict::InProgress);
+    assert_eq!(
+        assessment.lines[0].text,
+        "running (watched 0.5s more before it counts)"
+    );
     // New failures count again.
     for i in 0..FAILURE_LIMIT {
         tasks.push(on(
@@ -315,6 +336,6 @@ fn an_update_converges_when_every_slot_runs_a_task_of_the_new_spec() {
             "web:2",
         ));
     }
-    let assessment = assess(Expect::Replicated(2), &tasks, None, Some(&target));
+    let assessment = assess(Expect::Replicated(2), &tasks, None, Some(target));
     assert_eq!(assessment.verdict, Verdict::Failing(vec!["1/2".into()]));
 }

@@ -15,7 +15,7 @@ use tokio::time::Instant;
 use tonic::Code;
 use tonic::transport::Channel;
 
-use super::{Assessment, Expect, Verdict, assess};
+use super::{Assessment, Expect, Target, Verdict, assess};
 use crate::commands::rpc_error;
 
 /// What to follow and how.
@@ -62,7 +62,11 @@ pub async fn watch(
                 } else {
                     None
                 };
-                let assessment = assess(watch.expect, &tasks, eligible, watch.target.as_ref());
+                let target = watch.target.as_ref().map(|spec| Target {
+                    spec,
+                    now_ms: now_ms(),
+                });
+                let assessment = assess(watch.expect, &tasks, eligible, target);
                 screen.show(out, &assessment)?;
                 match &assessment.verdict {
                     Verdict::Converged => {
@@ -101,6 +105,13 @@ pub async fn watch(
             ),
         }
     }
+}
+
+/// The time now, in Unix milliseconds (0 before 1970).
+fn now_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
 }
 
 /// Whether a failed call is worth repeating.

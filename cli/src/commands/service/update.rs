@@ -49,8 +49,8 @@ pub fn update_config(
     Ok(Some(config))
 }
 
-/// Applies the options of `service update` to `spec`, refusing bad input (and an
-/// update that would change nothing) with a message naming the option.
+/// Applies the options of `service update` to `spec`, refusing bad input (and a
+/// command with no option at all) with a message naming the option.
 pub fn apply(spec: &mut ServiceSpec, args: &ServiceUpdateArgs) -> anyhow::Result<()> {
     let name = spec.name.clone();
     let given = args.image.is_some()
@@ -150,10 +150,15 @@ pub fn apply(spec: &mut ServiceSpec, args: &ServiceUpdateArgs) -> anyhow::Result
         }
         for port in &args.publish_add {
             let port = parse_publish(port)?;
-            endpoint.ports.retain(|p| {
-                !(p.published_port == port.published_port && p.protocol == port.protocol)
-            });
-            endpoint.ports.push(port);
+            // In place, so that the same port again changes nothing.
+            match endpoint
+                .ports
+                .iter_mut()
+                .find(|p| p.published_port == port.published_port && p.protocol == port.protocol)
+            {
+                Some(existing) => *existing = port,
+                None => endpoint.ports.push(port),
+            }
         }
         if let Some(lb) = args.lb {
             endpoint.balance = match lb {

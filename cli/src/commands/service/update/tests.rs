@@ -210,17 +210,24 @@ fn bad_options_are_refused_naming_the_problem() {
 
 #[test]
 fn an_option_leaves_the_rest_of_the_spec_as_it_was() {
-    let before = web();
+    let mut before = web();
+    let endpoint = before.endpoint.as_mut().unwrap();
+    endpoint.ports.push(parse_publish("9090:90").unwrap());
     let mut spec = before.clone();
     apply(
         &mut spec,
         &ServiceUpdateArgs {
             env_add: strings(&["A=1"]),
+            publish_add: strings(&["8080:80"]),
+            constraint_add: vec![],
             ..given("web")
         },
     )
     .unwrap();
-    assert_eq!(spec, before, "the same value again changes nothing");
+    assert_eq!(
+        spec, before,
+        "the same value again changes nothing, not even the order of the ports"
+    );
 }
 
 #[tokio::test]
