@@ -106,6 +106,13 @@ impl Failures {
     }
 }
 
+/// The time now, in Unix milliseconds (0 if the clock is before 1970).
+pub fn now_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+}
+
 /// Writes `text` and a newline.
 fn write_line(out: &mut dyn Write, text: &str) -> anyhow::Result<()> {
     writeln!(out, "{text}")?;

@@ -280,15 +280,39 @@ async fn create(
         .await
         .map_err(rpc_error)?
         .into_inner();
+    print_and_follow(
+        ctx,
+        &mut control,
+        &service,
+        None,
+        args.detach,
+        args.timeout,
+        out,
+    )
+    .await
+}
+
+/// Prints the service's id (the service with `--format json`), then unless
+/// `detach`, follows its rollout (to `target`, after an update).
+async fn print_and_follow(
+    ctx: &Context,
+    control: &mut ControlClient<Channel>,
+    service: &Service,
+    target: Option<ServiceSpec>,
+    detach: bool,
+    timeout: Duration,
+    out: &mut dyn Write,
+) -> anyhow::Result<()> {
     match ctx.format {
-        Format::Json => output::write_json(out, &output::service_json(&service)?)?,
+        Format::Json => output::write_json(out, &output::service_json(service)?)?,
         Format::Table => write_line(out, &service.id)?,
     }
-    if args.detach {
+    if detach {
         return Ok(());
     }
-    let watch = watch_of(ctx, &service, args.timeout);
-    follow(ctx, &mut control, &watch, out).await
+    let mut watch = watch_of(ctx, service, timeout);
+    watch.target = target;
+    follow(ctx, control, &watch, out).await
 }
 
 /// How to follow `service`'s rollout.

@@ -41,6 +41,19 @@ pub struct FakeState {
     pub calls: Vec<String>,
 }
 
+impl FakeState {
+    /// The service with id or name `reference`.
+    fn service_mut(&mut self, reference: &str) -> Result<&mut Service, Status> {
+        self.services
+            .iter_mut()
+            .filter_map(|s| s.service.as_mut())
+            .find(|s| {
+                s.id == reference || s.spec.as_ref().is_some_and(|spec| spec.name == reference)
+            })
+            .ok_or_else(|| Status::not_found(format!("service {reference} not found")))
+    }
+}
+
 /// The fake control API. The std mutex is fine: no `.await` while it is held.
 #[derive(Debug, Clone)]
 pub struct FakeControl {
@@ -166,14 +179,7 @@ impl Control for FakeControl {
             replicas,
         } = request.into_inner();
         let mut state = self.lock();
-        let service = state
-            .services
-            .iter_mut()
-            .filter_map(|s| s.service.as_mut())
-            .find(|s| {
-                s.id == reference || s.spec.as_ref().is_some_and(|spec| spec.name == reference)
-            })
-            .ok_or_else(|| Status::not_found(format!("service {reference} not found")))?;
+        let service = state.service_mut(&reference)?;
         let spec = service.spec.get_or_insert_default();
         match spec.mode.as_mut() {
             Some(Mode::Replicated(r)) => r.replicas = replicas,
@@ -201,14 +207,7 @@ impl Control for FakeControl {
             spec,
         } = request.into_inner();
         let mut state = self.lock();
-        let service = state
-            .services
-            .iter_mut()
-            .filter_map(|s| s.service.as_mut())
-            .find(|s| {
-                s.id == reference || s.spec.as_ref().is_some_and(|spec| spec.name == reference)
-            })
-            .ok_or_else(|| Status::not_found(format!("service {reference} not found")))?;
+        let service = state.service_mut(&reference)?;
         let meta = service.meta.get_or_insert_default();
         if version != 0 && version != meta.version {
             return Err(Status::failed_precondition(format!(

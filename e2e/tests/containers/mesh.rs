@@ -266,14 +266,7 @@ fn host_ports_reach_only_their_nodes_task_and_the_proxy_protocol_carries_the_cli
                     {
                         return Err(format!("{task} saw the client as {from}, not {client_ip}"));
                     }
-                    let mut tasks: Vec<&str> = seen.iter().map(|(task, _)| *task).collect();
-                    tasks.sort();
-                    tasks.dedup();
-                    if tasks == ["origin.1", "origin.2", "origin.3"] {
-                        Ok(())
-                    } else {
-                        Err(format!("replies from {tasks:?} only: {replies:?}"))
-                    }
+                    every_origin_task(&replies)
                 },
             )?;
         }
@@ -297,17 +290,7 @@ fn host_ports_reach_only_their_nodes_task_and_the_proxy_protocol_carries_the_cli
                 &format!("{addr} to reach every origin task"),
                 || {
                     let replies = get_from_client(cluster, &addr, 6).map_err(|e| e.to_string())?;
-                    let mut tasks: Vec<&str> = replies
-                        .iter()
-                        .filter_map(|r| r.split_once(' ').map(|(task, _)| task))
-                        .collect();
-                    tasks.sort();
-                    tasks.dedup();
-                    if tasks == ["origin.1", "origin.2", "origin.3"] {
-                        Ok(())
-                    } else {
-                        Err(format!("replies from {tasks:?} only: {replies:?}"))
-                    }
+                    every_origin_task(&replies)
                 },
             )?;
             let old = SocketAddr::new(node.addr.ip(), 8200);
@@ -352,6 +335,21 @@ fn host_ports_reach_only_their_nodes_task_and_the_proxy_protocol_carries_the_cli
         }
         Ok(())
     });
+}
+
+/// Whether `replies` (`TASK CLIENT` each) came from all three origin tasks.
+fn every_origin_task(replies: &[String]) -> Result<(), String> {
+    let mut tasks: Vec<&str> = replies
+        .iter()
+        .filter_map(|r| r.split_once(' ').map(|(task, _)| task))
+        .collect();
+    tasks.sort();
+    tasks.dedup();
+    if tasks == ["origin.1", "origin.2", "origin.3"] {
+        Ok(())
+    } else {
+        Err(format!("replies from {tasks:?} only: {replies:?}"))
+    }
 }
 
 /// `service update ARGS...`, followed to convergence.

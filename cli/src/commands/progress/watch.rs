@@ -16,7 +16,7 @@ use tonic::Code;
 use tonic::transport::Channel;
 
 use super::{Assessment, Expect, Target, Verdict, assess};
-use crate::commands::rpc_error;
+use crate::commands::{now_ms, rpc_error};
 
 /// What to follow and how.
 #[derive(Debug, Clone)]
@@ -105,13 +105,6 @@ pub async fn watch(
             ),
         }
     }
-}
-
-/// The time now, in Unix milliseconds (0 before 1970).
-fn now_ms() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
 }
 
 /// Whether a failed call is worth repeating.

@@ -2,12 +2,11 @@
 
 use std::collections::{BTreeSet, HashMap};
 use std::io::Write;
-use std::time::{SystemTime, UNIX_EPOCH};
 
 use rswarm_proto::api::{ListNodesRequest, ListTasksRequest};
 
 use crate::args::{Format, ServicePsArgs};
-use crate::commands::{Context, Failures, rpc_error, write_line};
+use crate::commands::{Context, Failures, now_ms, rpc_error, write_line};
 use crate::output::{self, names};
 
 /// The only filter key `--filter` knows so far.
@@ -89,13 +88,6 @@ pub async fn ps(ctx: &Context, args: &ServicePsArgs, out: &mut dyn Write) -> any
         }
     }
     failures.finish()
-}
-
-/// The time now, in Unix milliseconds (0 if the clock is before 1970).
-fn now_ms() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
 }
 
 #[cfg(test)]

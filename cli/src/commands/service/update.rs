@@ -14,10 +14,9 @@ use rswarm_proto::validate::{
     parse_size, validate_service_spec,
 };
 
-use super::{follow, watch_of};
-use crate::args::{Format, LoadBalanceArg, ServiceUpdateArgs, UpdateConfigArgs};
-use crate::commands::{Context, rpc_error, write_line};
-use crate::output;
+use super::print_and_follow;
+use crate::args::{LoadBalanceArg, ServiceUpdateArgs, UpdateConfigArgs};
+use crate::commands::{Context, rpc_error};
 
 /// The update config with the `--update-*` flags applied to `current` (the
 /// managers' defaults when the service has none: one task at a time, each watched
@@ -223,16 +222,17 @@ pub async fn update(
         .await
         .map_err(rpc_error)?
         .into_inner();
-    match ctx.format {
-        Format::Json => output::write_json(out, &output::service_json(&service)?)?,
-        Format::Table => write_line(out, &service.id)?,
-    }
-    if args.detach {
-        return Ok(());
-    }
-    let mut watch = watch_of(ctx, &service, args.timeout);
-    watch.target = service.spec.clone();
-    follow(ctx, &mut control, &watch, out).await
+    let target = service.spec.clone();
+    print_and_follow(
+        ctx,
+        &mut control,
+        &service,
+        target,
+        args.detach,
+        args.timeout,
+        out,
+    )
+    .await
 }
 
 #[cfg(test)]

@@ -3,6 +3,7 @@ use std::time::Duration;
 use rswarm_proto::api::{Meta, PortProtocol, PublishMode, Task, TaskState, TaskStatus};
 
 use super::*;
+use crate::args::Format;
 use crate::commands::test_support::{FakeControl, start, text};
 
 fn given(service: &str) -> ServiceUpdateArgs {
