@@ -19,7 +19,7 @@
 //! - `runner`: [`Proxy::run`], the reconciliation of listeners with the config.
 //! - `pool`: a listener's backend snapshot and the balancing.
 //! - `backend`: one backend's counters, pause and drain.
-//! - `tcp`, `udp`: the relaying.
+//! - `tcp`, `udp`: the relaying; `buffers`: relay buffers reused across connections.
 //! - `header`: PROXY protocol encoding.
 //! - [`connector`]: the connect seam ([`Connector`]), for tests that need a
 //!   connect to hang.
@@ -29,6 +29,7 @@ pub mod connector;
 pub mod status;
 
 mod backend;
+mod buffers;
 mod error;
 mod header;
 mod pool;

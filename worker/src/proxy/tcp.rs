@@ -1,20 +1,22 @@
 //! TCP listeners: accept, choose a backend (retrying others on a failed connect),
-//! send the PROXY header, then copy both ways until either side is done or the
-//! backend's drain deadline passes.
+//! send the PROXY header with what the client has sent so far, then copy both
+//! ways until either side is done or the backend's drain deadline passes.
 
-use std::io;
+use std::io::{self, Read, Write};
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
-use tokio::io::AsyncWriteExt;
+use socket2::SockRef;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::tcp::{ReadHalf, WriteHalf};
 use tokio::net::{TcpListener, TcpStream};
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, warn};
 
 use super::backend::{ActiveGuard, BackendState};
+use super::buffers::{BUFFER_SIZE, Buffer};
 use super::config::ProxyProtocol;
 use super::connector::Connector;
 use super::error::ProxyError;
@@ -87,13 +89,17 @@ async fn relay(
     };
     // Latency matters more than packet count for relayed traffic.
     client.set_nodelay(true).map_err(io_error)?;
+    let mut header = None;
     if snapshot.settings.proxy_protocol != ProxyProtocol::None {
         // The address the client connected to (not the bind address, which may
         // be 0.0.0.0).
         let local = client.local_addr().map_err(io_error)?;
-        if let Some(bytes) = header::encode(snapshot.settings.proxy_protocol, peer, local) {
-            upstream.write_all(&bytes).await.map_err(io_error)?;
-        }
+        header = header::encode(snapshot.settings.proxy_protocol, peer, local);
+    }
+    let unsent = forward_first(&client, &upstream, header.as_deref().unwrap_or_default())
+        .map_err(io_error)?;
+    if !unsent.is_empty() {
+        upstream.write_all(&unsent).await.map_err(io_error)?;
     }
     tokio::select! {
         copied = copy_both_ways(&mut client, &mut upstream) => {
@@ -104,6 +110,35 @@ async fn relay(
         }
     }
     Ok(())
+}
+
+/// Sends the PROXY header (if any) and what the client has sent so far to the
+/// upstream with one write, before the event loop has reported either socket
+/// ready: a client's request has mostly arrived by the time it is accepted, and
+/// the connector returns the upstream connected, so the backend starts on the
+/// request one event-loop turn sooner (HAProxy reads and sends speculatively
+/// too). Returns the bytes the upstream's send buffer did not take; the copy
+/// loop takes over from there, and a client that has sent nothing yet (or only
+/// its end of data) is left to it.
+fn forward_first(client: &TcpStream, upstream: &TcpStream, header: &[u8]) -> io::Result<Vec<u8>> {
+    // On the stack of this (synchronous) function, not in the connection's future.
+    let mut bytes = [0u8; BUFFER_SIZE];
+    let mut len = header.len();
+    bytes[..len].copy_from_slice(header);
+    match (&*SockRef::from(client)).read(&mut bytes[len..]) {
+        Ok(read) => len += read,
+        Err(err) if err.kind() == io::ErrorKind::WouldBlock => {}
+        Err(err) => return Err(err),
+    }
+    if len == 0 {
+        return Ok(Vec::new());
+    }
+    let sent = match (&*SockRef::from(upstream)).write(&bytes[..len]) {
+        Ok(sent) => sent,
+        Err(err) if err.kind() == io::ErrorKind::WouldBlock => 0,
+        Err(err) => return Err(err),
+    };
+    Ok(bytes[sent..len].to_vec())
 }
 
 /// Copies client to upstream and upstream to client until both are done, as
@@ -129,7 +164,14 @@ async fn one_way(
     to: &mut WriteHalf<'_>,
     finished: &AtomicBool,
 ) -> io::Result<()> {
-    tokio::io::copy(from, to).await?;
+    let mut buffer = Buffer::take();
+    loop {
+        let read = from.read(&mut buffer).await?;
+        if read == 0 {
+            break;
+        }
+        to.write_all(&buffer[..read]).await?;
+    }
     if !finished.swap(true, Ordering::Relaxed) {
         to.shutdown().await?;
     }
@@ -178,4 +220,84 @@ async fn connect_any(
         listener: shared.bind,
         tried: tried.len(),
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use tokio::io::AsyncReadExt;
+
+    use super::*;
+
+    /// A connected pair over loopback: (the side that connected, the accepted side).
+    async fn pair() -> (TcpStream, TcpStream) {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let connecting = TcpStream::connect(listener.local_addr().unwrap());
+        let (connected, accepted) = tokio::join!(connecting, listener.accept());
+        (connected.unwrap(), accepted.unwrap().0)
+    }
+
+    #[tokio::test]
+    async fn the_first_bytes_go_out_right_after_the_header() {
+        let (mut client, accepted) = pair().await;
+        let (upstream, mut backend) = pair().await;
+        client.write_all(b"GET / HTTP/1.1\r\n\r\n").await.unwrap();
+        accepted.readable().await.unwrap();
+        let unsent = forward_first(&accepted, &upstream, b"PROXY header\r\n").unwrap();
+        assert!(unsent.is_empty());
+        let mut got = vec![0u8; 14 + 18];
+        backend.read_exact(&mut got).await.unwrap();
+        assert_eq!(got, b"PROXY header\r\nGET / HTTP/1.1\r\n\r\n");
+    }
+
+    #[tokio::test]
+    async fn a_quiet_client_leaves_only_the_header_or_nothing() {
+        let (client, accepted) = pair().await;
+        let (upstream, mut backend) = pair().await;
+        assert!(forward_first(&accepted, &upstream, b"").unwrap().is_empty());
+        assert!(
+            forward_first(&accepted, &upstream, b"H")
+                .unwrap()
+                .is_empty()
+        );
+        // The client's end of data is left to the copy loop: nothing is sent for it.
+        drop(client);
+        accepted.readable().await.unwrap();
+        assert!(forward_first(&accepted, &upstream, b"").unwrap().is_empty());
+        drop(upstream);
+        let mut got = Vec::new();
+        backend.read_to_end(&mut got).await.unwrap();
+        assert_eq!(got, b"H");
+    }
+
+    #[tokio::test]
+    async fn more_than_one_buffer_is_relayed_whole_and_in_order() {
+        let (mut client, mut accepted) = pair().await;
+        let (mut upstream, mut backend) = pair().await;
+        let request: Vec<u8> = (0..3 * BUFFER_SIZE + 123)
+            .map(|i| (i % 251) as u8)
+            .collect();
+        client.write_all(&request).await.unwrap();
+        client.shutdown().await.unwrap();
+        accepted.readable().await.unwrap();
+        let unsent = forward_first(&accepted, &upstream, b"").unwrap();
+        let relay = async move {
+            upstream.write_all(&unsent).await.unwrap();
+            copy_both_ways(&mut accepted, &mut upstream).await.unwrap();
+            // As in `relay`: closing both sends the last FIN.
+            drop((accepted, upstream));
+        };
+        let answer = async {
+            let mut got = Vec::new();
+            backend.read_to_end(&mut got).await.unwrap();
+            backend.write_all(b"done").await.unwrap();
+            drop(backend);
+            got
+        };
+        let ((), got) = tokio::join!(relay, answer);
+        assert_eq!(got.len(), request.len());
+        assert!(got == request, "bytes out of order");
+        let mut reply = Vec::new();
+        client.read_to_end(&mut reply).await.unwrap();
+        assert_eq!(reply, b"done");
+    }
 }
