@@ -4,7 +4,9 @@
 //! [`table`] is a pure function of the store; the dispatcher streams it to every
 //! node again after each change ([`stream`]).
 
-use rswarm_proto::api::{EndpointTask, EndpointsMessage, NodeState, ServiceEndpoints, TaskState};
+use rswarm_proto::api::{
+    EndpointTask, EndpointsMessage, NodeState, ServiceEndpoints, TaskSpec, TaskState,
+};
 use rswarm_proto::names::task_name;
 use tokio::sync::mpsc;
 use tonic::Status;
@@ -25,13 +27,7 @@ pub fn table(tx: &ReadTx<'_>) -> EndpointsMessage {
         .services()
         .map(|service| {
             let spec = service.spec.clone().unwrap_or_default();
-            let grace = spec
-                .task
-                .as_ref()
-                .and_then(|t| t.container.as_ref())
-                .map(|c| c.stop_grace_period_ms)
-                .filter(|ms| *ms > 0)
-                .unwrap_or(DEFAULT_GRACE_MS);
+            let grace = grace_ms(spec.task.as_ref());
             let mut tasks: Vec<EndpointTask> = tx
                 .tasks_of_service(&service.id)
                 .filter_map(|task| {
@@ -53,6 +49,13 @@ pub fn table(tx: &ReadTx<'_>) -> EndpointsMessage {
                         address: status.address.clone(),
                         draining: task.desired_state > TaskState::Running as i32,
                         name: task_name(task),
+                        // A task being replaced by an update drains with the
+                        // grace period its worker stops it with: its own
+                        // spec's (0: the service's).
+                        stop_grace_period_ms: task
+                            .spec
+                            .as_ref()
+                            .map_or(0, |spec| grace_ms(Some(spec))),
                     })
                 })
                 .collect();
@@ -73,6 +76,14 @@ pub fn table(tx: &ReadTx<'_>) -> EndpointsMessage {
         .collect();
     services.sort_by(|a, b| a.name.cmp(&b.name));
     EndpointsMessage { services }
+}
+
+/// The stop grace period a task of `spec` is stopped with.
+fn grace_ms(spec: Option<&TaskSpec>) -> u64 {
+    spec.and_then(|t| t.container.as_ref())
+        .map(|c| c.stop_grace_period_ms)
+        .filter(|ms| *ms > 0)
+        .unwrap_or(DEFAULT_GRACE_MS)
 }
 
 /// Whether an event can change the table.
@@ -195,6 +206,16 @@ mod tests {
         };
         let mut stopping = task("t3", "n1", 3, TaskState::Running, "10.231.0.4");
         stopping.desired_state = TaskState::Shutdown as i32;
+        // Made from an earlier spec, which gave no grace period: the default.
+        stopping.spec = Some(TaskSpec {
+            container: Some(ContainerSpec {
+                image: "web:old".into(),
+                ..Default::default()
+            }),
+            ..Default::default()
+        });
+        let mut current = task("t2", "n1", 2, TaskState::Running, "10.231.0.3");
+        current.spec = service.spec.as_ref().unwrap().task.clone();
         store
             .apply(
                 1,
@@ -202,7 +223,7 @@ mod tests {
                     StoreAction::CreateNode(node("n1", NodeState::Ready)),
                     StoreAction::CreateNode(node("n2", NodeState::Down)),
                     StoreAction::CreateService(service),
-                    StoreAction::CreateTask(task("t2", "n1", 2, TaskState::Running, "10.231.0.3")),
+                    StoreAction::CreateTask(current),
                     StoreAction::CreateTask(task("t1", "n1", 1, TaskState::Running, "10.231.0.2")),
                     StoreAction::CreateTask(stopping),
                     StoreAction::CreateTask(task("t4", "n1", 4, TaskState::Starting, "10.231.0.5")),
@@ -223,18 +244,23 @@ mod tests {
         assert_eq!(web.virtual_ip, "10.231.255.2");
         assert_eq!(web.stop_grace_period_ms, 2_500);
         assert_eq!(web.spec.as_ref().unwrap().ports[0].published_port, 8080);
-        let got: Vec<(&str, &str, bool)> = web
+        let got: Vec<(&str, &str, bool, u64)> = web
             .tasks
             .iter()
-            .map(|t| (t.name.as_str(), t.address.as_str(), t.draining))
+            .map(|t| {
+                let grace = t.stop_grace_period_ms;
+                (t.name.as_str(), t.address.as_str(), t.draining, grace)
+            })
             .collect();
-        // t4 is not running yet, t5 has no address, t6's node is down.
+        // t4 is not running yet, t5 has no address, t6's node is down. Each task
+        // drains with its own spec's grace period; t1 has no spec (0: the
+        // service's).
         assert_eq!(
             got,
             [
-                ("web.1", "10.231.0.2", false),
-                ("web.2", "10.231.0.3", false),
-                ("web.3", "10.231.0.4", true),
+                ("web.1", "10.231.0.2", false, 0),
+                ("web.2", "10.231.0.3", false, 2_500),
+                ("web.3", "10.231.0.4", true, DEFAULT_GRACE_MS),
             ]
         );
     }

@@ -37,6 +37,8 @@ fn backends(service: &ServiceEndpoints, target: u16, node: Option<&str>) -> Vec<
                 id: t.task_id.clone(),
                 addr: SocketAddr::new(IpAddr::V4(ip), target),
                 draining: t.draining,
+                drain_deadline: (t.stop_grace_period_ms > 0)
+                    .then(|| Duration::from_millis(t.stop_grace_period_ms)),
             })
         })
         .collect()
@@ -186,6 +188,7 @@ mod tests {
             address: address.into(),
             draining,
             name: id.into(),
+            stop_grace_period_ms: 0,
         }
     }
 
@@ -215,7 +218,10 @@ mod tests {
                     tasks: vec![
                         task("t1", "n1", "10.231.0.2", false),
                         task("t2", "n2", "10.231.1.2", false),
-                        task("t3", "n2", "10.231.1.3", true),
+                        EndpointTask {
+                            stop_grace_period_ms: 7_000,
+                            ..task("t3", "n2", "10.231.1.3", true)
+                        },
                     ],
                 },
                 ServiceEndpoints {
@@ -286,17 +292,22 @@ mod tests {
         assert_eq!(ingress.balance, Balance::LeastConn);
         assert_eq!(ingress.proxy_protocol, ProxyProtocol::V2);
         assert_eq!(ingress.drain_deadline, Duration::from_secs(2));
-        let backends: Vec<(String, bool)> = ingress
+        let backends: Vec<(String, bool, Option<Duration>)> = ingress
             .backends
             .iter()
-            .map(|b| (b.addr.to_string(), b.draining))
+            .map(|b| (b.addr.to_string(), b.draining, b.drain_deadline))
             .collect();
+        // t3 was made from a spec with its own grace period: it drains with it.
         assert_eq!(
             backends,
             [
-                ("10.231.0.2:80".to_string(), false),
-                ("10.231.1.2:80".to_string(), false),
-                ("10.231.1.3:80".to_string(), true),
+                ("10.231.0.2:80".to_string(), false, None),
+                ("10.231.1.2:80".to_string(), false, None),
+                (
+                    "10.231.1.3:80".to_string(),
+                    true,
+                    Some(Duration::from_secs(7))
+                ),
             ]
         );
         assert_eq!(config.listeners[1].backends, ingress.backends);

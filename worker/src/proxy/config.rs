@@ -74,8 +74,11 @@ pub struct Backend {
     /// Where the task listens.
     pub addr: SocketAddr,
     /// The task is being stopped: no new connections; open ones may run until the
-    /// listener's drain deadline and are then closed.
+    /// drain deadline and are then closed.
     pub draining: bool,
+    /// This backend's drain deadline (its task's stop grace period), if it is not
+    /// the listener's.
+    pub drain_deadline: Option<Duration>,
 }
 
 impl Backend {
@@ -85,6 +88,7 @@ impl Backend {
             id: id.into(),
             addr,
             draining: false,
+            drain_deadline: None,
         }
     }
 }

@@ -111,7 +111,8 @@ impl ListenerShared {
                 _ => Arc::new(BackendState::new(wanted, shutdown)),
             };
             if wanted.draining {
-                state.begin_drain(settings.drain_deadline, self.bind);
+                let deadline = wanted.drain_deadline.unwrap_or(settings.drain_deadline);
+                state.begin_drain(deadline, self.bind);
             } else {
                 state.end_drain();
             }
@@ -177,6 +178,7 @@ mod tests {
                     id: id.to_string(),
                     addr: SocketAddr::from(([127, 0, 0, 1], *port)),
                     draining: *draining,
+                    drain_deadline: None,
                 })
                 .collect(),
         );
@@ -310,5 +312,30 @@ mod tests {
         );
         shutdown.cancel();
         assert!(a.is_closed(), "shutdown closes every backend");
+    }
+
+    #[tokio::test]
+    async fn a_backend_with_its_own_drain_deadline_closes_at_it() {
+        let shutdown = CancellationToken::new();
+        let mut listener = spec(Balance::RoundRobin, &[("a", 1, false), ("b", 2, false)]);
+        listener.drain_deadline = Duration::from_secs(3600);
+        let shared = ListenerShared::new(&listener, &shutdown);
+        let (a, b) = {
+            let snapshot = shared.snapshot();
+            (snapshot.backends[0].clone(), snapshot.backends[1].clone())
+        };
+        listener.backends[0].draining = true;
+        listener.backends[0].drain_deadline = Some(Duration::ZERO);
+        listener.backends[1].draining = true;
+        shared.update(&listener, &shutdown);
+        tokio::time::timeout(Duration::from_secs(5), a.closed())
+            .await
+            .expect("its own zero deadline closes it at once");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        assert!(
+            !b.is_closed(),
+            "the listener's hour-long deadline applies to b"
+        );
+        shutdown.cancel();
     }
 }
