@@ -5,7 +5,8 @@
 //! node again after each change ([`stream`]).
 
 use rswarm_proto::api::{
-    EndpointTask, EndpointsMessage, NodeState, ServiceEndpoints, TaskSpec, TaskState,
+    EndpointSpec, EndpointTask, EndpointsMessage, NodeState, PublishMode, ServiceEndpoints,
+    TaskSpec, TaskState,
 };
 use rswarm_proto::names::task_name;
 use tokio::sync::mpsc;
@@ -56,6 +57,15 @@ pub fn table(tx: &ReadTx<'_>) -> EndpointsMessage {
                             .spec
                             .as_ref()
                             .map_or(0, |spec| grace_ms(Some(spec))),
+                        host_endpoint: task.endpoint.as_ref().map(|made_for| EndpointSpec {
+                            ports: made_for
+                                .ports
+                                .iter()
+                                .filter(|p| p.publish_mode == PublishMode::Host as i32)
+                                .cloned()
+                                .collect(),
+                            ..Default::default()
+                        }),
                     })
                 })
                 .collect();
@@ -216,6 +226,22 @@ mod tests {
         });
         let mut current = task("t2", "n1", 2, TaskState::Running, "10.231.0.3");
         current.spec = service.spec.as_ref().unwrap().task.clone();
+        current.endpoint = Some(EndpointSpec {
+            ports: vec![
+                PortConfig {
+                    target_port: 80,
+                    published_port: 8080,
+                    ..Default::default()
+                },
+                PortConfig {
+                    target_port: 22,
+                    published_port: 2222,
+                    publish_mode: PublishMode::Host.into(),
+                    ..Default::default()
+                },
+            ],
+            ..Default::default()
+        });
         store
             .apply(
                 1,
@@ -263,6 +289,16 @@ mod tests {
                 ("web.3", "10.231.0.4", true, DEFAULT_GRACE_MS),
             ]
         );
+        // The host-mode ports each task was made for; t1 recorded none.
+        let host: Vec<Option<Vec<u32>>> = web
+            .tasks
+            .iter()
+            .map(|t| {
+                let ports = t.host_endpoint.as_ref()?.ports.iter();
+                Some(ports.map(|p| p.published_port).collect())
+            })
+            .collect();
+        assert_eq!(host, [None, Some(vec![2222]), None]);
     }
 
     #[test]

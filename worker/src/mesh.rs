@@ -11,35 +11,84 @@
 //! - DNS: `NAME` answers the VIP (or, for a service without ports, its task
 //!   addresses), `tasks.NAME` the addresses of its tasks that take traffic.
 
-use std::collections::HashSet;
+use std::collections::{BTreeMap, HashSet};
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::time::Duration;
 
 use rswarm_proto::api::{
-    EndpointsMessage, LoadBalance, PortConfig, PortProtocol, ProxyProtocolVersion, PublishMode,
-    ServiceEndpoints,
+    EndpointTask, EndpointsMessage, LoadBalance, PortConfig, PortProtocol, ProxyProtocolVersion,
+    PublishMode, ServiceEndpoints,
 };
 use tracing::warn;
 
 use crate::dns::Records;
 use crate::proxy::{Backend, Balance, ListenerSpec, Protocol, ProxyConfig, ProxyProtocol};
 
-/// The addresses of `service`'s tasks towards `target`, only those on `node` when
-/// given.
-fn backends(service: &ServiceEndpoints, target: u16, node: Option<&str>) -> Vec<Backend> {
+/// The addresses of `service`'s tasks towards `target`.
+fn backends(service: &ServiceEndpoints, target: u16) -> Vec<Backend> {
     service
         .tasks
         .iter()
-        .filter(|t| node.is_none_or(|n| t.node_id == n))
-        .filter_map(|t| {
-            let ip: Ipv4Addr = t.address.parse().ok()?;
-            Some(Backend {
-                id: t.task_id.clone(),
-                addr: SocketAddr::new(IpAddr::V4(ip), target),
-                draining: t.draining,
-                drain_deadline: (t.stop_grace_period_ms > 0)
-                    .then(|| Duration::from_millis(t.stop_grace_period_ms)),
-            })
+        .filter_map(|t| backend(t, target))
+        .collect()
+}
+
+/// Task `t` as a backend towards `target`, if its address parses.
+fn backend(t: &EndpointTask, target: u16) -> Option<Backend> {
+    let ip: Ipv4Addr = t.address.parse().ok()?;
+    Some(Backend {
+        id: t.task_id.clone(),
+        addr: SocketAddr::new(IpAddr::V4(ip), target),
+        draining: t.draining,
+        drain_deadline: (t.stop_grace_period_ms > 0)
+            .then(|| Duration::from_millis(t.stop_grace_period_ms)),
+    })
+}
+
+fn is_host(port: &PortConfig) -> bool {
+    port.publish_mode == PublishMode::Host as i32
+}
+
+/// The host-mode listeners of `service` on node `node_id`: each host-mode port
+/// one of the node's tasks was made for, towards those tasks only. While a
+/// rolling update moves a port, a task not yet replaced keeps the old one and
+/// its replacement gets the new one, as with Swarm's per-task host ports. A port
+/// the service still publishes takes the service's current settings (target,
+/// PROXY header), which replace no task.
+fn host_listeners(service: &ServiceEndpoints, node_id: &str) -> Vec<ListenerSpec> {
+    let current: Vec<&PortConfig> = ports(service).iter().filter(|p| is_host(p)).collect();
+    let mut by_port: BTreeMap<(i32, u16), (&PortConfig, Vec<Backend>)> = BTreeMap::new();
+    for task in service.tasks.iter().filter(|t| t.node_id == node_id) {
+        let made_for: Vec<&PortConfig> = match &task.host_endpoint {
+            Some(endpoint) => endpoint.ports.iter().filter(|p| is_host(p)).collect(),
+            None => current.clone(),
+        };
+        for port in made_for {
+            let Some(published) = port_number(port.published_port) else {
+                continue;
+            };
+            let port = current
+                .iter()
+                .copied()
+                .find(|c| c.protocol == port.protocol && c.published_port == port.published_port)
+                .unwrap_or(port);
+            let Some(target) = port_number(port.target_port) else {
+                continue;
+            };
+            if let Some(backend) = backend(task, target) {
+                by_port
+                    .entry((port.protocol, published))
+                    .or_insert_with(|| (port, Vec::new()))
+                    .1
+                    .push(backend);
+            }
+        }
+    }
+    by_port
+        .into_iter()
+        .map(|((_, published), (port, backends))| {
+            let bind = SocketAddr::new(IpAddr::V4(Ipv4Addr::UNSPECIFIED), published);
+            listener(service, port, bind, backends)
         })
         .collect()
 }
@@ -107,31 +156,19 @@ pub fn proxy_config(table: &EndpointsMessage, node_id: &str) -> ProxyConfig {
             let Some(target) = port_number(port.target_port) else {
                 continue;
             };
-            if let Some(published) = port_number(port.published_port) {
+            if let Some(published) = port_number(port.published_port)
+                && !is_host(port)
+            {
                 let bind = SocketAddr::new(IpAddr::V4(Ipv4Addr::UNSPECIFIED), published);
-                if port.publish_mode == PublishMode::Host as i32 {
-                    let local = backends(service, target, Some(node_id));
-                    if !local.is_empty() {
-                        push(listener(service, port, bind, local));
-                    }
-                } else {
-                    push(listener(
-                        service,
-                        port,
-                        bind,
-                        backends(service, target, None),
-                    ));
-                }
+                push(listener(service, port, bind, backends(service, target)));
             }
             if let Some(vip) = vip {
                 let bind = SocketAddr::new(IpAddr::V4(vip), target);
-                push(listener(
-                    service,
-                    port,
-                    bind,
-                    backends(service, target, None),
-                ));
+                push(listener(service, port, bind, backends(service, target)));
             }
+        }
+        for host in host_listeners(service, node_id) {
+            push(host);
         }
     }
     listeners.sort_by_key(ListenerSpec::key);
@@ -189,6 +226,7 @@ mod tests {
             draining,
             name: id.into(),
             stop_grace_period_ms: 0,
+            host_endpoint: None,
         }
     }
 
@@ -338,5 +376,76 @@ mod tests {
                 "10.231.255.2".parse().unwrap()
             ]
         );
+    }
+
+    #[test]
+    fn host_mode_ports_follow_each_task_while_an_update_moves_them() {
+        let host = |published, target| EndpointSpec {
+            ports: vec![port(published, target, PublishMode::Host)],
+            ..Default::default()
+        };
+        let mut current = port(7001, 70, PublishMode::Host);
+        current.proxy_protocol = ProxyProtocolVersion::V1.into();
+        let made_for = |id: &str, address: &str, endpoint: Option<EndpointSpec>| EndpointTask {
+            host_endpoint: endpoint,
+            ..task(id, "n1", address, false)
+        };
+        let table = EndpointsMessage {
+            services: vec![ServiceEndpoints {
+                service_id: "s1".into(),
+                name: "game".into(),
+                virtual_ip: "10.231.255.9".into(),
+                spec: Some(EndpointSpec {
+                    ports: vec![current],
+                    ..Default::default()
+                }),
+                stop_grace_period_ms: 10_000,
+                tasks: vec![
+                    // Not replaced yet: keeps the port (and target) it was made for.
+                    made_for("old", "10.231.0.2", Some(host(7000, 60))),
+                    // Its replacement; the target changed since, which needs no new task.
+                    made_for("new", "10.231.0.3", Some(host(7001, 69))),
+                    // Made before tasks recorded their endpoint: the service's port.
+                    made_for("legacy", "10.231.0.4", None),
+                ],
+            }],
+        };
+        let n1 = proxy_config(&table, "n1");
+        assert_eq!(
+            binds(&n1),
+            [
+                "tcp 0.0.0.0:7000",
+                "tcp 0.0.0.0:7001",
+                "tcp 10.231.255.9:70"
+            ]
+        );
+        let served = |bind: &str| {
+            let listener = n1
+                .listeners
+                .iter()
+                .find(|l| l.bind.to_string() == bind)
+                .unwrap();
+            let backends: Vec<String> = listener
+                .backends
+                .iter()
+                .map(|b| format!("{} {}", b.id, b.addr))
+                .collect();
+            (backends, listener.proxy_protocol)
+        };
+        assert_eq!(
+            served("0.0.0.0:7000"),
+            (vec!["old 10.231.0.2:60".to_string()], ProxyProtocol::None)
+        );
+        assert_eq!(
+            served("0.0.0.0:7001"),
+            (
+                vec![
+                    "new 10.231.0.3:70".to_string(),
+                    "legacy 10.231.0.4:70".to_string()
+                ],
+                ProxyProtocol::V1
+            )
+        );
+        assert_eq!(binds(&proxy_config(&table, "n2")), ["tcp 10.231.255.9:70"]);
     }
 }

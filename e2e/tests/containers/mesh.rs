@@ -309,25 +309,73 @@ fn host_ports_reach_only_their_nodes_task_and_the_proxy_protocol_carries_the_cli
         );
 
         // A host-mode port moved: where a task may run changes, so the tasks are
-        // replaced one at a time (real containers this time), then answer there.
+        // replaced one at a time (real containers this time). The monitor period
+        // holds the second slot: meanwhile the task not replaced yet still
+        // answers its old port on its node, its replacement the new one.
         let old_ids: Vec<String> = pinned.iter().map(|t| t.id.clone()).collect();
-        update(
-            cluster,
+        let output = cluster.node(0).cli_with_timeout(
             &[
+                "service",
+                "update",
+                "--detach",
                 "--update-monitor",
-                "1s",
+                "20s",
                 "--publish-rm",
                 "8100",
                 "--publish-add",
                 "published=8101,target=8080,mode=host",
                 "pinned",
             ],
+            Duration::from_secs(60),
         )?;
-        let pinned = wait_addressed(cluster, "pinned", 2)?;
         ensure!(
-            pinned.iter().all(|t| !old_ids.contains(&t.id)),
-            "host-mode tasks were not replaced: {pinned:?}"
+            output.status.success(),
+            "service update --detach failed: {}",
+            rswarm_e2e::command::describe(&output)
         );
+        let (kept, replacement) = wait_until(CONVERGE, "one pinned slot replaced", || {
+            let tasks = services::tasks(cluster, 0, "pinned").map_err(|e| e.to_string())?;
+            let running: Vec<&TaskView> = services::running(&tasks)
+                .into_iter()
+                .filter(|t| !t.address.is_empty())
+                .collect();
+            let (old, new): (Vec<&TaskView>, Vec<&TaskView>) =
+                running.into_iter().partition(|t| old_ids.contains(&t.id));
+            match (old.as_slice(), new.as_slice()) {
+                ([old], [new]) => Ok(((*old).clone(), (*new).clone())),
+                _ => Err(format!("old {old:?}, new {new:?}")),
+            }
+        })?;
+        let kept_addr = format!("{}:8100", cluster.node(node_of(cluster, &kept)?).addr.ip());
+        let kept_name = format!("pinned.{}", kept.slot);
+        let replies = get_from_client(cluster, &kept_addr, 4)?;
+        ensure!(
+            replies.iter().all(|r| *r == kept_name),
+            "{kept_addr}, the old port of {kept_name} (not replaced yet), answered {replies:?}"
+        );
+        let new_addr = format!(
+            "{}:8101",
+            cluster.node(node_of(cluster, &replacement)?).addr.ip()
+        );
+        wait_reaches(
+            cluster,
+            &new_addr,
+            &[&format!("pinned.{}", replacement.slot)],
+        )?;
+
+        let pinned = wait_until(CONVERGE, "every pinned task replaced", || {
+            let tasks = services::tasks(cluster, 0, "pinned").map_err(|e| e.to_string())?;
+            let running: Vec<TaskView> = services::running(&tasks)
+                .into_iter()
+                .filter(|t| !t.address.is_empty() && !old_ids.contains(&t.id))
+                .cloned()
+                .collect();
+            if running.len() == 2 {
+                Ok(running)
+            } else {
+                Err(format!("replaced and running: {running:?}"))
+            }
+        })?;
         for task in &pinned {
             let addr = format!("{}:8101", cluster.node(node_of(cluster, task)?).addr.ip());
             let name = format!("pinned.{}", task.slot);

@@ -134,7 +134,7 @@ impl Filter for MemoryFilter {
 /// the node.
 #[derive(Debug, Clone)]
 pub struct HostPortFilter {
-    /// The service's host-mode published ports.
+    /// The task's host-mode published ports.
     pub ports: Vec<HostPort>,
 }
 
@@ -192,7 +192,7 @@ pub struct Pipeline {
 }
 
 impl Pipeline {
-    /// The filters for `task`, whose host ports are its service's in `snapshot`.
+    /// The filters for `task`, whose host ports `snapshot` tells.
     /// Fails if one of its constraints does not parse: such a task fits no node.
     pub fn for_task(snapshot: &Snapshot, task: &Task) -> Result<Pipeline, ValidationError> {
         let mut filters: Vec<Box<dyn Filter>> = vec![Box::new(ReadyFilter)];
@@ -208,11 +208,9 @@ impl Pipeline {
         if memory_bytes > 0 {
             filters.push(Box::new(MemoryFilter));
         }
-        let ports = snapshot.service_host_ports(&task.service_id);
+        let ports = snapshot.task_host_ports(task);
         if !ports.is_empty() {
-            filters.push(Box::new(HostPortFilter {
-                ports: ports.to_vec(),
-            }));
+            filters.push(Box::new(HostPortFilter { ports }));
         }
         let max = placement.map_or(0, |p| p.max_replicas_per_node);
         if max > 0 {

@@ -3,7 +3,9 @@
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::fmt;
 
-use rswarm_proto::api::{Node, PortProtocol, PublishMode, Service, ServiceSpec, Task, TaskState};
+use rswarm_proto::api::{
+    EndpointSpec, Node, PortProtocol, PublishMode, Service, ServiceSpec, Task, TaskState,
+};
 
 use crate::store::ReadTx;
 
@@ -31,9 +33,13 @@ impl fmt::Display for HostPort {
 /// The host-mode published ports of a service, sorted and without duplicates. A
 /// published port of 0 asks the node for any free port, so it never conflicts.
 pub fn host_ports(spec: &ServiceSpec) -> Vec<HostPort> {
-    let mut ports: Vec<HostPort> = spec
-        .endpoint
-        .iter()
+    endpoint_host_ports(spec.endpoint.as_ref())
+}
+
+/// The host-mode published ports of an endpoint, as [`host_ports`].
+fn endpoint_host_ports(endpoint: Option<&EndpointSpec>) -> Vec<HostPort> {
+    let mut ports: Vec<HostPort> = endpoint
+        .into_iter()
         .flat_map(|endpoint| &endpoint.ports)
         .filter(|p| p.publish_mode == PublishMode::Host as i32 && p.published_port != 0)
         .map(|p| HostPort {
@@ -169,9 +175,10 @@ pub struct Snapshot {
     nodes: Vec<NodeInfo>,
     /// Node id → index in `nodes`.
     by_id: HashMap<String, usize>,
-    /// Service id → its host-mode published ports. A task's ports are its
-    /// service's current ones (as the proxies bind them), also while a rolling
-    /// update still replaces the tasks made for other ports.
+    /// Service id → its host-mode published ports, for a task made before tasks
+    /// recorded their endpoint. Any other task holds the ports of the endpoint it
+    /// was made for (as the proxies bind them), also while a rolling update
+    /// replaces it.
     host_ports: HashMap<String, Vec<HostPort>>,
 }
 
@@ -223,9 +230,18 @@ impl Snapshot {
         self.by_id.get(id).map(|&i| &self.nodes[i])
     }
 
-    /// The host-mode published ports of a service (empty if it has none or is unknown).
-    pub fn service_host_ports(&self, service_id: &str) -> &[HostPort] {
-        self.host_ports.get(service_id).map_or(&[], Vec::as_slice)
+    /// The host-mode published ports `task` holds on its node: those of the
+    /// endpoint it was made for, or (made before tasks recorded it) its
+    /// service's.
+    pub fn task_host_ports(&self, task: &Task) -> Vec<HostPort> {
+        match &task.endpoint {
+            Some(made_for) => endpoint_host_ports(Some(made_for)),
+            None => self
+                .host_ports
+                .get(&task.service_id)
+                .cloned()
+                .unwrap_or_default(),
+        }
     }
 
     /// Counts `task` against node `node_id`, whatever the task's own `node_id` says;
@@ -248,12 +264,7 @@ impl Snapshot {
 
     /// Counts `task` against the node at `index`.
     pub(super) fn add_task_at(&mut self, index: usize, task: &Task) {
-        let Snapshot {
-            nodes, host_ports, ..
-        } = self;
-        let ports = host_ports
-            .get(&task.service_id)
-            .map_or(&[][..], Vec::as_slice);
-        nodes[index].add(task, ports);
+        let ports = self.task_host_ports(task);
+        self.nodes[index].add(task, &ports);
     }
 }

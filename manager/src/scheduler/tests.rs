@@ -321,3 +321,32 @@ fn a_recheck_never_overcommits() {
         ]
     );
 }
+
+#[test]
+fn a_task_holds_the_host_ports_it_was_made_for_while_an_update_moves_them() {
+    // The service moved its host port from 80 to 81; "old" still runs on n1 and
+    // holds 80, and a new task may take 81 there; "legacy" (made before tasks
+    // recorded their endpoint) holds the service's 81 on n2.
+    let web = service("web", &[(81, PortProtocol::Tcp)]);
+    let mut old = running_on(task("old", "web"), "n1");
+    old.endpoint = service("x", &[(80, PortProtocol::Tcp)])
+        .spec
+        .unwrap()
+        .endpoint;
+    let legacy = running_on(task("legacy", "web"), "n2");
+    let snapshot = Snapshot::new(&[node("n1"), node("n2")], [&web], [&old, &legacy]);
+    let port = |port| HostPort {
+        protocol: PortProtocol::Tcp as i32,
+        port,
+    };
+    let n1 = snapshot.node("n1").unwrap();
+    assert!(n1.host_port_in_use(port(80)));
+    assert!(!n1.host_port_in_use(port(81)));
+    let n2 = snapshot.node("n2").unwrap();
+    assert!(n2.host_port_in_use(port(81)));
+    let mut new = task("new", "web");
+    new.endpoint = web.spec.as_ref().unwrap().endpoint.clone();
+    let plan = schedule(&snapshot, &[new]);
+    assert!(plan.unplaced.is_empty());
+    assert_eq!(plan.assignments[0].node_id, "n1");
+}
