@@ -9,7 +9,7 @@ use std::net::{Ipv4Addr, SocketAddr};
 use std::sync::Arc;
 use std::time::Duration;
 
-use rswarm_agent_runtime::network::TaskNetwork;
+use rswarm_agent_runtime::network::{NetError, TaskNetwork};
 use rswarm_proto::api::EndpointsMessage;
 use rswarm_proto::tls::Identity;
 use rswarm_worker::dns::{DnsConfig, DnsServer, Records, upstreams_from_resolv_conf};
@@ -25,6 +25,9 @@ use tracing::{debug, info, warn};
 const DNS_PORT: u16 = 53;
 /// How soon a DNS server that could not bind is tried again.
 const DNS_BIND_RETRY: Duration = Duration::from_secs(2);
+/// How soon VIPs that could not be put on the bridge are tried again, when no
+/// new table or network comes first.
+const VIP_RETRY: Duration = Duration::from_secs(2);
 /// Where the host's resolvers are read from, first usable wins: the real
 /// upstreams of systemd-resolved when the host runs it (its stub at
 /// 127.0.0.53 is named in /etc/resolv.conf), else the host's resolv.conf.
@@ -40,18 +43,20 @@ fn served(table: &EndpointsMessage, node_id: &str, with_vips: bool) -> ProxyConf
     config
 }
 
-/// Puts the table's VIPs on the node's bridge; whether they are held.
-async fn hold_vips(network: Option<&Arc<TaskNetwork>>, table: &EndpointsMessage) -> bool {
+/// Puts the table's VIPs on the node's bridge; whether they are held (never
+/// without a task network).
+async fn hold_vips(
+    network: Option<&Arc<TaskNetwork>>,
+    table: &EndpointsMessage,
+) -> Result<bool, NetError> {
     let Some(network) = network else {
-        return false;
+        return Ok(false);
     };
-    match network.network().set_vips(&mesh::virtual_ips(table)).await {
-        Ok(()) => true,
-        Err(err) => {
-            warn!(%err, "cannot put the service VIPs on the node: VIP listeners wait");
-            false
-        }
-    }
+    network
+        .network()
+        .set_vips(&mesh::virtual_ips(table))
+        .await?;
+    Ok(true)
 }
 
 /// The resolvers names outside the cluster are forwarded to.
@@ -174,10 +179,12 @@ pub fn start(
     let (records_tx, records_rx) = watch::channel(Arc::new(Records::default()));
     tokio::spawn(serve_dns(network.clone(), records_rx, shutdown.clone()));
     tokio::spawn(async move {
+        let mut vips_failing = false;
         loop {
             tokio::select! {
                 changed = table_rx.changed() => if changed.is_err() { return },
                 changed = network.changed() => if changed.is_err() { return },
+                () = tokio::time::sleep(VIP_RETRY), if vips_failing => {}
             }
             let Some(table) = table_rx.borrow_and_update().clone() else {
                 continue;
@@ -191,7 +198,25 @@ pub fn start(
                 changed
             });
             let node_network = network.borrow_and_update().clone();
-            let with_vips = hold_vips(node_network.as_ref(), &table).await;
+            let with_vips = match hold_vips(node_network.as_ref(), &table).await {
+                Ok(held) => {
+                    if vips_failing && held {
+                        info!("service VIPs are on the node now");
+                    }
+                    vips_failing = false;
+                    held
+                }
+                Err(err) => {
+                    // Retried every VIP_RETRY: log the first failure only.
+                    if vips_failing {
+                        debug!(%err, "still cannot put the service VIPs on the node");
+                    } else {
+                        warn!(%err, "cannot put the service VIPs on the node: VIP listeners wait, retrying");
+                    }
+                    vips_failing = true;
+                    false
+                }
+            };
             let config = served(&table, &node_id, with_vips);
             debug!(listeners = config.listeners.len(), "proxy configuration");
             config_tx.send_if_modified(|current| {
