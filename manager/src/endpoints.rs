@@ -5,8 +5,7 @@
 //! node again after each change ([`stream`]).
 
 use rswarm_proto::api::{
-    EndpointSpec, EndpointTask, EndpointsMessage, NodeState, PublishMode, ServiceEndpoints,
-    TaskSpec, TaskState,
+    EndpointSpec, EndpointTask, EndpointsMessage, NodeState, ServiceEndpoints, TaskSpec, TaskState,
 };
 use rswarm_proto::names::task_name;
 use tokio::sync::mpsc;
@@ -61,7 +60,7 @@ pub fn table(tx: &ReadTx<'_>) -> EndpointsMessage {
                             ports: made_for
                                 .ports
                                 .iter()
-                                .filter(|p| p.publish_mode == PublishMode::Host as i32)
+                                .filter(|p| p.is_host_mode())
                                 .cloned()
                                 .collect(),
                             ..Default::default()
@@ -150,8 +149,8 @@ pub async fn stream<R: RaftView>(
 #[cfg(test)]
 mod tests {
     use rswarm_proto::api::{
-        ContainerSpec, EndpointSpec, Node, NodeStatus, PortConfig, Service, ServiceEndpoint,
-        ServiceSpec, Task, TaskSpec, TaskStatus,
+        ContainerSpec, EndpointSpec, Node, NodeStatus, PortConfig, PublishMode, Service,
+        ServiceEndpoint, ServiceSpec, Task, TaskSpec, TaskStatus,
     };
 
     use super::*;

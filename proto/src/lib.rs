@@ -16,6 +16,14 @@
 pub mod api {
     #![allow(clippy::all, missing_docs)]
     tonic::include_proto!("rswarm");
+
+    impl PortConfig {
+        /// Published in host mode: bound only on the nodes running a task, straight
+        /// to it (otherwise ingress: on every node, balanced over all tasks).
+        pub fn is_host_mode(&self) -> bool {
+            self.publish_mode == PublishMode::Host as i32
+        }
+    }
 }
 
 pub mod blobs;

@@ -3,7 +3,7 @@
 
 use std::collections::BTreeSet;
 
-use crate::api::{EndpointSpec, PublishMode, ServiceSpec, Task};
+use crate::api::{EndpointSpec, ServiceSpec, Task};
 
 /// How long a replaced task must keep running to count as updated when the service
 /// sets no monitor period (Swarm's default).
@@ -27,7 +27,7 @@ fn host_ports(endpoint: Option<&EndpointSpec>) -> BTreeSet<(i32, u32)> {
     endpoint
         .iter()
         .flat_map(|e| &e.ports)
-        .filter(|p| p.publish_mode == PublishMode::Host as i32 && p.published_port != 0)
+        .filter(|p| p.is_host_mode() && p.published_port != 0)
         .map(|p| (p.protocol, p.published_port))
         .collect()
 }
@@ -35,7 +35,7 @@ fn host_ports(endpoint: Option<&EndpointSpec>) -> BTreeSet<(i32, u32)> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::api::{ContainerSpec, PortConfig, PortProtocol, TaskSpec};
+    use crate::api::{ContainerSpec, PortConfig, PortProtocol, PublishMode, TaskSpec};
 
     fn spec(image: &str, ports: &[(u32, u32, PublishMode)]) -> ServiceSpec {
         ServiceSpec {

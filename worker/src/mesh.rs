@@ -17,7 +17,7 @@ use std::time::Duration;
 
 use rswarm_proto::api::{
     EndpointTask, EndpointsMessage, LoadBalance, PortConfig, PortProtocol, ProxyProtocolVersion,
-    PublishMode, ServiceEndpoints,
+    ServiceEndpoints,
 };
 use tracing::warn;
 
@@ -45,10 +45,6 @@ fn backend(t: &EndpointTask, target: u16) -> Option<Backend> {
     })
 }
 
-fn is_host(port: &PortConfig) -> bool {
-    port.publish_mode == PublishMode::Host as i32
-}
-
 /// The host-mode listeners of `service` on node `node_id`: each host-mode port
 /// one of the node's tasks was made for, towards those tasks only. While a
 /// rolling update moves a port, a task not yet replaced keeps the old one and
@@ -56,21 +52,21 @@ fn is_host(port: &PortConfig) -> bool {
 /// the service still publishes takes the service's current settings (target,
 /// PROXY header), which replace no task.
 fn host_listeners(service: &ServiceEndpoints, node_id: &str) -> Vec<ListenerSpec> {
-    let current: Vec<&PortConfig> = ports(service).iter().filter(|p| is_host(p)).collect();
+    let current = ports(service);
     let mut by_port: BTreeMap<(i32, u16), (&PortConfig, Vec<Backend>)> = BTreeMap::new();
     for task in service.tasks.iter().filter(|t| t.node_id == node_id) {
-        let made_for: Vec<&PortConfig> = match &task.host_endpoint {
-            Some(endpoint) => endpoint.ports.iter().filter(|p| is_host(p)).collect(),
-            None => current.clone(),
-        };
-        for port in made_for {
+        let made_for = task.host_endpoint.as_ref().map_or(current, |e| &e.ports);
+        for port in made_for.iter().filter(|p| p.is_host_mode()) {
             let Some(published) = port_number(port.published_port) else {
                 continue;
             };
             let port = current
                 .iter()
-                .copied()
-                .find(|c| c.protocol == port.protocol && c.published_port == port.published_port)
+                .find(|c| {
+                    c.is_host_mode()
+                        && c.protocol == port.protocol
+                        && c.published_port == port.published_port
+                })
                 .unwrap_or(port);
             let Some(target) = port_number(port.target_port) else {
                 continue;
@@ -157,7 +153,7 @@ pub fn proxy_config(table: &EndpointsMessage, node_id: &str) -> ProxyConfig {
                 continue;
             };
             if let Some(published) = port_number(port.published_port)
-                && !is_host(port)
+                && !port.is_host_mode()
             {
                 let bind = SocketAddr::new(IpAddr::V4(Ipv4Addr::UNSPECIFIED), published);
                 push(listener(service, port, bind, backends(service, target)));
@@ -214,7 +210,7 @@ pub fn dns_records(table: &EndpointsMessage) -> Records {
 
 #[cfg(test)]
 mod tests {
-    use rswarm_proto::api::{EndpointSpec, EndpointTask};
+    use rswarm_proto::api::{EndpointSpec, EndpointTask, PublishMode};
 
     use super::*;
 

@@ -16,7 +16,7 @@ fn ports(spec: &ServiceSpec) -> impl Iterator<Item = &PortConfig> {
 }
 
 fn mode_name(port: &PortConfig) -> &'static str {
-    if port.publish_mode == PublishMode::Host as i32 {
+    if port.is_host_mode() {
         "host"
     } else {
         "ingress"

@@ -210,7 +210,9 @@ impl Pipeline {
         }
         let ports = snapshot.task_host_ports(task);
         if !ports.is_empty() {
-            filters.push(Box::new(HostPortFilter { ports }));
+            filters.push(Box::new(HostPortFilter {
+                ports: ports.into_owned(),
+            }));
         }
         let max = placement.map_or(0, |p| p.max_replicas_per_node);
         if max > 0 {

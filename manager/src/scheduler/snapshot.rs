@@ -1,11 +1,10 @@
 //! What the scheduler sees: the nodes and the load already counted against each.
 
+use std::borrow::Cow;
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::fmt;
 
-use rswarm_proto::api::{
-    EndpointSpec, Node, PortProtocol, PublishMode, Service, ServiceSpec, Task, TaskState,
-};
+use rswarm_proto::api::{EndpointSpec, Node, PortProtocol, Service, ServiceSpec, Task, TaskState};
 
 use crate::store::ReadTx;
 
@@ -41,7 +40,7 @@ fn endpoint_host_ports(endpoint: Option<&EndpointSpec>) -> Vec<HostPort> {
     let mut ports: Vec<HostPort> = endpoint
         .into_iter()
         .flat_map(|endpoint| &endpoint.ports)
-        .filter(|p| p.publish_mode == PublishMode::Host as i32 && p.published_port != 0)
+        .filter(|p| p.is_host_mode() && p.published_port != 0)
         .map(|p| HostPort {
             protocol: p.protocol,
             port: p.published_port,
@@ -50,6 +49,22 @@ fn endpoint_host_ports(endpoint: Option<&EndpointSpec>) -> Vec<HostPort> {
     ports.sort_unstable();
     ports.dedup();
     ports
+}
+
+/// The host-mode ports `task` holds, as [`Snapshot::task_host_ports`];
+/// `by_service` holds the services' ports.
+fn held_ports<'a>(
+    by_service: &'a HashMap<String, Vec<HostPort>>,
+    task: &Task,
+) -> Cow<'a, [HostPort]> {
+    match &task.endpoint {
+        Some(made_for) => Cow::Owned(endpoint_host_ports(Some(made_for))),
+        None => Cow::Borrowed(
+            by_service
+                .get(&task.service_id)
+                .map_or(&[][..], Vec::as_slice),
+        ),
+    }
 }
 
 /// Whether a task holds resources on its node: it is assigned, it is meant to run
@@ -233,15 +248,8 @@ impl Snapshot {
     /// The host-mode published ports `task` holds on its node: those of the
     /// endpoint it was made for, or (made before tasks recorded it) its
     /// service's.
-    pub fn task_host_ports(&self, task: &Task) -> Vec<HostPort> {
-        match &task.endpoint {
-            Some(made_for) => endpoint_host_ports(Some(made_for)),
-            None => self
-                .host_ports
-                .get(&task.service_id)
-                .cloned()
-                .unwrap_or_default(),
-        }
+    pub fn task_host_ports(&self, task: &Task) -> Cow<'_, [HostPort]> {
+        held_ports(&self.host_ports, task)
     }
 
     /// Counts `task` against node `node_id`, whatever the task's own `node_id` says;
@@ -264,7 +272,10 @@ impl Snapshot {
 
     /// Counts `task` against the node at `index`.
     pub(super) fn add_task_at(&mut self, index: usize, task: &Task) {
-        let ports = self.task_host_ports(task);
-        self.nodes[index].add(task, &ports);
+        let Snapshot {
+            nodes, host_ports, ..
+        } = self;
+        let ports = held_ports(host_ports, task);
+        nodes[index].add(task, &ports);
     }
 }
