@@ -40,6 +40,9 @@ pub struct SlotLine {
     /// Whether the current task is running (and, for an update, made from the new
     /// spec).
     pub running: bool,
+    /// A global task of the previous spec on a node the managers do not update
+    /// now (see [`Target::held`]): done with this update without being replaced.
+    pub held: bool,
 }
 
 /// A task that failed or was rejected.
@@ -58,7 +61,8 @@ pub struct Failure {
 /// Where the rollout stands.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Verdict {
-    /// Every slot's current task is running.
+    /// Every slot's current task is running (or, in an update of a global
+    /// service, is held on its node: [`SlotLine::held`]).
     Converged,
     /// A global service with no task and no node it may run on.
     NoEligibleNode,
@@ -85,6 +89,11 @@ impl Assessment {
     pub fn running(&self) -> usize {
         self.lines.iter().filter(|l| l.running).count()
     }
+
+    /// The lines of tasks kept on the previous spec (see [`SlotLine::held`]).
+    pub fn held(&self) -> impl Iterator<Item = &SlotLine> {
+        self.lines.iter().filter(|l| l.held)
+    }
 }
 
 /// What an update is followed against.
@@ -94,6 +103,11 @@ pub struct Target<'a> {
     pub spec: &'a ServiceSpec,
     /// The time of the look, in Unix ms.
     pub now_ms: u64,
+    /// For a global service: the nodes the managers keep a task on but place no
+    /// new one (paused, or not ready without being down), each with why. The
+    /// managers do not replace a task of the previous spec there until the node
+    /// is active and ready again, so the update does not wait for it.
+    pub held: &'a BTreeMap<String, String>,
 }
 
 impl Target<'_> {
@@ -169,7 +183,14 @@ pub fn assess(
         let outdated = live.is_some_and(|t| !current(t));
         let running = live.is_some_and(|t| observed(t) == TaskState::Running as i32);
         let watched = live.map_or(0, |t| watched_for(t));
-        if outdated {
+        let held_because = target
+            .filter(|_| outdated && expect == Expect::Global)
+            .and_then(|target| target.held.get(key.1));
+        if let Some(why) = held_because {
+            text.push_str(&format!(
+                " (previous spec, kept while the node is {why}: replaced once it is active and ready)"
+            ));
+        } else if outdated {
             text.push_str(" (previous spec, to be replaced)");
         } else if running && watched > 0 {
             text.push_str(&format!(
@@ -181,6 +202,7 @@ pub fn assess(
             label: label.clone(),
             text,
             running: !outdated && running && watched == 0,
+            held: held_because.is_some(),
         });
     }
     let mut failures = Vec::new();
@@ -209,7 +231,7 @@ pub fn assess(
     }
     let verdict = if !failing.is_empty() {
         Verdict::Failing(failing)
-    } else if lines.iter().all(|l| l.running)
+    } else if lines.iter().all(|l| l.running || l.held)
         && match expect {
             Expect::Replicated(n) => lines.len() as u64 == n,
             Expect::Global => !lines.is_empty(),

@@ -1,5 +1,6 @@
 //! Rolling updates: tasks replaced one at a time, each watched and followed by a
-//! pause, and an update to a crashing image that stops at its first task.
+//! pause, an update to a crashing image that stops at its first task, and a
+//! global update that leaves a paused node its task until the node is active.
 
 use std::time::{Duration, Instant};
 
@@ -137,4 +138,85 @@ fn an_update_to_a_crashing_image_stops_and_a_fixed_one_goes_through() {
         );
         Ok(())
     });
+}
+
+#[test]
+fn a_global_update_leaves_a_paused_node_until_it_is_active() {
+    with_fake_cluster("global update with a paused node", 1, 2, |cluster| {
+        cluster.node(0).cli_ok(&[
+            "service",
+            "create",
+            "--detach",
+            "--mode",
+            "global",
+            "--name",
+            "agent",
+            "fake/agent:1",
+        ])?;
+        global_on(cluster, "fake/agent:1", 3)?;
+        let paused = cluster.node(2).name.clone();
+        cluster
+            .node(0)
+            .cli_ok(&["node", "update", "--availability", "pause", &paused])?;
+        // Followed by the command: it ends once the other nodes run the new spec,
+        // saying which task was left as it is.
+        let output = update(
+            cluster,
+            &[
+                "--update-monitor",
+                "200ms",
+                "--image",
+                "fake/agent:2",
+                "agent",
+            ],
+        )?;
+        let stdout = String::from_utf8_lossy(&output.stdout);
+        ensure!(
+            output.status.success()
+                && stdout.contains("verify: Service converged")
+                && stdout.contains("note: 1 task(s) keep the previous spec"),
+            "the update did not end with the paused node's task left alone: {}",
+            describe(&output)
+        );
+        let tasks = services::tasks(cluster, 0, "agent")?;
+        let up = running(&tasks);
+        ensure!(
+            up.len() == 3
+                && up
+                    .iter()
+                    .all(|t| (t.node == paused) == (t.image == "fake/agent:1")),
+            "only the paused node should run the previous image: {tasks:#?}"
+        );
+        cluster
+            .node(0)
+            .cli_ok(&["node", "update", "--availability", "active", &paused])?;
+        global_on(cluster, "fake/agent:2", 3)?;
+        Ok(())
+    });
+}
+
+/// Waits until service `agent` runs `image` on `nodes` distinct nodes, and nothing
+/// else is meant to run.
+fn global_on(cluster: &rswarm_e2e::Cluster, image: &str, nodes: usize) -> anyhow::Result<()> {
+    rswarm_e2e::wait_until(
+        CONVERGE_TIMEOUT,
+        &format!("agent to run {image} on {nodes} nodes"),
+        || {
+            let tasks = services::tasks(cluster, 0, "agent").map_err(|e| format!("{e:#}"))?;
+            let up = running(&tasks);
+            let on = on_image(&up, image);
+            let mut hosts: Vec<&str> = on.iter().map(|t| t.node.as_str()).collect();
+            hosts.sort_unstable();
+            hosts.dedup();
+            let meant = tasks
+                .iter()
+                .filter(|t| t.desired_state == "running")
+                .count();
+            if hosts.len() == nodes && on.len() == nodes && meant == nodes {
+                Ok(())
+            } else {
+                Err(format!("{} of {nodes} on {image}: {tasks:#?}", on.len()))
+            }
+        },
+    )
 }

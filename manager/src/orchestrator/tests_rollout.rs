@@ -369,3 +369,38 @@ fn a_global_service_is_rolled_out_node_by_node() {
     assert_eq!(second.create[0].node_id, "n2");
     assert_eq!(live_nodes(&sim.tasks), ["n1", "n2"]);
 }
+
+#[test]
+fn a_global_update_leaves_a_paused_node_its_task_until_it_is_active() {
+    let mut service = global(any_policy(), &[]);
+    service.spec.as_mut().unwrap().update_config = Some(UpdateConfig {
+        parallelism: 1,
+        delay_ms: 0,
+        monitor_ms: 0,
+    });
+    let mut sim = Sim::new(service.clone(), vec![ready("n1"), ready("n2")]);
+    sim.step(100);
+    for node in ["n1", "n2"] {
+        let id = sim.live(0, node).id.clone();
+        sim.report(&id, TaskState::Running, 150, 0);
+    }
+    sim.set_node("n2", NodeState::Ready, NodeAvailability::Pause);
+    sim.service = with_image(service, "nginx:2");
+    let first = sim.step(200);
+    assert_eq!(first.create.len(), 1);
+    assert_eq!(first.create[0].node_id, "n1");
+    let new = sim.live(0, "n1").id.clone();
+    sim.report(&new, TaskState::Running, 250, 0);
+    // n1 is done; n2's task of the previous spec keeps running while it is paused
+    // (or not ready), and nothing holds the rollout.
+    assert!(sim.step(300).is_empty());
+    sim.set_node("n2", NodeState::Disconnected, NodeAvailability::Active);
+    assert!(sim.step(400).is_empty());
+    assert_eq!(image_of(sim.live(0, "n2")), "nginx:1");
+    // Active and ready again: its task is replaced.
+    sim.set_node("n2", NodeState::Ready, NodeAvailability::Active);
+    let last = sim.step(500);
+    assert_eq!(last.create.len(), 1);
+    assert_eq!(last.create[0].node_id, "n2");
+    assert_eq!(image_of(&last.create[0]), "nginx:2");
+}

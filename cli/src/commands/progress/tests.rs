@@ -280,9 +280,11 @@ fn an_update_converges_when_every_slot_runs_a_task_of_the_new_spec() {
         ..Default::default()
     };
     // The running tasks below reported at 10.
+    let held = BTreeMap::new();
     let target = Target {
         spec: &spec,
         now_ms: 1_010,
+        held: &held,
     };
     // Slot 1 updated, slot 2 still on the old spec, and an old failure in slot 2's
     // history that belongs to the spec replaced.
@@ -338,4 +340,75 @@ fn an_update_converges_when_every_slot_runs_a_task_of_the_new_spec() {
     }
     let assessment = assess(Expect::Replicated(2), &tasks, None, Some(target));
     assert_eq!(assessment.verdict, Verdict::Failing(vec!["1/2".into()]));
+}
+
+#[test]
+fn a_global_update_does_not_wait_for_nodes_the_managers_do_not_update() {
+    use rswarm_proto::api::{ContainerSpec, ServiceSpec, TaskSpec};
+    let spec_of = |image: &str| TaskSpec {
+        container: Some(ContainerSpec {
+            image: image.into(),
+            ..Default::default()
+        }),
+        ..Default::default()
+    };
+    let on = |id: &str, node: &str, image: &str| {
+        let mut t = task(id, 0, node, 1, TaskState::Running, "");
+        t.spec = Some(spec_of(image));
+        t
+    };
+    let spec = ServiceSpec {
+        task: Some(spec_of("web:2")),
+        update_config: Some(rswarm_proto::api::UpdateConfig {
+            parallelism: 1,
+            delay_ms: 0,
+            monitor_ms: 0,
+        }),
+        ..Default::default()
+    };
+    // n1 updated; n2 paused and n3 disconnected still run the previous spec.
+    let tasks = vec![
+        on("a", "n1", "web:2"),
+        on("b", "n2", "web:1"),
+        on("c", "n3", "web:1"),
+    ];
+    let mut held = BTreeMap::new();
+    held.insert("n2".to_string(), "paused".to_string());
+    let target = Target {
+        spec: &spec,
+        now_ms: 1_000,
+        held: &held,
+    };
+    let assessment = assess(Expect::Global, &tasks, None, Some(target));
+    // n3 is not held: its task is still to be replaced.
+    assert_eq!(assessment.verdict, Verdict::InProgress);
+    assert_eq!(
+        assessment.lines[1].text,
+        "running (previous spec, kept while the node is paused: replaced once it is active and ready)"
+    );
+    assert!(assessment.lines[1].held && !assessment.lines[1].running);
+    assert_eq!(
+        assessment.lines[2].text,
+        "running (previous spec, to be replaced)"
+    );
+    held.insert("n3".to_string(), "disconnected".to_string());
+    let target = Target {
+        spec: &spec,
+        now_ms: 1_000,
+        held: &held,
+    };
+    let assessment = assess(Expect::Global, &tasks, None, Some(target));
+    assert_eq!(assessment.verdict, Verdict::Converged);
+    let labels: Vec<&str> = assessment.held().map(|l| l.label.as_str()).collect();
+    assert_eq!(labels, ["n2", "n3"]);
+    // Only the running tasks of the new spec count as running.
+    assert_eq!(assessment.running(), 1);
+    // A replicated service's task on a paused node is replaced elsewhere: never held.
+    let mut replicated = tasks.clone();
+    for (slot, t) in replicated.iter_mut().enumerate() {
+        t.slot = slot as u64 + 1;
+    }
+    let assessment = assess(Expect::Replicated(3), &replicated, None, Some(target));
+    assert_eq!(assessment.verdict, Verdict::InProgress);
+    assert_eq!(assessment.held().count(), 0);
 }

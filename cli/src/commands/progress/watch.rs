@@ -1,6 +1,6 @@
 //! Polling a rollout and printing its progress.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::fmt::Write as _;
 use std::future::Future;
 use std::io::Write;
@@ -17,6 +17,7 @@ use tonic::transport::Channel;
 
 use super::{Assessment, Expect, Target, Verdict, assess};
 use crate::commands::{now_ms, rpc_error};
+use crate::output::names;
 
 /// What to follow and how.
 #[derive(Debug, Clone)]
@@ -56,21 +57,35 @@ pub async fn watch(
     loop {
         match list_tasks(control, &watch.service_id).await {
             Ok(tasks) => {
-                let has_live = tasks.iter().any(super::is_live);
-                let eligible = if watch.expect == Expect::Global && !has_live {
-                    Some(eligible_nodes(control, &watch.constraints).await?)
+                let nodes = if watch.expect == Expect::Global {
+                    Some(global_nodes(control, &watch.constraints).await?)
                 } else {
                     None
                 };
+                let has_live = tasks.iter().any(super::is_live);
+                let eligible = nodes.as_ref().filter(|_| !has_live).map(|n| n.eligible);
+                let held = nodes.map(|n| n.held).unwrap_or_default();
                 let target = watch.target.as_ref().map(|spec| Target {
                     spec,
                     now_ms: now_ms(),
+                    held: &held,
                 });
                 let assessment = assess(watch.expect, &tasks, eligible, target);
                 screen.show(out, &assessment)?;
                 match &assessment.verdict {
                     Verdict::Converged => {
                         writeln!(out, "verify: Service converged")?;
+                        let held: Vec<&str> = assessment.held().map(|l| l.label.as_str()).collect();
+                        if !held.is_empty() {
+                            writeln!(
+                                out,
+                                "note: {} task(s) keep the previous spec on nodes that are paused \
+                                 or not ready ({}); the managers replace them once their node is \
+                                 active and ready",
+                                held.len(),
+                                held.join(", ")
+                            )?;
+                        }
                         return Ok(());
                     }
                     Verdict::NoEligibleNode => {
@@ -126,12 +141,20 @@ async fn list_tasks(
     Ok(control.list_tasks(request).await?.into_inner().tasks)
 }
 
-/// How many nodes a new global task could go to: ready, active and matching every
-/// constraint (as the orchestrator places them).
-async fn eligible_nodes(
+/// The nodes as a global service's rollout sees them.
+struct GlobalNodes {
+    /// How many nodes a new global task could go to: ready, active and matching
+    /// every constraint (as the orchestrator places them).
+    eligible: usize,
+    /// Nodes that keep their task but get no new one (paused, or not ready without
+    /// being down), each with why: the orchestrator does not replace a task there.
+    held: BTreeMap<String, String>,
+}
+
+async fn global_nodes(
     control: &mut ControlClient<Channel>,
     constraints: &[String],
-) -> anyhow::Result<usize> {
+) -> anyhow::Result<GlobalNodes> {
     let constraints = constraints
         .iter()
         .map(|c| parse_constraint(c))
@@ -142,19 +165,35 @@ async fn eligible_nodes(
         .map_err(rpc_error)?
         .into_inner()
         .nodes;
-    Ok(nodes
-        .iter()
-        .filter(|node| {
-            node.status
-                .as_ref()
-                .is_some_and(|s| s.state == NodeState::Ready as i32)
-                && node
-                    .spec
-                    .as_ref()
-                    .is_none_or(|s| s.availability == NodeAvailability::Active as i32)
-                && constraints.iter().all(|c| c.matches(node))
-        })
-        .count())
+    let mut view = GlobalNodes {
+        eligible: 0,
+        held: BTreeMap::new(),
+    };
+    for node in &nodes {
+        let state = node
+            .status
+            .as_ref()
+            .map_or(NodeState::Unknown as i32, |s| s.state);
+        let availability = node
+            .spec
+            .as_ref()
+            .map_or(NodeAvailability::Active as i32, |s| s.availability);
+        let ready = state == NodeState::Ready as i32;
+        let active = availability == NodeAvailability::Active as i32;
+        if ready && active {
+            view.eligible += usize::from(constraints.iter().all(|c| c.matches(node)));
+        } else if state != NodeState::Down as i32 && availability != NodeAvailability::Drain as i32
+        {
+            // Not drained, so not active means paused.
+            let why = if active {
+                names::node_state(state)
+            } else {
+                "paused"
+            };
+            view.held.insert(node.id.clone(), why.to_string());
+        }
+    }
+    Ok(view)
 }
 
 fn failing_message(watch: &Watch, labels: &[String], assessment: &Assessment) -> String {

@@ -237,3 +237,81 @@ async fn global_waits_for_tasks_while_nodes_are_eligible() {
     assert!(out.contains("node-1: running\nnode-2: running\n"), "{out}");
     assert!(out.ends_with("verify: Service converged\n"), "{out}");
 }
+
+#[tokio::test]
+async fn a_global_update_leaves_paused_and_unready_nodes_to_later() {
+    use rswarm_proto::api::{
+        ContainerSpec, NodeAvailability, NodeState, ServiceSpec, TaskSpec, UpdateConfig,
+    };
+    let spec_of = |image: &str| TaskSpec {
+        container: Some(ContainerSpec {
+            image: image.into(),
+            ..Default::default()
+        }),
+        ..Default::default()
+    };
+    let on = |id: &str, node: &str, image: &str| {
+        let mut t = task(id, 0, node, 1, TaskState::Running, "");
+        t.spec = Some(spec_of(image));
+        t
+    };
+    let (fake, ctx, _dir) = start(Format::Table);
+    {
+        let mut state = fake.lock();
+        // node-2 paused, node-3 disconnected (neither down nor drained: their
+        // tasks stay, and the managers do not replace them).
+        state.nodes[1].spec.as_mut().unwrap().availability = NodeAvailability::Pause.into();
+        state.nodes[2].status.as_mut().unwrap().state = NodeState::Disconnected.into();
+        state.task_script = [vec![
+            on("a", "node-1", "web:2"),
+            on("b", "node-2", "web:1"),
+            on("c", "node-3", "web:1"),
+        ]]
+        .into();
+    }
+    let w = Watch {
+        target: Some(ServiceSpec {
+            task: Some(spec_of("web:2")),
+            update_config: Some(UpdateConfig {
+                parallelism: 1,
+                delay_ms: 0,
+                monitor_ms: 0,
+            }),
+            ..Default::default()
+        }),
+        ..global(&[])
+    };
+    let (out, result) = run(&ctx, &w).await;
+    result.unwrap();
+    assert_eq!(
+        out,
+        "overall progress: 1 out of 3 tasks\n\
+         node-1: running\n\
+         node-2: running (previous spec, kept while the node is paused: replaced once it is active and ready)\n\
+         node-3: running (previous spec, kept while the node is disconnected: replaced once it is active and ready)\n\
+         verify: Service converged\n\
+         note: 2 task(s) keep the previous spec on nodes that are paused or not ready (node-2, \
+         node-3); the managers replace them once their node is active and ready\n"
+    );
+    // With node-2 active again, its task is waited for.
+    {
+        let mut state = fake.lock();
+        state.nodes[1].spec.as_mut().unwrap().availability = NodeAvailability::Active.into();
+        state.task_script = [vec![
+            on("a", "node-1", "web:2"),
+            on("b", "node-2", "web:1"),
+            on("c", "node-3", "web:1"),
+        ]]
+        .into();
+    }
+    let w = Watch {
+        timeout: Duration::from_millis(50),
+        ..w
+    };
+    let (out, result) = run(&ctx, &w).await;
+    let err = result.unwrap_err().to_string();
+    assert!(
+        err.contains("node-2: running (previous spec, to be replaced)"),
+        "{err}\n{out}"
+    );
+}
