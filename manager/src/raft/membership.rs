@@ -23,9 +23,25 @@ impl Shared {
         }
     }
 
+    /// `NotLeader` unless this member leads. Checked before openraft is asked:
+    /// on a follower whose newest membership entry is not committed yet, openraft
+    /// answers a change with "already undergoing a configuration change" rather
+    /// than with the leader to forward it to.
+    fn ensure_leader(&self) -> Result<(), RaftError> {
+        let leader = self.raft.metrics().borrow().current_leader;
+        if leader == Some(self.raft_id) {
+            Ok(())
+        } else {
+            Err(RaftError::NotLeader {
+                leader: self.leader(),
+            })
+        }
+    }
+
     /// Makes `raft_id` at `addr` a voter; a no-op when it already is one. Leader only.
     pub(crate) async fn add_voter(&self, raft_id: NodeId, addr: &str) -> Result<(), RaftError> {
         let _guard = self.membership_lock.lock().await;
+        self.ensure_leader()?;
         let membership = self.raft.metrics().borrow().membership_config.clone();
         let membership = membership.membership();
         let is_voter = membership.voter_ids().any(|id| id == raft_id);
@@ -71,6 +87,7 @@ impl Shared {
     /// Removes `raft_id` from the group (voter or learner). Leader only.
     pub(crate) async fn remove_member(&self, raft_id: NodeId) -> Result<(), RaftError> {
         let _guard = self.membership_lock.lock().await;
+        self.ensure_leader()?;
         let membership = self.raft.metrics().borrow().membership_config.clone();
         let membership = membership.membership();
         let ids = BTreeSet::from([raft_id]);

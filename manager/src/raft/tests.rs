@@ -326,6 +326,14 @@ async fn membership_changes_run_on_the_leader() {
         super::RaftError::NotLeader { leader } => assert_eq!(leader, Some((1, m1.addr.clone()))),
         other => panic!("unexpected error: {other}"),
     }
+    // Checked before openraft is asked: even a change that would be a no-op (or
+    // that openraft would refuse as overlapping one not yet committed on this
+    // follower) names the leader, so the caller forwards it.
+    let err = m2.node.add_voter(2, &m2.addr).await.expect_err("follower");
+    assert!(
+        matches!(&err, super::RaftError::NotLeader { leader: Some((1, addr)) } if *addr == m1.addr),
+        "{err}"
+    );
     m1.node.remove_member(2).await.expect("remove");
     assert_eq!(m1.node.members(), vec![(1, m1.addr.clone(), true)]);
     // Still a working one-member group.
