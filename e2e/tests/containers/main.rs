@@ -593,11 +593,14 @@ fn a_published_port_on_every_node_reaches_every_task() {
             cluster,
             "web",
             3,
+            // Published on its target port, as `-p 8080:8080` usually is: the
+            // published port's listener (`0.0.0.0:8080`) and the VIP's
+            // (`VIP:8080`) share the port on every node.
             &[
                 "--replicas-max-per-node",
                 "1",
                 "--publish",
-                "8000:8080",
+                "8080:8080",
                 "testimg:1",
                 "/bin/testimg",
                 "serve",
@@ -620,7 +623,7 @@ fn a_published_port_on_every_node_reaches_every_task() {
             .collect::<Result<_, _>>()?;
         task_addresses.sort();
         for node in cluster.nodes() {
-            let addr = format!("{}:8000", node.addr.ip());
+            let addr = format!("{}:8080", node.addr.ip());
             wait_reaches(cluster, &addr, &["web.1", "web.2", "web.3"])?;
         }
 
@@ -704,12 +707,12 @@ fn a_published_port_on_every_node_reaches_every_task() {
             "--name",
             "other",
             "--publish",
-            "8000:80",
+            "8080:80",
             "testimg:1",
         ])?;
         let stderr = String::from_utf8_lossy(&out.stderr);
         ensure!(
-            !out.status.success() && stderr.contains("port 8000/tcp is already published"),
+            !out.status.success() && stderr.contains("port 8080/tcp is already published"),
             "the conflicting service was not refused clearly: {stderr}"
         );
         ensure!(
@@ -726,13 +729,13 @@ fn a_published_port_on_every_node_reaches_every_task() {
             "update",
             "--detach",
             "--publish-add",
-            "8000:80",
+            "8080:80",
             "lookup",
         ])?;
         let stderr = String::from_utf8_lossy(&out.stderr);
         ensure!(
             !out.status.success()
-                && stderr.contains("port 8000/tcp is already published by service \"web\""),
+                && stderr.contains("port 8080/tcp is already published by service \"web\""),
             "the conflicting update was not refused clearly: {stderr}"
         );
         ensure!(

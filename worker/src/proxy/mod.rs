@@ -18,6 +18,8 @@
 //! - [`status`]: what is served ([`ProxyStatus`]), including bind errors.
 //! - `runner`: [`Proxy::run`], the reconciliation of listeners with the config.
 //! - `pool`: a listener's backend snapshot and the balancing.
+//! - `routes`: specific TCP listeners served by the wildcard listener's socket
+//!   on their port.
 //! - `backend`: one backend's counters, pause and drain.
 //! - `tcp`, `udp`: the relaying; `buffers`: relay buffers reused across connections.
 //! - `header`: PROXY protocol encoding.
@@ -33,6 +35,7 @@ mod buffers;
 mod error;
 mod header;
 mod pool;
+mod routes;
 mod runner;
 mod tcp;
 mod udp;

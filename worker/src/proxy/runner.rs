@@ -16,6 +16,7 @@ use super::config::{ListenerKey, ListenerSpec, Protocol, ProxyConfig, ProxyProto
 use super::connector::{Connector, TcpConnector};
 use super::error::ProxyError;
 use super::pool::ListenerShared;
+use super::routes::{self, Routes};
 use super::status::{ListenerState, ListenerStatus, ProxyStatus};
 use super::{tcp, udp};
 
@@ -37,16 +38,65 @@ impl Default for Proxy {
     }
 }
 
-/// A bound listener and its accept loop.
+/// A listener being served.
 struct Running {
     /// Backends and settings, shared with the connections.
     shared: Arc<ListenerShared>,
-    /// Stops the accept loop (a child of the shutdown token).
-    stop: CancellationToken,
-    /// The accept loop; awaited on removal so the port is free when it returns.
-    task: JoinHandle<()>,
-    /// The bound address.
+    /// The bound address (a listener served by a wildcard one: its own address).
     local: SocketAddr,
+    /// Where its connections come from.
+    socket: Socket,
+}
+
+/// How a listener gets its connections.
+enum Socket {
+    /// Its own socket and accept loop.
+    Own {
+        /// Stops the accept loop (a child of the shutdown token).
+        stop: CancellationToken,
+        /// The accept loop; awaited on removal so the port is free when it returns.
+        task: JoinHandle<()>,
+        /// The specific listeners this (wildcard TCP) socket also serves.
+        routes: Arc<Routes>,
+    },
+    /// A specific TCP listener served by the socket of the wildcard listener on
+    /// its port (see [`super::routes`]).
+    Served {
+        /// The wildcard listener.
+        by: ListenerKey,
+        /// That listener's routes, which hold this one.
+        routes: Arc<Routes>,
+    },
+}
+
+impl Running {
+    /// Stops taking connections: the accept loop ends (the port is free when this
+    /// returns) or the route goes. Open connections are left to their backends.
+    async fn close(self) -> Arc<ListenerShared> {
+        match self.socket {
+            Socket::Own { stop, task, .. } => {
+                stop.cancel();
+                let _ = task.await;
+            }
+            Socket::Served { routes, .. } => routes.remove(self.shared.bind.ip()),
+        }
+        self.shared
+    }
+
+    /// The listener was removed from the configuration: it stops taking
+    /// connections and every backend drains.
+    async fn remove(self) {
+        let shared = match self.socket {
+            Socket::Own { stop, task, .. } => {
+                stop.cancel();
+                self.shared.drain_all();
+                let _ = task.await;
+                self.shared
+            }
+            Socket::Served { .. } => self.close().await,
+        };
+        shared.drain_all();
+    }
 }
 
 impl Proxy {
@@ -102,8 +152,7 @@ impl Proxy {
                 tokio::select! {
                     _ = shutdown.cancelled() => {
                         for (_, listener) in running.drain() {
-                            listener.stop.cancel();
-                            let _ = listener.task.await;
+                            listener.close().await;
                         }
                         return;
                     }
@@ -132,7 +181,7 @@ impl Proxy {
         shutdown: &CancellationToken,
     ) -> bool {
         let mut wanted = HashSet::new();
-        let mut statuses = Vec::with_capacity(config.listeners.len());
+        let mut states: Vec<Option<ListenerState>> = vec![None; config.listeners.len()];
         let mut any_failed = false;
         // Remove first, so a listener moved between specs that share its port
         // finds the port free.
@@ -145,12 +194,22 @@ impl Proxy {
         for key in removed {
             if let Some(listener) = running.remove(&key) {
                 info!(listener = %key, "removing listener");
-                listener.stop.cancel();
-                listener.shared.drain_all();
-                let _ = listener.task.await;
+                listener.remove().await;
             }
         }
-        for spec in &config.listeners {
+        // A specific TCP listener under a configured wildcard one is served by the
+        // wildcard's socket, so the wildcard ones are bound first.
+        let served = |spec: &ListenerSpec| {
+            routes::wildcard_of(spec.key()).filter(|wildcard| keys.contains(wildcard))
+        };
+        // Listeners whose own socket was closed for a wildcard one to bind: their
+        // state carries on, served by it (or bound again if it failed).
+        let mut detached: HashMap<ListenerKey, Arc<ListenerShared>> = HashMap::new();
+        let order = (0..config.listeners.len())
+            .filter(|i| served(&config.listeners[*i]).is_none())
+            .chain((0..config.listeners.len()).filter(|i| served(&config.listeners[*i]).is_some()));
+        for index in order {
+            let spec = &config.listeners[index];
             let key = spec.key();
             let state = if !wanted.insert(key) {
                 let err = ProxyError::DuplicateListener {
@@ -158,23 +217,15 @@ impl Proxy {
                     addr: key.bind,
                 };
                 warn!(listener = %key, "{err}");
-                ListenerState::Failed {
-                    error: err.to_string(),
-                }
-            } else if let Some(listener) = running.get(&key) {
-                listener.shared.update(spec, shutdown);
-                ListenerState::Listening {
-                    local: listener.local,
-                }
+                Err(err.to_string())
+            } else if let Some(by) = served(spec).filter(|by| running.contains_key(by)) {
+                Ok(self
+                    .serve_by(spec, by, running, &mut detached, shutdown)
+                    .await)
             } else {
-                match self.start(spec, shutdown).await {
-                    Ok(listener) => {
-                        failed.remove(&key);
-                        let local = listener.local;
-                        running.insert(key, listener);
-                        ListenerState::Listening { local }
-                    }
-                    Err(err) => {
+                self.ensure_own(spec, running, &mut detached, shutdown)
+                    .await
+                    .map_err(|err| {
                         any_failed = true;
                         let error = err.to_string();
                         // Retried every second: log only a new or changed error.
@@ -184,17 +235,28 @@ impl Proxy {
                             debug!(listener = %key, "{error}");
                         }
                         failed.insert(key, error.clone());
-                        ListenerState::Failed { error }
-                    }
-                }
+                        error
+                    })
             };
-            statuses.push(ListenerStatus {
-                bind: spec.bind,
-                protocol: spec.protocol,
-                state,
+            states[index] = Some(match state {
+                Ok(local) => {
+                    failed.remove(&key);
+                    ListenerState::Listening { local }
+                }
+                Err(error) => ListenerState::Failed { error },
             });
         }
         failed.retain(|key, _| keys.contains(key));
+        let statuses = config
+            .listeners
+            .iter()
+            .zip(states)
+            .map(|(spec, state)| ListenerStatus {
+                bind: spec.bind,
+                protocol: spec.protocol,
+                state: state.expect("every listener was given a state"),
+            })
+            .collect();
         self.status.send_if_modified(|status| {
             let next = ProxyStatus {
                 generation,
@@ -207,10 +269,108 @@ impl Proxy {
         any_failed
     }
 
-    /// Binds a new listener and starts its loop.
+    /// Makes `spec` a listener on a socket of its own: updated in place when it
+    /// has one, bound otherwise. A wildcard TCP listener that cannot bind because
+    /// specific listeners hold its port closes their sockets and tries again;
+    /// they are then served by it.
+    async fn ensure_own(
+        &self,
+        spec: &ListenerSpec,
+        running: &mut HashMap<ListenerKey, Running>,
+        detached: &mut HashMap<ListenerKey, Arc<ListenerShared>>,
+        shutdown: &CancellationToken,
+    ) -> Result<SocketAddr, ProxyError> {
+        let key = spec.key();
+        let previous = match running.remove(&key) {
+            Some(listener) if matches!(listener.socket, Socket::Own { .. }) => {
+                listener.shared.update(spec, shutdown);
+                let local = listener.local;
+                running.insert(key, listener);
+                return Ok(local);
+            }
+            // Served by a wildcard listener that is gone: a socket of its own now.
+            Some(listener) => Some(listener.close().await),
+            None => detached.remove(&key),
+        };
+        let first = self.start(spec, previous.clone(), shutdown).await;
+        let under: Vec<ListenerKey> = running
+            .iter()
+            .filter(|(k, l)| {
+                routes::wildcard_of(**k) == Some(key) && matches!(l.socket, Socket::Own { .. })
+            })
+            .map(|(k, _)| *k)
+            .collect();
+        let listener = match first {
+            Err(err) if routes::is_wildcard(key) && !under.is_empty() => {
+                for specific in under {
+                    if let Some(listener) = running.remove(&specific) {
+                        debug!(listener = %specific, wildcard = %key, "closing the socket of a listener the wildcard one will serve");
+                        detached.insert(specific, listener.close().await);
+                    }
+                }
+                self.start(spec, previous, shutdown).await.inspect_err(|_| {
+                    debug!(listener = %key, first = %err, "bind failed again with the port's specific listeners closed");
+                })?
+            }
+            other => other?,
+        };
+        let local = listener.local;
+        running.insert(key, listener);
+        Ok(local)
+    }
+
+    /// Makes `spec` a listener served by the socket of wildcard listener `by`.
+    async fn serve_by(
+        &self,
+        spec: &ListenerSpec,
+        by: ListenerKey,
+        running: &mut HashMap<ListenerKey, Running>,
+        detached: &mut HashMap<ListenerKey, Arc<ListenerShared>>,
+        shutdown: &CancellationToken,
+    ) -> SocketAddr {
+        let key = spec.key();
+        let shared = match running.remove(&key) {
+            Some(listener) if matches!(&listener.socket, Socket::Served { by: b, .. } if *b == by) =>
+            {
+                listener.shared.update(spec, shutdown);
+                running.insert(key, listener);
+                return spec.bind;
+            }
+            Some(listener) => Some(listener.close().await),
+            None => detached.remove(&key),
+        };
+        let shared = match shared {
+            Some(shared) => {
+                shared.update(spec, shutdown);
+                shared
+            }
+            None => Arc::new(ListenerShared::new(spec, shutdown)),
+        };
+        let routes = match &running.get(&by).map(|l| &l.socket) {
+            Some(Socket::Own { routes, .. }) => routes.clone(),
+            // `by` runs (the caller checked) with a socket of its own, being a
+            // wildcard listener.
+            _ => unreachable!("a wildcard listener always has its own socket"),
+        };
+        routes.insert(spec.bind.ip(), shared.clone());
+        info!(listener = %key, wildcard = %by, backends = spec.backends.len(), "served by the wildcard listener on its port");
+        running.insert(
+            key,
+            Running {
+                shared,
+                local: spec.bind,
+                socket: Socket::Served { by, routes },
+            },
+        );
+        spec.bind
+    }
+
+    /// Binds a new listener and starts its loop; `shared` carries on the state of
+    /// a listener that had another socket.
     async fn start(
         &self,
         spec: &ListenerSpec,
+        shared: Option<Arc<ListenerShared>>,
         shutdown: &CancellationToken,
     ) -> Result<Running, ProxyError> {
         let bind_error = |source| ProxyError::Bind {
@@ -218,8 +378,15 @@ impl Proxy {
             addr: spec.bind,
             source,
         };
-        let shared = Arc::new(ListenerShared::new(spec, shutdown));
+        let shared = match shared {
+            Some(shared) => {
+                shared.update(spec, shutdown);
+                shared
+            }
+            None => Arc::new(ListenerShared::new(spec, shutdown)),
+        };
         let stop = shutdown.child_token();
+        let routes = Arc::new(Routes::default());
         let (task, local) = match spec.protocol {
             Protocol::Tcp => {
                 let listener = TcpListener::bind(spec.bind).await.map_err(bind_error)?;
@@ -227,6 +394,7 @@ impl Proxy {
                 let task = tokio::spawn(tcp::serve(
                     listener,
                     shared.clone(),
+                    routes.clone(),
                     self.connector.clone(),
                     stop.clone(),
                 ));
@@ -245,9 +413,8 @@ impl Proxy {
         info!(listener = %spec.key(), %local, backends = spec.backends.len(), "listening");
         Ok(Running {
             shared,
-            stop,
-            task,
             local,
+            socket: Socket::Own { stop, task, routes },
         })
     }
 }

@@ -22,16 +22,19 @@ use super::connector::Connector;
 use super::error::ProxyError;
 use super::header;
 use super::pool::{ListenerShared, Snapshot};
+use super::routes::Routes;
 
 /// Pause after a failed accept (out of file descriptors, mostly), so the loop does
 /// not spin while the condition lasts.
 const ACCEPT_BACKOFF: Duration = Duration::from_millis(50);
 
 /// Accepts connections until `stop` is cancelled; each connection runs in its own
-/// task and outlives the accept loop (it ends with its backend's drain).
+/// task and outlives the accept loop (it ends with its backend's drain). A
+/// connection made to an address in `routes` goes to that listener.
 pub(super) async fn serve(
     listener: TcpListener,
     shared: Arc<ListenerShared>,
+    routes: Arc<Routes>,
     connector: Arc<dyn Connector>,
     stop: CancellationToken,
 ) {
@@ -43,7 +46,7 @@ pub(super) async fn serve(
         };
         match accepted {
             Ok((client, peer)) => {
-                let shared = shared.clone();
+                let shared = routes.route(&client).unwrap_or_else(|| shared.clone());
                 let connector = connector.clone();
                 tokio::spawn(async move {
                     match relay(client, peer, &shared, connector.as_ref()).await {

@@ -1,9 +1,10 @@
 //! Listener errors: a taken port or a duplicate names the address, and the
 //! other listeners keep working.
 
+use std::net::SocketAddr;
 use std::time::Duration;
 
-use super::support::{EchoBackend, Running, free_tcp_addr, greetings, tcp_spec};
+use super::support::{Client, EchoBackend, Running, free_tcp_addr, greetings, tcp_spec};
 use crate::proxy::{ListenerState, Protocol, ProxyConfig};
 
 #[tokio::test]
@@ -87,5 +88,129 @@ async fn same_port_serves_tcp_and_udp_side_by_side() {
     .await;
     assert_eq!(proxy.local(bind, Protocol::Tcp), bind);
     assert_eq!(proxy.local(bind, Protocol::Udp), bind);
+    proxy.stop().await;
+}
+
+/// A service publishing `P:P` binds `0.0.0.0:P`, and another service's VIP
+/// listener `VIP:P` shares that port: both serve, and a connection goes to the
+/// listener bound to the address it was made to, else to the wildcard one.
+#[tokio::test]
+async fn a_wildcard_and_a_specific_listener_share_a_port() {
+    let published = EchoBackend::start("published").await;
+    let vip = EchoBackend::start("vip").await;
+    let port = free_tcp_addr().port();
+    let wildcard = SocketAddr::from(([0, 0, 0, 0], port));
+    let specific = SocketAddr::from(([127, 0, 0, 9], port));
+    for order in [[wildcard, specific], [specific, wildcard]] {
+        let spec = |bind: SocketAddr| {
+            let backend = if bind == wildcard { &published } else { &vip };
+            tcp_spec(bind, vec![backend.backend("b")])
+        };
+        let mut proxy = Running::start(ProxyConfig {
+            listeners: order.iter().map(|bind| spec(*bind)).collect(),
+        })
+        .await;
+        let status = proxy.wait_status(|status| status.generation >= 1).await;
+        for bind in order {
+            assert!(
+                matches!(
+                    status.listener(bind, Protocol::Tcp).map(|l| &l.state),
+                    Some(ListenerState::Listening { .. })
+                ),
+                "{bind} (order {order:?}): {status:?}"
+            );
+        }
+        assert_eq!(greetings(specific, 2).await, ["vip", "vip"]);
+        let other = SocketAddr::from(([127, 0, 0, 1], port));
+        assert_eq!(greetings(other, 2).await, ["published", "published"]);
+        // The specific listener removed: its address falls to the wildcard one.
+        let status = proxy
+            .apply(ProxyConfig {
+                listeners: vec![spec(wildcard)],
+            })
+            .await;
+        assert_eq!(status.listeners.len(), 1);
+        assert_eq!(greetings(specific, 1).await, ["published"]);
+        proxy.stop().await;
+    }
+}
+
+/// A wildcard listener added on the port of a specific one takes its socket over
+/// (the specific listener's open connections and backends carry on); removed
+/// again, the specific listener binds its own socket again. A wildcard that still
+/// cannot bind (another program holds the port on some address) leaves the
+/// specific listener serving.
+#[tokio::test]
+async fn a_wildcard_listener_added_and_removed_beside_a_specific_one() {
+    let published = EchoBackend::start("published").await;
+    let vip = EchoBackend::start("vip").await;
+    let port = free_tcp_addr().port();
+    let wildcard = SocketAddr::from(([0, 0, 0, 0], port));
+    let specific = SocketAddr::from(([127, 0, 0, 9], port));
+    let only_specific = ProxyConfig {
+        listeners: vec![tcp_spec(specific, vec![vip.backend("v")])],
+    };
+    let both = ProxyConfig {
+        listeners: vec![
+            tcp_spec(specific, vec![vip.backend("v")]),
+            tcp_spec(wildcard, vec![published.backend("p")]),
+        ],
+    };
+    let mut proxy = Running::start(only_specific.clone()).await;
+    let mut open = Client::connect(specific).await;
+    assert_eq!(open.backend, "vip");
+
+    let status = proxy.apply(both.clone()).await;
+    assert!(
+        status
+            .listeners
+            .iter()
+            .all(|l| matches!(l.state, ListenerState::Listening { .. })),
+        "{status:?}"
+    );
+    assert_eq!(greetings(specific, 2).await, ["vip", "vip"]);
+    assert_eq!(
+        greetings(SocketAddr::from(([127, 0, 0, 1], port)), 1).await,
+        ["published"]
+    );
+    open.echo("still there").await;
+
+    proxy.apply(only_specific.clone()).await;
+    assert_eq!(proxy.local(specific, Protocol::Tcp), specific);
+    assert_eq!(greetings(specific, 1).await, ["vip"]);
+    open.echo("and still").await;
+    // Nothing on the other addresses of the port any more.
+    assert!(
+        tokio::net::TcpStream::connect(SocketAddr::from(([127, 0, 0, 1], port)))
+            .await
+            .is_err()
+    );
+
+    // Another program on 127.0.0.8 of the port: the wildcard cannot bind, with
+    // or without the specific listener's socket; that one keeps serving.
+    let blocker = std::net::TcpListener::bind(SocketAddr::from(([127, 0, 0, 8], port))).unwrap();
+    let status = proxy.apply(both.clone()).await;
+    match &status.listener(wildcard, Protocol::Tcp).unwrap().state {
+        ListenerState::Failed { error } => assert!(error.contains("in use"), "{error}"),
+        other => panic!("wildcard bound under another program's socket: {other:?}"),
+    }
+    assert_eq!(proxy.local(specific, Protocol::Tcp), specific);
+    assert_eq!(greetings(specific, 1).await, ["vip"]);
+    // Once that program is gone, the retry binds the wildcard and serves both.
+    drop(blocker);
+    proxy
+        .wait_status(|status| {
+            matches!(
+                status.listener(wildcard, Protocol::Tcp).map(|l| &l.state),
+                Some(ListenerState::Listening { .. })
+            )
+        })
+        .await;
+    assert_eq!(greetings(specific, 1).await, ["vip"]);
+    assert_eq!(
+        greetings(SocketAddr::from(([127, 0, 0, 1], port)), 1).await,
+        ["published"]
+    );
+    open.echo("to the end").await;
     proxy.stop().await;
 }
