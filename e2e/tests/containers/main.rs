@@ -593,14 +593,11 @@ fn a_published_port_on_every_node_reaches_every_task() {
             cluster,
             "web",
             3,
-            // Published on its target port, as `-p 8080:8080` usually is: the
-            // published port's listener (`0.0.0.0:8080`) and the VIP's
-            // (`VIP:8080`) share the port on every node.
             &[
                 "--replicas-max-per-node",
                 "1",
                 "--publish",
-                "8080:8080",
+                "8000:8080",
                 "testimg:1",
                 "/bin/testimg",
                 "serve",
@@ -623,8 +620,29 @@ fn a_published_port_on_every_node_reaches_every_task() {
             .collect::<Result<_, _>>()?;
         task_addresses.sort();
         for node in cluster.nodes() {
-            let addr = format!("{}:8080", node.addr.ip());
+            let addr = format!("{}:8000", node.addr.ip());
             wait_reaches(cluster, &addr, &["web.1", "web.2", "web.3"])?;
+        }
+
+        // Another service publishes web's target port, as `-p 8080:8080`
+        // usually is: its listener (`0.0.0.0:8080`) and web's VIP listener
+        // (`VIP:8080`) share the port on every node, and each connection goes
+        // to the service whose address it was made to.
+        create(
+            cluster,
+            "api",
+            1,
+            &[
+                "--publish",
+                "8080:8080",
+                "testimg:1",
+                "/bin/testimg",
+                "serve",
+                "8080",
+            ],
+        )?;
+        for node in cluster.nodes() {
+            wait_reaches(cluster, &format!("{}:8080", node.addr.ip()), &["api.1"])?;
         }
 
         // A task reaches the service by name and through its VIP (the name
@@ -707,12 +725,12 @@ fn a_published_port_on_every_node_reaches_every_task() {
             "--name",
             "other",
             "--publish",
-            "8080:80",
+            "8000:80",
             "testimg:1",
         ])?;
         let stderr = String::from_utf8_lossy(&out.stderr);
         ensure!(
-            !out.status.success() && stderr.contains("port 8080/tcp is already published"),
+            !out.status.success() && stderr.contains("port 8000/tcp is already published"),
             "the conflicting service was not refused clearly: {stderr}"
         );
         ensure!(
@@ -729,13 +747,13 @@ fn a_published_port_on_every_node_reaches_every_task() {
             "update",
             "--detach",
             "--publish-add",
-            "8080:80",
+            "8000:80",
             "lookup",
         ])?;
         let stderr = String::from_utf8_lossy(&out.stderr);
         ensure!(
             !out.status.success()
-                && stderr.contains("port 8080/tcp is already published by service \"web\""),
+                && stderr.contains("port 8000/tcp is already published by service \"web\""),
             "the conflicting update was not refused clearly: {stderr}"
         );
         ensure!(
