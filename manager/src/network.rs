@@ -219,6 +219,7 @@ mod tests {
                 state: state as i32,
                 message: String::new(),
                 addr: addr.into(),
+                port_errors: Vec::new(),
             }),
             ..Default::default()
         }

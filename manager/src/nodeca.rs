@@ -119,6 +119,7 @@ impl<P: Proposer + 'static, R: RaftView> NodeCaService<P, R> {
                 state: NodeState::Unknown as i32,
                 message: "joined; waiting for its first heartbeat".into(),
                 addr: req.advertise_addr.clone(),
+                port_errors: Vec::new(),
             }),
             manager_status,
             // Allocated at its first heartbeat.

@@ -56,6 +56,8 @@ pub struct Session {
     /// The manager that answered the last heartbeat (the leader), or None while
     /// no manager answers.
     leader: watch::Sender<Option<String>>,
+    /// The node's proxy listeners that cannot listen, sent with each heartbeat.
+    port_errors: Option<watch::Receiver<Vec<String>>>,
 }
 
 impl Session {
@@ -76,9 +78,16 @@ impl Session {
                 managers,
                 state,
                 leader,
+                port_errors: None,
             },
             rx,
         )
+    }
+
+    /// Reports `errors` (the node's proxy listeners that cannot listen, each
+    /// with why) to the managers with every heartbeat.
+    pub fn report_port_errors(&mut self, errors: watch::Receiver<Vec<String>>) {
+        self.port_errors = Some(errors);
     }
 
     /// Follows the leader this session talks to.
@@ -142,6 +151,11 @@ impl Session {
             let req = HeartbeatRequest {
                 description: Some(self.description.clone()),
                 addr: self.addr.clone(),
+                port_errors: self
+                    .port_errors
+                    .as_ref()
+                    .map(|errors| errors.borrow().clone())
+                    .unwrap_or_default(),
             };
             let mut client = DispatcherClient::new(channel);
             let call = client.heartbeat(req);

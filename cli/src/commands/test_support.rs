@@ -75,6 +75,7 @@ impl Default for FakeControl {
                 state: NodeState::Ready.into(),
                 message: String::new(),
                 addr: format!("127.0.0.{raft_id}:4242"),
+                port_errors: Vec::new(),
             }),
             manager_status: (role == NodeRole::Manager).then(|| ManagerStatus {
                 raft_id,

@@ -182,6 +182,7 @@ pub async fn init(
             state: NodeState::Ready as i32,
             message: String::new(),
             addr: advertise.to_string(),
+            port_errors: Vec::new(),
         }),
         manager_status: Some(ManagerStatus {
             raft_id,

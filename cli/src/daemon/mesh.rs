@@ -14,7 +14,7 @@ use rswarm_proto::api::EndpointsMessage;
 use rswarm_proto::tls::Identity;
 use rswarm_worker::dns::{DnsConfig, DnsServer, Records, upstreams_from_resolv_conf};
 use rswarm_worker::mesh;
-use rswarm_worker::proxy::{Proxy, ProxyConfig};
+use rswarm_worker::proxy::{Proxy, ProxyConfig, ProxyStatus};
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
@@ -157,14 +157,15 @@ async fn serve_dns(
 }
 
 /// Follows the leader's endpoint table and serves it with the node's proxy and
-/// DNS server until `shutdown`.
+/// DNS server until `shutdown`. Returns the proxy's listeners that cannot
+/// listen (each error names its address), for the heartbeat to report.
 pub fn start(
     identity: Identity,
     node_id: String,
     leader: watch::Receiver<Option<String>>,
     mut network: watch::Receiver<Option<Arc<TaskNetwork>>>,
     shutdown: CancellationToken,
-) {
+) -> watch::Receiver<Vec<String>> {
     let (tables, mut table_rx) = watch::channel(None);
     tokio::spawn(rswarm_worker::endpoints::follow(
         identity,
@@ -173,7 +174,10 @@ pub fn start(
         shutdown.clone(),
     ));
     let (config_tx, config_rx) = watch::channel(ProxyConfig::default());
-    if let Err(err) = Proxy::new().spawn_thread(config_rx, shutdown.clone()) {
+    let proxy = Proxy::new();
+    let (errors_tx, errors_rx) = watch::channel(Vec::new());
+    tokio::spawn(follow_port_errors(proxy.status(), errors_tx));
+    if let Err(err) = proxy.spawn_thread(config_rx, shutdown.clone()) {
         warn!(%err, "cannot start the proxy thread: published ports and VIPs are not served");
     }
     let (records_tx, records_rx) = watch::channel(Arc::new(Records::default()));
@@ -226,6 +230,26 @@ pub fn start(
             });
         }
     });
+    errors_rx
+}
+
+/// Keeps `errors` at the proxy's listeners that do not serve, until the proxy
+/// is gone.
+async fn follow_port_errors(
+    mut status: watch::Receiver<ProxyStatus>,
+    errors: watch::Sender<Vec<String>>,
+) {
+    loop {
+        let now = status.borrow_and_update().errors();
+        errors.send_if_modified(|current| {
+            let changed = *current != now;
+            *current = now;
+            changed
+        });
+        if status.changed().await.is_err() {
+            return;
+        }
+    }
 }
 
 #[cfg(test)]

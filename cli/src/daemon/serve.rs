@@ -97,7 +97,7 @@ fn start_session(
     local: &Local<'_>,
 ) -> JoinHandle<()> {
     let executor = local.executor;
-    let (session, mut states) = Session::new(
+    let (mut session, mut states) = Session::new(
         identity.clone(),
         record.advertise.to_string(),
         system::describe(&record.hostname),
@@ -137,13 +137,14 @@ fn start_session(
         ));
         // Tasks have addresses only with a task network: only then can the
         // node's proxy reach them.
-        super::mesh::start(
+        let port_errors = super::mesh::start(
             identity.clone(),
             record.node_id.clone(),
             session.leader(),
             network.subscribe(),
             shutdown.clone(),
         );
+        session.report_port_errors(port_errors);
     }
     let session = tokio::spawn(session.run(shutdown.clone()));
     let dir = dir.clone();

@@ -88,6 +88,7 @@ mod tests {
                 state: NodeState::Ready.into(),
                 message: String::new(),
                 addr: "127.0.0.1:4242".into(),
+                port_errors: vec!["cannot listen on tcp 0.0.0.0:80: Permission denied".into()],
             }),
             ..Default::default()
         };
@@ -98,6 +99,10 @@ mod tests {
         assert_eq!(value["spec"]["availability"], "pause");
         assert_eq!(value["spec"]["labels"], json!({"zone": "eu"}));
         assert_eq!(value["status"]["state"], "ready");
+        assert_eq!(
+            value["status"]["port_errors"],
+            json!(["cannot listen on tcp 0.0.0.0:80: Permission denied"])
+        );
         assert_eq!(value["description"], Value::Null);
     }
 

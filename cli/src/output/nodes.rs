@@ -22,6 +22,8 @@ pub struct NodeRow {
     pub addr: String,
     /// `leader`, `reachable` or `unreachable` for managers; `None` for workers.
     pub manager_status: Option<&'static str>,
+    /// Published ports and VIPs the node's proxy cannot listen on, with why.
+    pub port_errors: Vec<String>,
 }
 
 /// Builds the rows, sorted by hostname. The Node object has no leader flag, so the
@@ -49,6 +51,11 @@ pub fn node_rows(nodes: &[Node], cluster: &ClusterStatus) -> Vec<NodeRow> {
                 availability: names::availability(node.spec.as_ref().map_or(0, |s| s.availability)),
                 addr: node_addr(node),
                 manager_status,
+                port_errors: node
+                    .status
+                    .as_ref()
+                    .map(|s| s.port_errors.clone())
+                    .unwrap_or_default(),
             }
         })
         .collect();
@@ -77,6 +84,8 @@ fn find_manager<'a>(node: &Node, managers: &'a [ManagerInfo]) -> Option<&'a Mana
 }
 
 /// Docker's `node ls` table; `self_id` (the node that answered) is marked with `*`.
+/// A node whose proxy cannot serve some ports says how many in its status
+/// (`node inspect` shows why).
 pub fn nodes_table(rows: &[NodeRow], self_id: &str) -> String {
     let mut table = plain_table(&[
         "ID",
@@ -92,10 +101,16 @@ pub fn nodes_table(rows: &[NodeRow], self_id: &str) -> String {
         } else {
             row.id.clone()
         };
+        let mut status = names::capitalize(row.status);
+        match row.port_errors.len() {
+            0 => {}
+            1 => status.push_str(" (1 port not served)"),
+            n => status.push_str(&format!(" ({n} ports not served)")),
+        }
         table.add_row(vec![
             id,
             row.hostname.clone(),
-            names::capitalize(row.status),
+            status,
             names::capitalize(row.availability),
             row.manager_status
                 .map(names::capitalize)
@@ -130,6 +145,7 @@ mod tests {
                 state: NodeState::Ready.into(),
                 message: String::new(),
                 addr: format!("127.0.0.{raft_id}:4242"),
+                port_errors: Vec::new(),
             }),
             manager_status: (role == NodeRole::Manager).then(|| ManagerStatus {
                 raft_id,
@@ -153,8 +169,11 @@ mod tests {
         let mut drained = node("w1", "worker-1", NodeRole::Worker, 4);
         drained.spec.as_mut().unwrap().availability = NodeAvailability::Drain.into();
         drained.status.as_mut().unwrap().state = NodeState::Down.into();
+        let mut blocked = node("m2", "manager-2", NodeRole::Manager, 2);
+        blocked.status.as_mut().unwrap().port_errors =
+            vec!["cannot listen on tcp 0.0.0.0:8080: Address already in use (os error 98)".into()];
         let nodes = [
-            node("m2", "manager-2", NodeRole::Manager, 2),
+            blocked,
             drained,
             node("m1", "manager-1", NodeRole::Manager, 1),
             node("m3", "manager-3", NodeRole::Manager, 3),
@@ -186,6 +205,7 @@ mod tests {
                 "availability": "active",
                 "addr": "127.0.0.1:4242",
                 "manager_status": "leader",
+                "port_errors": [],
             })
         );
         let statuses: Vec<&Value> = value
@@ -203,6 +223,10 @@ mod tests {
                 &json!("unreachable"),
                 &Value::Null
             ]
+        );
+        assert_eq!(
+            value[1]["port_errors"],
+            json!(["cannot listen on tcp 0.0.0.0:8080: Address already in use (os error 98)"])
         );
         assert_eq!(value[4]["role"], "worker");
         assert_eq!(value[4]["status"], "down");
@@ -241,6 +265,9 @@ mod tests {
             first.contains("Ready") && first.contains("Leader"),
             "{first}"
         );
+        assert!(!first.contains("not served"), "{first}");
+        let blocked = text.lines().find(|l| l.starts_with("m2")).unwrap();
+        assert!(blocked.contains("Ready (1 port not served)"), "{blocked}");
         let worker = text.lines().find(|l| l.starts_with("w1")).unwrap();
         assert!(
             worker.contains("Down") && worker.contains("Drain"),

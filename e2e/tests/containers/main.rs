@@ -763,3 +763,112 @@ fn a_published_port_on_every_node_reaches_every_task() {
         Ok(())
     });
 }
+
+/// A program on a node holding a published port: the node reports the port its
+/// proxy cannot serve, `node ls` and `node inspect` show it, and once the port
+/// is free the proxy binds it and the report clears.
+#[test]
+fn a_port_a_node_cannot_serve_is_reported() {
+    with_cluster("port not served", |cluster| {
+        import_test_image(cluster)?;
+        let node = cluster.node(2);
+        let (name, netns) = (node.name.clone(), node.netns.clone());
+        let testimg = rswarm_e2e::containers::testimg_binary(cluster.binary());
+        let mut blocker = Blocker(
+            std::process::Command::new("ip")
+                .args(["netns", "exec", &netns])
+                .arg(&testimg)
+                .args(["serve", "8500"])
+                .stdout(std::process::Stdio::piped())
+                .spawn()
+                .context("starting the program that holds port 8500")?,
+        );
+        let mut line = String::new();
+        std::io::BufRead::read_line(
+            &mut std::io::BufReader::new(blocker.0.stdout.as_mut().context("no stdout")?),
+            &mut line,
+        )?;
+        ensure!(
+            line.starts_with("listening"),
+            "the blocker did not listen: {line:?}"
+        );
+        create(
+            cluster,
+            "blocked",
+            1,
+            &[
+                "--publish",
+                "8500:8080",
+                "testimg:1",
+                "/bin/testimg",
+                "serve",
+                "8080",
+            ],
+        )?;
+        let errors = |cluster: &Cluster| -> Result<Vec<String>, String> {
+            let inspected = cluster
+                .node(0)
+                .cli_json(&["node", "inspect", &name])
+                .map_err(|e| e.to_string())?;
+            let node = inspected.get(0).unwrap_or(&inspected);
+            Ok(node["status"]["port_errors"]
+                .as_array()
+                .map(|a| {
+                    a.iter()
+                        .filter_map(|e| e.as_str().map(String::from))
+                        .collect()
+                })
+                .unwrap_or_default())
+        };
+        wait_until(CONVERGE, "the node to report port 8500", || {
+            let errors = errors(cluster)?;
+            if errors
+                .iter()
+                .any(|e| e.contains("0.0.0.0:8500") && e.contains("in use"))
+            {
+                Ok(())
+            } else {
+                Err(format!("reported: {errors:?}"))
+            }
+        })?;
+        let table = cluster.node(0).cli_ok(&["node", "ls"])?;
+        ensure!(
+            table
+                .lines()
+                .any(|l| l.contains(&name) && l.contains("Ready (1 port not served)")),
+            "node ls does not show it: {table}"
+        );
+        ensure!(
+            errors(cluster).map_err(anyhow::Error::msg)?.len() == 1,
+            "other nodes' ports?"
+        );
+        for other in [0, 1] {
+            let other = cluster.node(other).name.clone();
+            ensure!(
+                !table
+                    .lines()
+                    .any(|l| l.contains(&other) && l.contains("not served")),
+                "{other} reports a port it serves: {table}"
+            );
+        }
+        drop(blocker);
+        wait_until(CONVERGE, "the report to clear", || match errors(cluster) {
+            Ok(errors) if errors.is_empty() => Ok(()),
+            Ok(errors) => Err(format!("still reported: {errors:?}")),
+            Err(e) => Err(e),
+        })?;
+        let addr = format!("{}:8500", cluster.node(2).addr.ip());
+        wait_reaches(cluster, &addr, &["blocked.1"])?;
+        Ok(())
+    });
+}
+
+/// A process killed (and reaped) when dropped, also when the test fails.
+struct Blocker(std::process::Child);
+
+impl Drop for Blocker {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}

@@ -230,8 +230,11 @@ impl<P: Proposer + 'static, R: RaftView> DispatcherService<P, R> {
                 .filter(|a| !a.is_empty())
                 .unwrap_or(old.addr.clone());
             let description = report.and_then(|r| r.description.clone());
+            // A node that stopped reporting serves nothing: no port errors either.
+            let port_errors = report.map_or_else(Vec::new, |r| r.port_errors.clone());
             let unchanged = old.state == state as i32
                 && old.addr == addr
+                && old.port_errors == port_errors
                 && description
                     .as_ref()
                     .is_none_or(|d| Some(d) == node.description.as_ref());
@@ -266,6 +269,7 @@ impl<P: Proposer + 'static, R: RaftView> DispatcherService<P, R> {
                 state: state as i32,
                 message: message.to_owned(),
                 addr,
+                port_errors,
             });
             if let Some(d) = description {
                 node.description = Some(d);

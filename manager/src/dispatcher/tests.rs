@@ -68,6 +68,7 @@ async fn heartbeat(d: &Dispatcher, id: &str) {
     let report = HeartbeatRequest {
         description: None,
         addr: format!("192.0.2.{}:4242", id.len()),
+        port_errors: Vec::new(),
     };
     d.set_state(id, NodeState::Ready, "", Some(&report))
         .await
@@ -132,4 +133,48 @@ async fn no_pool_or_a_full_pool_gives_no_subnet() {
         .store
         .view(|tx| tx.node("bb").and_then(|n| n.status.clone()).unwrap());
     assert_eq!(state.state, NodeState::Ready as i32);
+}
+
+#[tokio::test]
+async fn port_errors_are_written_when_they_change_and_cleared_when_the_node_goes_down() {
+    let d = dispatcher("", vec![node("n1", "")]);
+    let errors =
+        vec!["cannot listen on tcp 0.0.0.0:8080: Address already in use (os error 98)".to_string()];
+    let report = |port_errors: &[String]| HeartbeatRequest {
+        description: None,
+        addr: "192.0.2.1:4242".into(),
+        port_errors: port_errors.to_vec(),
+    };
+    let read = |d: &Dispatcher| {
+        d.store.view(|tx| {
+            let node = tx.node("n1").unwrap();
+            (
+                node.status.as_ref().unwrap().port_errors.clone(),
+                node.meta.as_ref().map_or(0, |m| m.version),
+            )
+        })
+    };
+    d.set_state("n1", NodeState::Ready, "", Some(&report(&errors)))
+        .await
+        .unwrap();
+    let (stored, version) = read(&d);
+    assert_eq!(stored, errors);
+    // The same report again writes nothing.
+    d.set_state("n1", NodeState::Ready, "", Some(&report(&errors)))
+        .await
+        .unwrap();
+    assert_eq!(read(&d), (errors.clone(), version));
+    // Fixed on the node: cleared.
+    d.set_state("n1", NodeState::Ready, "", Some(&report(&[])))
+        .await
+        .unwrap();
+    assert!(read(&d).0.is_empty());
+    d.set_state("n1", NodeState::Ready, "", Some(&report(&errors)))
+        .await
+        .unwrap();
+    // A node that stopped reporting serves nothing: nothing to report either.
+    d.set_state("n1", NodeState::Down, "heartbeat failure", None)
+        .await
+        .unwrap();
+    assert!(read(&d).0.is_empty());
 }

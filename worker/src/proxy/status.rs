@@ -20,6 +20,18 @@ impl ProxyStatus {
             .iter()
             .find(|listener| listener.bind == bind && listener.protocol == protocol)
     }
+
+    /// Why each listener that does not serve does not, in configuration order
+    /// (each error names its protocol and address).
+    pub fn errors(&self) -> Vec<String> {
+        self.listeners
+            .iter()
+            .filter_map(|listener| match &listener.state {
+                ListenerState::Failed { error } => Some(error.clone()),
+                ListenerState::Listening { .. } => None,
+            })
+            .collect()
+    }
 }
 
 /// One listener's state.

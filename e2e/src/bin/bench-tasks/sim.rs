@@ -146,6 +146,7 @@ pub async fn simulated_worker(index: usize, channel: Channel, counters: Arc<Coun
             arch: "x86_64".into(),
         }),
         addr: format!("10.99.{}.{}:4242", index / 250, index % 250 + 1),
+        port_errors: Vec::new(),
     };
     let mut dispatcher = DispatcherClient::new(channel)
         .max_decoding_message_size(MAX_MESSAGE)

@@ -29,6 +29,13 @@ async fn taken_port_is_reported_with_its_address_and_retried_while_others_serve(
         }
         other => panic!("bound a taken port: {other:?}"),
     }
+    // What the node reports to the managers: the one listener that does not serve.
+    assert_eq!(
+        status.errors(),
+        [format!(
+            "cannot listen on tcp {taken}: Address already in use (os error 98)"
+        )]
+    );
     assert_eq!(greetings(free, 2).await, ["a", "a"]);
 
     // Once the port is free the retry binds it.
@@ -42,6 +49,7 @@ async fn taken_port_is_reported_with_its_address_and_retried_while_others_serve(
         })
         .await;
     assert_eq!(greetings(taken, 1).await, ["a"]);
+    assert!(proxy.wait_status(|_| true).await.errors().is_empty());
     proxy.stop().await;
 }
 
