@@ -1,9 +1,12 @@
 //! Published ports across the cluster: an ingress port is served on every node, so
 //! it may belong to one service only; a host-mode port is bound only where the
 //! service's tasks run, so two services may share one (the scheduler keeps their
-//! tasks apart), but never with an ingress port.
+//! tasks apart), but never with an ingress port. Nor may a service publish the
+//! TCP port a node's rswarm daemon listens on: its proxy could not bind it there.
 
-use rswarm_proto::api::{PortConfig, PortProtocol, PublishMode, Service, ServiceSpec};
+use std::net::SocketAddr;
+
+use rswarm_proto::api::{Node, PortConfig, PortProtocol, PublishMode, Service, ServiceSpec};
 
 use super::ControlError;
 use crate::store::ReadTx;
@@ -43,6 +46,23 @@ pub fn check_conflicts(
         .filter(|s| Some(s.id.as_str()) != own_id)
         .collect();
     for wanted in ports(spec) {
+        if wanted.protocol != PortProtocol::Udp as i32
+            && let Some((node, addr)) = tx.nodes().find_map(|node| {
+                daemon_addrs(node)
+                    .find(|addr| u32::from(addr.port()) == wanted.published_port)
+                    .map(|addr| (node, addr))
+            })
+        {
+            let name = node
+                .description
+                .as_ref()
+                .map_or(node.id.as_str(), |d| d.hostname.as_str());
+            return Err(ControlError::Refused(format!(
+                "port {}/tcp is where the rswarm daemon of node {name} listens ({addr}); \
+                 choose another published port",
+                wanted.published_port
+            )));
+        }
         for other in &others {
             let Some(other_spec) = other.spec.as_ref() else {
                 continue;
@@ -66,4 +86,15 @@ pub fn check_conflicts(
         }
     }
     Ok(())
+}
+
+/// The addresses a node's daemon is known to listen on: the one it reports, and a
+/// manager's Raft and control address.
+fn daemon_addrs(node: &Node) -> impl Iterator<Item = SocketAddr> + '_ {
+    let reported = node.status.as_ref().map(|s| s.addr.as_str());
+    let manager = node.manager_status.as_ref().map(|m| m.addr.as_str());
+    reported
+        .into_iter()
+        .chain(manager)
+        .filter_map(|addr| addr.parse().ok())
 }

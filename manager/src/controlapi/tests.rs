@@ -372,6 +372,18 @@ async fn a_published_port_taken_in_the_cluster_is_refused_and_nothing_is_written
             err.message()
         );
     }
+    // Nor the port a node's daemon listens on (the manager alpha's 4242).
+    for mode in [Ingress, Host] {
+        let err = create(&api, published("api", &[(4242, Tcp, mode)]))
+            .await
+            .unwrap_err();
+        assert_eq!(err.code(), Code::FailedPrecondition);
+        assert_eq!(
+            err.message(),
+            "port 4242/tcp is where the rswarm daemon of node alpha listens (10.0.0.1:4242); \
+             choose another published port"
+        );
+    }
     // Another protocol, or host mode beside host mode, is fine.
     create(&api, published("web-udp", &[(8080, Udp, Ingress)]))
         .await
@@ -379,7 +391,10 @@ async fn a_published_port_taken_in_the_cluster_is_refused_and_nothing_is_written
     create(&api, published("dns-b", &[(53, Udp, Host)]))
         .await
         .unwrap();
-    assert_eq!(store.view(|tx| tx.services().count()), 4);
+    create(&api, published("api-udp", &[(4242, Udp, Ingress)]))
+        .await
+        .unwrap();
+    assert_eq!(store.view(|tx| tx.services().count()), 5);
 }
 
 #[tokio::test]
