@@ -15,14 +15,13 @@ use rswarm_proto::tls::Identity;
 use rswarm_worker::dns::{DnsConfig, DnsServer, Records, upstreams_from_resolv_conf};
 use rswarm_worker::mesh;
 use rswarm_worker::proxy::{Proxy, ProxyConfig, ProxyStatus};
-use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
 
 /// The DNS port on the bridge gateway.
-const DNS_PORT: u16 = 53;
+const DNS_PORT: u16 = rswarm_worker::sockets::DNS_PORT;
 /// How soon a DNS server that could not bind is tried again.
 const DNS_BIND_RETRY: Duration = Duration::from_secs(2);
 /// How soon VIPs that could not be put on the bridge are tried again, when no
@@ -104,7 +103,7 @@ async fn serve_dns_on(
 ) -> std::io::Result<Serving> {
     let addr = SocketAddr::from((gateway, DNS_PORT));
     let udp = rswarm_worker::sockets::bind_udp(addr)?;
-    let tcp = TcpListener::bind(addr).await?;
+    let tcp = rswarm_worker::sockets::bind_tcp(addr)?;
     let stop = shutdown.child_token();
     let task =
         tokio::spawn(DnsServer::new(config.clone()).run(udp, tcp, records.clone(), stop.clone()));

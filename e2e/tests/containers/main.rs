@@ -627,7 +627,9 @@ fn a_published_port_on_every_node_reaches_every_task() {
         // Another service publishes web's target port, as `-p 8080:8080`
         // usually is: its listener (`0.0.0.0:8080`) and web's VIP listener
         // (`VIP:8080`) share the port on every node, and each connection goes
-        // to the service whose address it was made to.
+        // to the service whose address it was made to. It also publishes TCP
+        // port 53, beside the node's DNS server on the bridge gateway's port
+        // 53 (which the name lookups below still use).
         create(
             cluster,
             "api",
@@ -635,6 +637,8 @@ fn a_published_port_on_every_node_reaches_every_task() {
             &[
                 "--publish",
                 "8080:8080",
+                "--publish",
+                "53:8080",
                 "testimg:1",
                 "/bin/testimg",
                 "serve",
@@ -642,7 +646,9 @@ fn a_published_port_on_every_node_reaches_every_task() {
             ],
         )?;
         for node in cluster.nodes() {
-            wait_reaches(cluster, &format!("{}:8080", node.addr.ip()), &["api.1"])?;
+            for port in [8080, 53] {
+                wait_reaches(cluster, &format!("{}:{port}", node.addr.ip()), &["api.1"])?;
+            }
         }
 
         // A task reaches the service by name and through its VIP (the name

@@ -6,7 +6,6 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
@@ -389,7 +388,7 @@ impl Proxy {
         let routes = Arc::new(Routes::default());
         let (task, local) = match spec.protocol {
             Protocol::Tcp => {
-                let listener = TcpListener::bind(spec.bind).await.map_err(bind_error)?;
+                let listener = crate::sockets::bind_tcp(spec.bind).map_err(bind_error)?;
                 let local = listener.local_addr().map_err(bind_error)?;
                 let task = tokio::spawn(tcp::serve(
                     listener,
