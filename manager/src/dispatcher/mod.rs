@@ -300,12 +300,16 @@ impl<P: Proposer + 'static, R: RaftView> DispatcherService<P, R> {
     }
 
     /// Records observed task states: only the node running a task reports it, and
-    /// states only move forward. One batch becomes one Raft entry.
+    /// states only move forward. One batch becomes one Raft entry. A status is
+    /// stamped with the time the leader received it, not the worker's: the
+    /// orchestrator measures monitor periods and restart delays against its own
+    /// clock, which a worker's may be ahead of or behind.
     async fn record_status(
         &self,
         node_id: &str,
         req: UpdateTaskStatusRequest,
     ) -> Result<(), Status> {
+        let received = now_ms();
         update(&self.store, self.proposer.as_ref(), |tx| {
             let mut actions = Vec::new();
             for u in &req.updates {
@@ -317,11 +321,15 @@ impl<P: Proposer + 'static, R: RaftView> DispatcherService<P, R> {
                     continue;
                 }
                 let current = task.status.as_ref().map_or(0, |s| s.state);
-                if status.state < current || task.status.as_ref() == Some(status) {
+                let mut status = status.clone();
+                // A report repeated (after a reconnect, say) is no change.
+                status.timestamp = task.status.as_ref().map_or(0, |s| s.timestamp);
+                if status.state < current || task.status.as_ref() == Some(&status) {
                     continue;
                 }
+                status.timestamp = received;
                 let mut task = task.clone();
-                task.status = Some(status.clone());
+                task.status = Some(status);
                 task.meta.get_or_insert_default().updated_at = now_ms();
                 actions.push(StoreAction::UpdateTask(task));
             }

@@ -1,7 +1,10 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use rswarm_proto::api::{Cluster, HeartbeatRequest, Node, NodeNetwork, NodeState};
+use rswarm_proto::api::{
+    Cluster, HeartbeatRequest, Node, NodeNetwork, NodeState, Task, TaskState, TaskStatus,
+    TaskStatusUpdate, UpdateTaskStatusRequest,
+};
 
 use super::*;
 use crate::controlapi::RaftStatus;
@@ -177,4 +180,61 @@ async fn port_errors_are_written_when_they_change_and_cleared_when_the_node_goes
         .await
         .unwrap();
     assert!(read(&d).0.is_empty());
+}
+
+#[tokio::test]
+async fn task_states_are_stamped_with_the_leaders_clock_and_repeats_write_nothing() {
+    let d = dispatcher("", vec![node("n1", "")]);
+    d.store
+        .apply(
+            2,
+            &[StoreAction::CreateTask(Task {
+                id: "t1".into(),
+                node_id: "n1".into(),
+                desired_state: TaskState::Running as i32,
+                status: Some(TaskStatus {
+                    state: TaskState::Assigned as i32,
+                    ..Default::default()
+                }),
+                ..Default::default()
+            })],
+        )
+        .unwrap();
+    // The worker's clock is an hour behind.
+    let worker_now = now_ms() - 3_600_000;
+    let report = |state: TaskState, timestamp: u64| UpdateTaskStatusRequest {
+        updates: vec![TaskStatusUpdate {
+            task_id: "t1".into(),
+            status: Some(TaskStatus {
+                state: state as i32,
+                timestamp,
+                ..Default::default()
+            }),
+        }],
+    };
+    let read = |d: &Dispatcher| {
+        d.store.view(|tx| {
+            let task = tx.task("t1").unwrap();
+            (
+                task.status.clone().unwrap(),
+                task.meta.as_ref().map_or(0, |m| m.version),
+            )
+        })
+    };
+    let before = now_ms();
+    d.record_status("n1", report(TaskState::Running, worker_now))
+        .await
+        .unwrap();
+    let (status, version) = read(&d);
+    assert_eq!(status.state, TaskState::Running as i32);
+    assert!(
+        (before..=now_ms()).contains(&status.timestamp),
+        "stamped {} (worker said {worker_now})",
+        status.timestamp
+    );
+    // The same state again, with the worker's later time: nothing written.
+    d.record_status("n1", report(TaskState::Running, worker_now + 5_000))
+        .await
+        .unwrap();
+    assert_eq!(read(&d), (status, version));
 }
