@@ -105,18 +105,27 @@ pub fn apply(spec: &mut ServiceSpec, args: &ServiceUpdateArgs) -> anyhow::Result
     }
     if !args.constraint_add.is_empty() || !args.constraint_rm.is_empty() {
         let placement = task.placement.get_or_insert_default();
+        let added = args
+            .constraint_add
+            .iter()
+            .map(|c| Ok(parse_constraint(c)?.to_string()))
+            .collect::<anyhow::Result<Vec<String>>>()?;
+        let mut removed = Vec::new();
         for constraint in &args.constraint_rm {
             let canonical = parse_constraint(constraint)?.to_string();
-            let before = placement.constraints.len();
-            placement.constraints.retain(|c| *c != canonical);
-            if placement.constraints.len() == before {
+            if !placement.constraints.contains(&canonical) {
                 anyhow::bail!(
                     "--constraint-rm {constraint}: service {name} has no such constraint"
                 );
             }
+            removed.push(canonical);
         }
-        for constraint in &args.constraint_add {
-            let canonical = parse_constraint(constraint)?.to_string();
+        // One removed and added again keeps its place: the list, and so the
+        // tasks, stay as they are.
+        placement
+            .constraints
+            .retain(|c| !removed.contains(c) || added.contains(c));
+        for canonical in added {
             if !placement.constraints.contains(&canonical) {
                 placement.constraints.push(canonical);
             }

@@ -353,3 +353,37 @@ async fn follows_the_rolling_update_until_every_task_runs_the_new_spec() {
          verify: Service converged\n"
     );
 }
+
+#[test]
+fn a_constraint_removed_and_added_again_keeps_its_place() {
+    let mut spec = web();
+    spec.task.as_mut().unwrap().placement = Some(rswarm_proto::api::Placement {
+        constraints: strings(&["node.role==worker", "node.labels.zone==eu"]),
+        ..Default::default()
+    });
+    let unchanged = spec.clone();
+    let args = ServiceUpdateArgs {
+        constraint_rm: strings(&["node.role == worker"]),
+        constraint_add: strings(&["node.role==worker"]),
+        ..given("web")
+    };
+    apply(&mut spec, &args).unwrap();
+    assert_eq!(spec, unchanged, "the same constraints in the same order");
+    // Removed with another one added: the rest keep their order, the new one last.
+    let args = ServiceUpdateArgs {
+        constraint_rm: strings(&["node.role==worker"]),
+        constraint_add: strings(&["node.labels.disk==ssd"]),
+        ..given("web")
+    };
+    apply(&mut spec, &args).unwrap();
+    assert_eq!(
+        spec.task
+            .as_ref()
+            .unwrap()
+            .placement
+            .as_ref()
+            .unwrap()
+            .constraints,
+        ["node.labels.zone==eu", "node.labels.disk==ssd"]
+    );
+}
