@@ -86,13 +86,19 @@ pub fn apply(spec: &mut ServiceSpec, args: &ServiceUpdateArgs) -> anyhow::Result
         }
         container.image = image.trim().to_string();
     }
+    let added_keys = args
+        .env_add
+        .iter()
+        .map(|entry| Ok(parse_env(entry)?.0))
+        .collect::<anyhow::Result<Vec<_>>>()?;
+    let key_of = |entry: &str| entry.split_once('=').map_or(entry, |(k, _)| k).to_string();
     for key in &args.env_rm {
-        let before = container.env.len();
-        container
-            .env
-            .retain(|entry| entry.split_once('=').map_or(entry.as_str(), |(k, _)| k) != key);
-        if container.env.len() == before {
+        if !container.env.iter().any(|entry| key_of(entry) == *key) {
             anyhow::bail!("--env-rm {key}: service {name} has no environment variable {key:?}");
+        }
+        // Removed and added again: `--env-add` replaces it where it is.
+        if !added_keys.iter().any(|k| k == key) {
+            container.env.retain(|entry| key_of(entry) != *key);
         }
     }
     for entry in &args.env_add {
@@ -146,18 +152,25 @@ pub fn apply(spec: &mut ServiceSpec, args: &ServiceUpdateArgs) -> anyhow::Result
     }
     if !args.publish_rm.is_empty() || !args.publish_add.is_empty() || args.lb.is_some() {
         let endpoint = spec.endpoint.get_or_insert_default();
+        let added = args
+            .publish_add
+            .iter()
+            .map(|port| parse_publish(port))
+            .collect::<Result<Vec<_>, _>>()?;
         for port in &args.publish_rm {
             let (published, protocol) = parse_published(port)?;
-            let before = endpoint.ports.len();
-            endpoint
-                .ports
-                .retain(|p| !(p.published_port == published && p.protocol == protocol as i32));
-            if endpoint.ports.len() == before {
+            let is = |p: &rswarm_proto::api::PortConfig| {
+                p.published_port == published && p.protocol == protocol as i32
+            };
+            if !endpoint.ports.iter().any(is) {
                 anyhow::bail!("--publish-rm {port}: service {name} does not publish that port");
             }
+            // Removed and added again: `--publish-add` replaces it where it is.
+            if !added.iter().any(is) {
+                endpoint.ports.retain(|p| !is(p));
+            }
         }
-        for port in &args.publish_add {
-            let port = parse_publish(port)?;
+        for port in added {
             // In place, so that the same port again changes nothing.
             match endpoint
                 .ports

@@ -387,3 +387,40 @@ fn a_constraint_removed_and_added_again_keeps_its_place() {
         ["node.labels.zone==eu", "node.labels.disk==ssd"]
     );
 }
+
+#[test]
+fn a_variable_or_port_removed_and_added_again_keeps_its_place() {
+    let mut spec = web();
+    spec.endpoint
+        .as_mut()
+        .unwrap()
+        .ports
+        .push(parse_publish("9090:90").unwrap());
+    let args = ServiceUpdateArgs {
+        env_rm: strings(&["A"]),
+        env_add: strings(&["A=5"]),
+        publish_rm: strings(&["8080"]),
+        publish_add: strings(&["8080:81"]),
+        ..given("web")
+    };
+    apply(&mut spec, &args).unwrap();
+    let container = spec.task.as_ref().unwrap().container.as_ref().unwrap();
+    assert_eq!(container.env, ["A=5", "B=2"]);
+    let ports: Vec<(u32, u32)> = spec
+        .endpoint
+        .as_ref()
+        .unwrap()
+        .ports
+        .iter()
+        .map(|p| (p.published_port, p.target_port))
+        .collect();
+    assert_eq!(ports, [(8080, 81), (9090, 90)]);
+    // Still refused when there is nothing to remove.
+    let args = ServiceUpdateArgs {
+        env_rm: strings(&["Z"]),
+        env_add: strings(&["Z=1"]),
+        ..given("web")
+    };
+    let err = apply(&mut spec, &args).unwrap_err().to_string();
+    assert!(err.contains("--env-rm Z"), "{err}");
+}
