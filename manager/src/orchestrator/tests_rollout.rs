@@ -343,20 +343,22 @@ fn a_forced_update_replaces_tasks_with_no_other_change() {
     assert_eq!(updates(&sim.step(200)), [(before, SHUTDOWN)].into());
 }
 
-#[test]
-fn a_global_service_is_rolled_out_node_by_node() {
-    let mut service = global(any_policy(), &[]);
-    service.spec.as_mut().unwrap().update_config = Some(UpdateConfig {
-        parallelism: 1,
-        delay_ms: 0,
-        monitor_ms: 0,
-    });
+/// A global service on n1 and n2, updated one at a time with no monitor period,
+/// its tasks running since 150.
+fn running_global() -> (Service, Sim) {
+    let service = with_update(global(any_policy(), &[]), 1, 0, 0);
     let mut sim = Sim::new(service.clone(), vec![ready("n1"), ready("n2")]);
     sim.step(100);
     for node in ["n1", "n2"] {
         let id = sim.live(0, node).id.clone();
         sim.report(&id, TaskState::Running, 150, 0);
     }
+    (service, sim)
+}
+
+#[test]
+fn a_global_service_is_rolled_out_node_by_node() {
+    let (service, mut sim) = running_global();
     sim.service = with_image(service, "nginx:2");
     let first = sim.step(200);
     assert_eq!(first.create.len(), 1);
@@ -372,18 +374,7 @@ fn a_global_service_is_rolled_out_node_by_node() {
 
 #[test]
 fn a_global_update_leaves_a_paused_node_its_task_until_it_is_active() {
-    let mut service = global(any_policy(), &[]);
-    service.spec.as_mut().unwrap().update_config = Some(UpdateConfig {
-        parallelism: 1,
-        delay_ms: 0,
-        monitor_ms: 0,
-    });
-    let mut sim = Sim::new(service.clone(), vec![ready("n1"), ready("n2")]);
-    sim.step(100);
-    for node in ["n1", "n2"] {
-        let id = sim.live(0, node).id.clone();
-        sim.report(&id, TaskState::Running, 150, 0);
-    }
+    let (service, mut sim) = running_global();
     sim.set_node("n2", NodeState::Ready, NodeAvailability::Pause);
     sim.service = with_image(service, "nginx:2");
     let first = sim.step(200);

@@ -1,5 +1,5 @@
 use super::*;
-use rswarm_proto::api::{Meta, TaskStatus};
+use rswarm_proto::api::{ContainerSpec, Meta, TaskSpec, TaskStatus};
 
 /// A task of slot `slot` on `node`, created at `created`, desired running unless it
 /// ended, reporting `state` with `err`.
@@ -26,6 +26,31 @@ fn task(id: &str, slot: u64, node: &str, created: u64, state: TaskState, err: &s
             timestamp: created,
             err: err.into(),
             ..Default::default()
+        }),
+        ..Default::default()
+    }
+}
+
+/// A task spec running `image`.
+pub(super) fn image_spec(image: &str) -> TaskSpec {
+    TaskSpec {
+        container: Some(ContainerSpec {
+            image: image.into(),
+            ..Default::default()
+        }),
+        ..Default::default()
+    }
+}
+
+/// A service spec updated to `image`, one task at a time, each watched for
+/// `monitor_ms`.
+pub(super) fn update_to(image: &str, monitor_ms: u64) -> ServiceSpec {
+    ServiceSpec {
+        task: Some(image_spec(image)),
+        update_config: Some(rswarm_proto::api::UpdateConfig {
+            parallelism: 1,
+            delay_ms: 0,
+            monitor_ms,
         }),
         ..Default::default()
     }
@@ -258,27 +283,11 @@ fn a_slot_its_restart_policy_finished_with_shows_its_last_task() {
 
 #[test]
 fn an_update_converges_when_every_slot_runs_a_task_of_the_new_spec() {
-    use rswarm_proto::api::{ContainerSpec, ServiceSpec, TaskSpec};
-    let spec_of = |image: &str| TaskSpec {
-        container: Some(ContainerSpec {
-            image: image.into(),
-            ..Default::default()
-        }),
-        ..Default::default()
-    };
     let on = |mut t: Task, image: &str| {
-        t.spec = Some(spec_of(image));
+        t.spec = Some(image_spec(image));
         t
     };
-    let spec = ServiceSpec {
-        task: Some(spec_of("web:2")),
-        update_config: Some(rswarm_proto::api::UpdateConfig {
-            parallelism: 1,
-            delay_ms: 0,
-            monitor_ms: 1_000,
-        }),
-        ..Default::default()
-    };
+    let spec = update_to("web:2", 1_000);
     // The running tasks below reported at 10.
     let held = BTreeMap::new();
     let target = Target {
@@ -344,28 +353,12 @@ fn an_update_converges_when_every_slot_runs_a_task_of_the_new_spec() {
 
 #[test]
 fn a_global_update_does_not_wait_for_nodes_the_managers_do_not_update() {
-    use rswarm_proto::api::{ContainerSpec, ServiceSpec, TaskSpec};
-    let spec_of = |image: &str| TaskSpec {
-        container: Some(ContainerSpec {
-            image: image.into(),
-            ..Default::default()
-        }),
-        ..Default::default()
-    };
     let on = |id: &str, node: &str, image: &str| {
         let mut t = task(id, 0, node, 1, TaskState::Running, "");
-        t.spec = Some(spec_of(image));
+        t.spec = Some(image_spec(image));
         t
     };
-    let spec = ServiceSpec {
-        task: Some(spec_of("web:2")),
-        update_config: Some(rswarm_proto::api::UpdateConfig {
-            parallelism: 1,
-            delay_ms: 0,
-            monitor_ms: 0,
-        }),
-        ..Default::default()
-    };
+    let spec = update_to("web:2", 0);
     // n1 updated; n2 paused and n3 disconnected still run the previous spec.
     let tasks = vec![
         on("a", "n1", "web:2"),

@@ -7,7 +7,7 @@ use std::time::Duration;
 use tokio::net::TcpStream;
 
 use super::support::{Client, EchoBackend, Running, free_tcp_addr, greetings, tcp_spec, within};
-use crate::proxy::{ListenerState, Protocol, ProxyConfig};
+use crate::proxy::{Protocol, ProxyConfig};
 
 #[tokio::test]
 async fn updates_add_and_remove_listeners_and_backends_without_breaking_a_live_connection() {
@@ -32,13 +32,7 @@ async fn updates_add_and_remove_listeners_and_backends_without_breaking_a_live_c
             ],
         })
         .await;
-    assert!(
-        status
-            .listeners
-            .iter()
-            .all(|l| matches!(l.state, ListenerState::Listening { .. })),
-        "{status:?}"
-    );
+    assert!(status.errors().is_empty(), "{status:?}");
     live.echo("after first update").await;
     let mut names = greetings(first, 4).await;
     names.sort();

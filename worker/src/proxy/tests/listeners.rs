@@ -5,7 +5,7 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use super::support::{Client, EchoBackend, Running, free_tcp_addr, greetings, tcp_spec};
-use crate::proxy::{ListenerState, Protocol, ProxyConfig};
+use crate::proxy::{ListenerState, Protocol, ProxyConfig, ProxyStatus};
 
 #[tokio::test]
 async fn taken_port_is_reported_with_its_address_and_retried_while_others_serve() {
@@ -41,12 +41,7 @@ async fn taken_port_is_reported_with_its_address_and_retried_while_others_serve(
     // Once the port is free the retry binds it.
     drop(blocker);
     proxy
-        .wait_status(|status| {
-            matches!(
-                status.listener(taken, Protocol::Tcp).map(|l| &l.state),
-                Some(ListenerState::Listening { .. })
-            )
-        })
+        .wait_status(|status| tcp_listening(status, taken))
         .await;
     assert_eq!(greetings(taken, 1).await, ["a"]);
     assert!(proxy.wait_status(|_| true).await.errors().is_empty());
@@ -121,10 +116,7 @@ async fn a_wildcard_and_a_specific_listener_share_a_port() {
         let status = proxy.wait_status(|status| status.generation >= 1).await;
         for bind in order {
             assert!(
-                matches!(
-                    status.listener(bind, Protocol::Tcp).map(|l| &l.state),
-                    Some(ListenerState::Listening { .. })
-                ),
+                tcp_listening(&status, bind),
                 "{bind} (order {order:?}): {status:?}"
             );
         }
@@ -169,13 +161,7 @@ async fn a_wildcard_listener_added_and_removed_beside_a_specific_one() {
     assert_eq!(open.backend, "vip");
 
     let status = proxy.apply(both.clone()).await;
-    assert!(
-        status
-            .listeners
-            .iter()
-            .all(|l| matches!(l.state, ListenerState::Listening { .. })),
-        "{status:?}"
-    );
+    assert!(status.errors().is_empty(), "{status:?}");
     assert_eq!(greetings(specific, 2).await, ["vip", "vip"]);
     assert_eq!(
         greetings(SocketAddr::from(([127, 0, 0, 1], port)), 1).await,
@@ -207,12 +193,7 @@ async fn a_wildcard_listener_added_and_removed_beside_a_specific_one() {
     // Once that program is gone, the retry binds the wildcard and serves both.
     drop(blocker);
     proxy
-        .wait_status(|status| {
-            matches!(
-                status.listener(wildcard, Protocol::Tcp).map(|l| &l.state),
-                Some(ListenerState::Listening { .. })
-            )
-        })
+        .wait_status(|status| tcp_listening(status, wildcard))
         .await;
     assert_eq!(greetings(specific, 1).await, ["vip"]);
     assert_eq!(
@@ -221,4 +202,12 @@ async fn a_wildcard_listener_added_and_removed_beside_a_specific_one() {
     );
     open.echo("to the end").await;
     proxy.stop().await;
+}
+
+/// Whether the TCP listener on `bind` serves.
+fn tcp_listening(status: &ProxyStatus, bind: SocketAddr) -> bool {
+    matches!(
+        status.listener(bind, Protocol::Tcp).map(|l| &l.state),
+        Some(ListenerState::Listening { .. })
+    )
 }

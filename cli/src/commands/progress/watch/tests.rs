@@ -240,20 +240,19 @@ async fn global_waits_for_tasks_while_nodes_are_eligible() {
 
 #[tokio::test]
 async fn a_global_update_leaves_paused_and_unready_nodes_to_later() {
-    use rswarm_proto::api::{
-        ContainerSpec, NodeAvailability, NodeState, ServiceSpec, TaskSpec, UpdateConfig,
-    };
-    let spec_of = |image: &str| TaskSpec {
-        container: Some(ContainerSpec {
-            image: image.into(),
-            ..Default::default()
-        }),
-        ..Default::default()
-    };
+    use crate::commands::progress::tests::{image_spec, update_to};
+    use rswarm_proto::api::{NodeAvailability, NodeState};
     let on = |id: &str, node: &str, image: &str| {
         let mut t = task(id, 0, node, 1, TaskState::Running, "");
-        t.spec = Some(spec_of(image));
+        t.spec = Some(image_spec(image));
         t
+    };
+    let tasks = || {
+        vec![
+            on("a", "node-1", "web:2"),
+            on("b", "node-2", "web:1"),
+            on("c", "node-3", "web:1"),
+        ]
     };
     let (fake, ctx, _dir) = start(Format::Table);
     {
@@ -262,23 +261,10 @@ async fn a_global_update_leaves_paused_and_unready_nodes_to_later() {
         // tasks stay, and the managers do not replace them).
         state.nodes[1].spec.as_mut().unwrap().availability = NodeAvailability::Pause.into();
         state.nodes[2].status.as_mut().unwrap().state = NodeState::Disconnected.into();
-        state.task_script = [vec![
-            on("a", "node-1", "web:2"),
-            on("b", "node-2", "web:1"),
-            on("c", "node-3", "web:1"),
-        ]]
-        .into();
+        state.task_script = [tasks()].into();
     }
     let w = Watch {
-        target: Some(ServiceSpec {
-            task: Some(spec_of("web:2")),
-            update_config: Some(UpdateConfig {
-                parallelism: 1,
-                delay_ms: 0,
-                monitor_ms: 0,
-            }),
-            ..Default::default()
-        }),
+        target: Some(update_to("web:2", 0)),
         ..global(&[])
     };
     let (out, result) = run(&ctx, &w).await;
@@ -297,12 +283,7 @@ async fn a_global_update_leaves_paused_and_unready_nodes_to_later() {
     {
         let mut state = fake.lock();
         state.nodes[1].spec.as_mut().unwrap().availability = NodeAvailability::Active.into();
-        state.task_script = [vec![
-            on("a", "node-1", "web:2"),
-            on("b", "node-2", "web:1"),
-            on("c", "node-3", "web:1"),
-        ]]
-        .into();
+        state.task_script = [tasks()].into();
     }
     let w = Watch {
         timeout: Duration::from_millis(50),
