@@ -217,9 +217,16 @@ impl Proxy {
                 };
                 warn!(listener = %key, "{err}");
                 Err(err.to_string())
-            } else if let Some(by) = served(spec).filter(|by| running.contains_key(by)) {
+            } else if let Some((by, routes)) = served(spec).and_then(|by| {
+                running
+                    .get(&by)
+                    .and_then(|wildcard| match &wildcard.socket {
+                        Socket::Own { routes, .. } => Some((by, routes.clone())),
+                        Socket::Served { .. } => None,
+                    })
+            }) {
                 Ok(self
-                    .serve_by(spec, by, running, &mut detached, shutdown)
+                    .serve_by(spec, by, routes, running, &mut detached, shutdown)
                     .await)
             } else {
                 self.ensure_own(spec, running, &mut detached, shutdown)
@@ -253,7 +260,10 @@ impl Proxy {
             .map(|(spec, state)| ListenerStatus {
                 bind: spec.bind,
                 protocol: spec.protocol,
-                state: state.expect("every listener was given a state"),
+                // Both passes together visit every listener once.
+                state: state.unwrap_or_else(|| ListenerState::Failed {
+                    error: "internal error: listener not applied".into(),
+                }),
             })
             .collect();
         self.status.send_if_modified(|status| {
@@ -318,11 +328,13 @@ impl Proxy {
         Ok(local)
     }
 
-    /// Makes `spec` a listener served by the socket of wildcard listener `by`.
+    /// Makes `spec` a listener served by the socket of wildcard listener `by`,
+    /// through its `routes`.
     async fn serve_by(
         &self,
         spec: &ListenerSpec,
         by: ListenerKey,
+        routes: Arc<Routes>,
         running: &mut HashMap<ListenerKey, Running>,
         detached: &mut HashMap<ListenerKey, Arc<ListenerShared>>,
         shutdown: &CancellationToken,
@@ -344,12 +356,6 @@ impl Proxy {
                 shared
             }
             None => Arc::new(ListenerShared::new(spec, shutdown)),
-        };
-        let routes = match &running.get(&by).map(|l| &l.socket) {
-            Some(Socket::Own { routes, .. }) => routes.clone(),
-            // `by` runs (the caller checked) with a socket of its own, being a
-            // wildcard listener.
-            _ => unreachable!("a wildcard listener always has its own socket"),
         };
         routes.insert(spec.bind.ip(), shared.clone());
         info!(listener = %key, wildcard = %by, backends = spec.backends.len(), "served by the wildcard listener on its port");
