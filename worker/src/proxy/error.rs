@@ -20,6 +20,17 @@ pub enum ProxyError {
         /// The operating system's reason.
         source: io::Error,
     },
+    /// A wildcard listener's port is held by another program on some address of
+    /// this host (the proxy's own listeners on that port keep serving).
+    #[error("cannot listen on {protocol} {addr}: another program listens on {}", list(.holders))]
+    PortHeld {
+        /// The listener's protocol.
+        protocol: Protocol,
+        /// The address that could not be bound.
+        addr: SocketAddr,
+        /// Where the other program listens.
+        holders: Vec<SocketAddr>,
+    },
     /// The configuration names the same address and protocol twice.
     #[error("{protocol} {addr} is configured more than once; only the first one is served")]
     DuplicateListener {
@@ -36,4 +47,12 @@ pub enum ProxyError {
         /// How many backends were tried.
         tried: usize,
     },
+}
+
+fn list(addrs: &[SocketAddr]) -> String {
+    addrs
+        .iter()
+        .map(ToString::to_string)
+        .collect::<Vec<_>>()
+        .join(", ")
 }

@@ -23,6 +23,7 @@
 //! - `backend`: one backend's counters, pause and drain.
 //! - `tcp`, `udp`: the relaying; `buffers`: relay buffers reused across connections.
 //! - `header`: PROXY protocol encoding.
+//! - `holders`: who else listens on a TCP port (`/proc/net/tcp`).
 //! - [`connector`]: the connect seam ([`Connector`]), for tests that need a
 //!   connect to hang.
 
@@ -34,6 +35,7 @@ mod backend;
 mod buffers;
 mod error;
 mod header;
+mod holders;
 mod pool;
 mod routes;
 mod runner;

@@ -14,6 +14,7 @@ use tracing::{debug, error, info, warn};
 use super::config::{ListenerKey, ListenerSpec, Protocol, ProxyConfig, ProxyProtocol};
 use super::connector::{Connector, TcpConnector};
 use super::error::ProxyError;
+use super::holders;
 use super::pool::ListenerShared;
 use super::routes::{self, Routes};
 use super::status::{ListenerState, ListenerStatus, ProxyStatus};
@@ -310,7 +311,21 @@ impl Proxy {
             .map(|(k, _)| *k)
             .collect();
         let listener = match first {
-            Err(err) if routes::is_wildcard(key) && !under.is_empty() => {
+            Err(err) if routes::is_wildcard(key) && !under.is_empty() && in_use(&err) => {
+                // Only worth closing them if nothing else holds the port.
+                let ours: Vec<SocketAddr> = running.values().map(|l| l.local).collect();
+                let others: Vec<SocketAddr> = holders::tcp_listeners_on(key.bind.port())
+                    .unwrap_or_default()
+                    .into_iter()
+                    .filter(|addr| !ours.contains(addr))
+                    .collect();
+                if !others.is_empty() {
+                    return Err(ProxyError::PortHeld {
+                        protocol: key.protocol,
+                        addr: key.bind,
+                        holders: others,
+                    });
+                }
                 for specific in under {
                     if let Some(listener) = running.remove(&specific) {
                         debug!(listener = %specific, wildcard = %key, "closing the socket of a listener the wildcard one will serve");
@@ -422,4 +437,9 @@ impl Proxy {
             socket: Socket::Own { stop, task, routes },
         })
     }
+}
+
+/// Whether a bind failed because the address is in use.
+fn in_use(err: &ProxyError) -> bool {
+    matches!(err, ProxyError::Bind { source, .. } if source.kind() == std::io::ErrorKind::AddrInUse)
 }

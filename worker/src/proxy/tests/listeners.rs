@@ -181,11 +181,16 @@ async fn a_wildcard_listener_added_and_removed_beside_a_specific_one() {
     );
 
     // Another program on 127.0.0.8 of the port: the wildcard cannot bind, with
-    // or without the specific listener's socket; that one keeps serving.
-    let blocker = std::net::TcpListener::bind(SocketAddr::from(([127, 0, 0, 8], port))).unwrap();
+    // or without the specific listener's socket, which is left alone and keeps
+    // serving; the error names where the other program listens.
+    let held = SocketAddr::from(([127, 0, 0, 8], port));
+    let blocker = std::net::TcpListener::bind(held).unwrap();
     let status = proxy.apply(both.clone()).await;
     match &status.listener(wildcard, Protocol::Tcp).unwrap().state {
-        ListenerState::Failed { error } => assert!(error.contains("in use"), "{error}"),
+        ListenerState::Failed { error } => assert_eq!(
+            *error,
+            format!("cannot listen on tcp {wildcard}: another program listens on {held}")
+        ),
         other => panic!("wildcard bound under another program's socket: {other:?}"),
     }
     assert_eq!(proxy.local(specific, Protocol::Tcp), specific);
