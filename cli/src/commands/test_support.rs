@@ -39,6 +39,9 @@ pub struct FakeState {
     pub task_queries: Vec<ListTasksRequest>,
     /// Every request that changes something, in order, as debug strings.
     pub calls: Vec<String>,
+    /// How many ListNodes calls to answer `Unavailable` (as during a leader
+    /// change) before answering again.
+    pub list_nodes_unavailable: usize,
 }
 
 impl FakeState {
@@ -137,6 +140,7 @@ impl Default for FakeControl {
             task_script: VecDeque::new(),
             task_queries: Vec::new(),
             calls: Vec::new(),
+            list_nodes_unavailable: 0,
         };
         Self {
             state: Arc::new(Mutex::new(state)),
@@ -282,8 +286,14 @@ impl Control for FakeControl {
         &self,
         _: Request<ListNodesRequest>,
     ) -> Result<Response<ListNodesResponse>, Status> {
-        let nodes = self.lock().nodes.clone();
-        Ok(Response::new(ListNodesResponse { nodes }))
+        let mut state = self.lock();
+        if state.list_nodes_unavailable > 0 {
+            state.list_nodes_unavailable -= 1;
+            return Err(Status::unavailable("no leader yet"));
+        }
+        Ok(Response::new(ListNodesResponse {
+            nodes: state.nodes.clone(),
+        }))
     }
 
     async fn get_node(&self, request: Request<GetNodeRequest>) -> Result<Response<Node>, Status> {

@@ -55,13 +55,17 @@ pub async fn watch(
     let mut last: Option<Assessment> = None;
     tokio::pin!(stop);
     loop {
-        match list_tasks(control, &watch.service_id).await {
-            Ok(tasks) => {
-                let nodes = if watch.expect == Expect::Global {
-                    Some(global_nodes(control, &watch.constraints).await?)
-                } else {
-                    None
-                };
+        let looked = match list_tasks(control, &watch.service_id).await {
+            Ok(tasks) if watch.expect == Expect::Global => {
+                global_nodes(control, &watch.constraints)
+                    .await
+                    .map(|nodes| (tasks, Some(nodes)))
+            }
+            Ok(tasks) => Ok((tasks, None)),
+            Err(status) => Err(status),
+        };
+        match looked {
+            Ok((tasks, nodes)) => {
                 let has_live = tasks.iter().any(super::is_live);
                 let eligible = nodes.as_ref().filter(|_| !has_live).map(|n| n.eligible);
                 let held = nodes.map(|n| n.held).unwrap_or_default();
@@ -154,15 +158,15 @@ struct GlobalNodes {
 async fn global_nodes(
     control: &mut ControlClient<Channel>,
     constraints: &[String],
-) -> anyhow::Result<GlobalNodes> {
+) -> Result<GlobalNodes, tonic::Status> {
     let constraints = constraints
         .iter()
         .map(|c| parse_constraint(c))
-        .collect::<Result<Vec<_>, _>>()?;
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|err| tonic::Status::invalid_argument(err.to_string()))?;
     let nodes = control
         .list_nodes(ListNodesRequest {})
-        .await
-        .map_err(rpc_error)?
+        .await?
         .into_inner()
         .nodes;
     let mut view = GlobalNodes {
