@@ -86,16 +86,7 @@ impl Running {
     /// The listener was removed from the configuration: it stops taking
     /// connections and every backend drains.
     async fn remove(self) {
-        let shared = match self.socket {
-            Socket::Own { stop, task, .. } => {
-                stop.cancel();
-                self.shared.drain_all();
-                let _ = task.await;
-                self.shared
-            }
-            Socket::Served { .. } => self.close().await,
-        };
-        shared.drain_all();
+        self.close().await.drain_all();
     }
 }
 
