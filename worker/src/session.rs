@@ -17,6 +17,8 @@ use tokio_util::sync::CancellationToken;
 use tonic::transport::Channel;
 use tracing::{debug, info, warn};
 
+use crate::proxy::ProxyStatus;
+
 /// Metadata key a follower uses to name the leader (kept in step with the dispatcher).
 const LEADER_METADATA: &str = "rswarm-leader";
 /// Pause before trying another manager after a failure.
@@ -56,8 +58,9 @@ pub struct Session {
     /// The manager that answered the last heartbeat (the leader), or None while
     /// no manager answers.
     leader: watch::Sender<Option<String>>,
-    /// The node's proxy listeners that cannot listen, sent with each heartbeat.
-    port_errors: Option<watch::Receiver<Vec<String>>>,
+    /// The node's proxy, whose listeners that cannot listen are sent with each
+    /// heartbeat.
+    proxy: Option<watch::Receiver<ProxyStatus>>,
 }
 
 impl Session {
@@ -78,16 +81,16 @@ impl Session {
                 managers,
                 state,
                 leader,
-                port_errors: None,
+                proxy: None,
             },
             rx,
         )
     }
 
-    /// Reports `errors` (the node's proxy listeners that cannot listen, each
-    /// with why) to the managers with every heartbeat.
-    pub fn report_port_errors(&mut self, errors: watch::Receiver<Vec<String>>) {
-        self.port_errors = Some(errors);
+    /// Reports the listeners of the node's proxy (its `status`) that cannot
+    /// listen, each with why, to the managers with every heartbeat.
+    pub fn report_port_errors(&mut self, status: watch::Receiver<ProxyStatus>) {
+        self.proxy = Some(status);
     }
 
     /// Follows the leader this session talks to.
@@ -152,9 +155,9 @@ impl Session {
                 description: Some(self.description.clone()),
                 addr: self.addr.clone(),
                 port_errors: self
-                    .port_errors
+                    .proxy
                     .as_ref()
-                    .map(|errors| errors.borrow().clone())
+                    .map(|status| status.borrow().errors())
                     .unwrap_or_default(),
             };
             let mut client = DispatcherClient::new(channel);

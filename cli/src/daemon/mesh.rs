@@ -156,15 +156,15 @@ async fn serve_dns(
 }
 
 /// Follows the leader's endpoint table and serves it with the node's proxy and
-/// DNS server until `shutdown`. Returns the proxy's listeners that cannot
-/// listen (each error names its address), for the heartbeat to report.
+/// DNS server until `shutdown`. Returns the proxy's status, whose listeners
+/// that cannot listen the heartbeat reports.
 pub fn start(
     identity: Identity,
     node_id: String,
     leader: watch::Receiver<Option<String>>,
     mut network: watch::Receiver<Option<Arc<TaskNetwork>>>,
     shutdown: CancellationToken,
-) -> watch::Receiver<Vec<String>> {
+) -> watch::Receiver<ProxyStatus> {
     let (tables, mut table_rx) = watch::channel(None);
     tokio::spawn(rswarm_worker::endpoints::follow(
         identity,
@@ -174,8 +174,7 @@ pub fn start(
     ));
     let (config_tx, config_rx) = watch::channel(ProxyConfig::default());
     let proxy = Proxy::new();
-    let (errors_tx, errors_rx) = watch::channel(Vec::new());
-    tokio::spawn(follow_port_errors(proxy.status(), errors_tx));
+    let status = proxy.status();
     if let Err(err) = proxy.spawn_thread(config_rx, shutdown.clone()) {
         warn!(%err, "cannot start the proxy thread: published ports and VIPs are not served");
     }
@@ -229,26 +228,7 @@ pub fn start(
             });
         }
     });
-    errors_rx
-}
-
-/// Keeps `errors` at the proxy's listeners that do not serve, until the proxy
-/// is gone.
-async fn follow_port_errors(
-    mut status: watch::Receiver<ProxyStatus>,
-    errors: watch::Sender<Vec<String>>,
-) {
-    loop {
-        let now = status.borrow_and_update().errors();
-        errors.send_if_modified(|current| {
-            let changed = *current != now;
-            *current = now;
-            changed
-        });
-        if status.changed().await.is_err() {
-            return;
-        }
-    }
+    status
 }
 
 #[cfg(test)]

@@ -137,14 +137,14 @@ fn start_session(
         ));
         // Tasks have addresses only with a task network: only then can the
         // node's proxy reach them.
-        let port_errors = super::mesh::start(
+        let proxy = super::mesh::start(
             identity.clone(),
             record.node_id.clone(),
             session.leader(),
             network.subscribe(),
             shutdown.clone(),
         );
-        session.report_port_errors(port_errors);
+        session.report_port_errors(proxy);
     }
     let session = tokio::spawn(session.run(shutdown.clone()));
     let dir = dir.clone();
