@@ -86,25 +86,26 @@ pub fn apply(spec: &mut ServiceSpec, args: &ServiceUpdateArgs) -> anyhow::Result
         }
         container.image = image.trim().to_string();
     }
-    let added_keys = args
+    // (key, KEY=VALUE) for each variable added.
+    let added = args
         .env_add
         .iter()
-        .map(|entry| Ok(parse_env(entry)?.0))
+        .map(|entry| Ok((parse_env(entry)?.0, entry)))
         .collect::<anyhow::Result<Vec<_>>>()?;
-    let key_of = |entry: &str| entry.split_once('=').map_or(entry, |(k, _)| k).to_string();
+    fn key_of(entry: &str) -> &str {
+        entry.split_once('=').map_or(entry, |(k, _)| k)
+    }
     for key in &args.env_rm {
-        if !container.env.iter().any(|entry| key_of(entry) == *key) {
+        if !container.env.iter().any(|entry| key_of(entry) == key) {
             anyhow::bail!("--env-rm {key}: service {name} has no environment variable {key:?}");
         }
         // Removed and added again: `--env-add` replaces it where it is.
-        if !added_keys.iter().any(|k| k == key) {
-            container.env.retain(|entry| key_of(entry) != *key);
+        if !added.iter().any(|(k, _)| k == key) {
+            container.env.retain(|entry| key_of(entry) != key);
         }
     }
-    for entry in &args.env_add {
-        let (key, _) = parse_env(entry)?;
-        let prefix = format!("{key}=");
-        match container.env.iter_mut().find(|e| e.starts_with(&prefix)) {
+    for (key, entry) in added {
+        match container.env.iter_mut().find(|e| key_of(e) == key) {
             Some(existing) => existing.clone_from(entry),
             None => container.env.push(entry.clone()),
         }
