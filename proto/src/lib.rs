@@ -17,6 +17,32 @@ pub mod api {
     #![allow(clippy::all, missing_docs)]
     tonic::include_proto!("rswarm");
 
+    impl Node {
+        /// Ready and active (a node without a spec is active): new tasks may be
+        /// placed here.
+        pub fn takes_new_tasks(&self) -> bool {
+            self.status
+                .as_ref()
+                .is_some_and(|s| s.state == NodeState::Ready as i32)
+                && self
+                    .spec
+                    .as_ref()
+                    .is_none_or(|s| s.availability == NodeAvailability::Active as i32)
+        }
+
+        /// Neither down nor drained: the tasks it has may stay (on a paused or
+        /// not-ready node they stay, but none is added).
+        pub fn keeps_tasks(&self) -> bool {
+            self.status
+                .as_ref()
+                .is_none_or(|s| s.state != NodeState::Down as i32)
+                && self
+                    .spec
+                    .as_ref()
+                    .is_none_or(|s| s.availability != NodeAvailability::Drain as i32)
+        }
+    }
+
     impl PortConfig {
         /// Published in host mode: bound only on the nodes running a task, straight
         /// to it (otherwise ingress: on every node, balanced over all tasks).

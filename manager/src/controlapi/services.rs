@@ -2,8 +2,8 @@
 //! virtual IP from the task network pool), update, list, remove.
 
 use rswarm_proto::api::{
-    ListServicesResponse, ListTasksRequest, ListTasksResponse, Meta, NodeAvailability, NodeState,
-    Service, ServiceEndpoint, ServiceSpec, ServiceSummary, TaskState, service_spec,
+    ListServicesResponse, ListTasksRequest, ListTasksResponse, Meta, Service, ServiceEndpoint,
+    ServiceSpec, ServiceSummary, TaskState, service_spec,
 };
 use rswarm_proto::validate::validate_service_spec;
 
@@ -16,17 +16,9 @@ use crate::store::{Kind, Proposer, ReadTx, StoreAction, StoreError, update};
 fn replicas_desired(tx: &ReadTx<'_>, service: &Service) -> u64 {
     match service.spec.as_ref().and_then(|s| s.mode.as_ref()) {
         Some(service_spec::Mode::Replicated(r)) => r.replicas,
-        Some(service_spec::Mode::Global(_)) => tx
-            .nodes()
-            .filter(|n| {
-                n.status
-                    .as_ref()
-                    .is_some_and(|s| s.state == NodeState::Ready as i32)
-                    && n.spec
-                        .as_ref()
-                        .is_none_or(|s| s.availability == NodeAvailability::Active as i32)
-            })
-            .count() as u64,
+        Some(service_spec::Mode::Global(_)) => {
+            tx.nodes().filter(|n| n.takes_new_tasks()).count() as u64
+        }
         None => 0,
     }
 }

@@ -40,9 +40,7 @@ mod tests_rollout;
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 
-use rswarm_proto::api::{
-    Meta, Node, NodeAvailability, NodeState, Service, Task, TaskState, TaskStatus, service_spec,
-};
+use rswarm_proto::api::{Meta, Node, Service, Task, TaskState, TaskStatus, service_spec};
 use rswarm_proto::validate::{Constraint, parse_constraint};
 
 use crate::store::StoreAction;
@@ -122,10 +120,9 @@ fn reconcile_replicated(plan: &mut Plan<'_>, tasks: &[Task], nodes: &HashMap<&st
     let lost = |t: &Task| {
         is_orphaned(t)
             || (!t.node_id.is_empty()
-                && nodes.get(t.node_id.as_str()).is_none_or(|node| {
-                    node_state(node) == NodeState::Down as i32
-                        || availability(node) == NodeAvailability::Drain as i32
-                }))
+                && nodes
+                    .get(t.node_id.as_str())
+                    .is_none_or(|node| !node.keeps_tasks()))
     };
     let wanted = wanted_slots(&slots, n, &lost);
     for slot in &wanted {
@@ -197,16 +194,8 @@ fn reconcile_global(plan: &mut Plan<'_>, tasks: &[Task], nodes: &HashMap<&str, &
         let node = nodes.get(node_id.as_str()).copied();
         // An existing task may stay on a node that is not down, not drained and still
         // satisfies the constraints; a new one also needs the node ready and active.
-        let can_keep = node.is_some_and(|node| {
-            node_state(node) != NodeState::Down as i32
-                && availability(node) != NodeAvailability::Drain as i32
-                && fits(node)
-        });
-        let can_place = node.is_some_and(|node| {
-            can_keep
-                && node_state(node) == NodeState::Ready as i32
-                && availability(node) == NodeAvailability::Active as i32
-        });
+        let can_keep = node.is_some_and(|node| node.keeps_tasks() && fits(node));
+        let can_place = can_keep && node.is_some_and(Node::takes_new_tasks);
         // A slot number means a task of a replicated past: it has no place here.
         let (strays, group): (Vec<&Task>, Vec<&Task>) = group.iter().partition(|t| t.slot != 0);
         group::stop(plan, &strays);
@@ -276,18 +265,6 @@ fn is_orphaned(task: &Task) -> bool {
 
 fn created_at(task: &Task) -> u64 {
     task.meta.as_ref().map_or(0, |m| m.created_at)
-}
-
-fn node_state(node: &Node) -> i32 {
-    node.status
-        .as_ref()
-        .map_or(NodeState::Unknown as i32, |s| s.state)
-}
-
-fn availability(node: &Node) -> i32 {
-    node.spec
-        .as_ref()
-        .map_or(NodeAvailability::Active as i32, |s| s.availability)
 }
 
 /// The decision being built for one service.

@@ -374,3 +374,16 @@ proptest! {
         run(global(policy, &[]), tasks, events);
     }
 }
+
+// The property checks read the nodes on their own, not through the code they check.
+fn node_state(node: &Node) -> i32 {
+    node.status
+        .as_ref()
+        .map_or(NodeState::Unknown as i32, |s| s.state)
+}
+
+fn availability(node: &Node) -> i32 {
+    node.spec
+        .as_ref()
+        .map_or(NodeAvailability::Active as i32, |s| s.availability)
+}

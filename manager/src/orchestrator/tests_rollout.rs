@@ -1,7 +1,8 @@
 //! Table tests for rolling updates.
 
 use rswarm_proto::api::{
-    EndpointSpec, PortConfig, PublishMode, RestartCondition, TaskState, UpdateConfig,
+    EndpointSpec, NodeAvailability, NodeState, PortConfig, PublishMode, RestartCondition,
+    TaskState, UpdateConfig,
 };
 
 use super::testkit::*;

@@ -1,7 +1,7 @@
 //! Placement filters: each one rules nodes out for a task and can say, for a count of
 //! nodes it ruled out, why, in words a user reads in `service ps`.
 
-use rswarm_proto::api::{NodeAvailability, NodeState, Task};
+use rswarm_proto::api::Task;
 use rswarm_proto::validate::{Constraint, ValidationError, parse_constraint};
 
 use super::snapshot::{HostPort, NodeInfo, Snapshot, reservations};
@@ -41,17 +41,7 @@ impl Filter for ReadyFilter {
     }
 
     fn check(&self, node: &NodeInfo, _task: &Task) -> bool {
-        let node = node.node();
-        let ready = node
-            .status
-            .as_ref()
-            .is_some_and(|s| s.state == NodeState::Ready as i32);
-        // A node without a spec has the default availability, ACTIVE.
-        let active = node
-            .spec
-            .as_ref()
-            .is_none_or(|s| s.availability == NodeAvailability::Active as i32);
-        ready && active
+        node.node().takes_new_tasks()
     }
 
     fn explain(&self, failures: usize) -> String {

@@ -7,9 +7,7 @@ use std::io::Write;
 use std::time::Duration;
 
 use rswarm_proto::api::control_client::ControlClient;
-use rswarm_proto::api::{
-    ListNodesRequest, ListTasksRequest, NodeAvailability, NodeState, ServiceSpec, Task,
-};
+use rswarm_proto::api::{ListNodesRequest, ListTasksRequest, NodeAvailability, ServiceSpec, Task};
 use rswarm_proto::validate::parse_constraint;
 use tokio::time::Instant;
 use tonic::Code;
@@ -174,25 +172,18 @@ async fn global_nodes(
         held: BTreeMap::new(),
     };
     for node in &nodes {
-        let state = node
-            .status
-            .as_ref()
-            .map_or(NodeState::Unknown as i32, |s| s.state);
-        let availability = node
-            .spec
-            .as_ref()
-            .map_or(NodeAvailability::Active as i32, |s| s.availability);
-        let ready = state == NodeState::Ready as i32;
-        let active = availability == NodeAvailability::Active as i32;
-        if ready && active {
+        if node.takes_new_tasks() {
             view.eligible += usize::from(constraints.iter().all(|c| c.matches(node)));
-        } else if state != NodeState::Down as i32 && availability != NodeAvailability::Drain as i32
-        {
+        } else if node.keeps_tasks() {
             // Not drained, so not active means paused.
-            let why = if active {
-                names::node_state(state)
-            } else {
+            let paused = node
+                .spec
+                .as_ref()
+                .is_some_and(|s| s.availability != NodeAvailability::Active as i32);
+            let why = if paused {
                 "paused"
+            } else {
+                names::node_state(node.status.as_ref().map_or(0, |s| s.state))
             };
             view.held.insert(node.id.clone(), why.to_string());
         }
