@@ -176,17 +176,20 @@ impl Node {
         self.exec_in_netns(&self.node_args("init"), timeout)
     }
 
-    /// `SUBCOMMAND --data-dir D --listen A --advertise A --hostname NAME EXTRA...`.
+    /// `SUBCOMMAND --data-dir D --listen 0.0.0.0:PORT --advertise A --hostname NAME
+    /// EXTRA...`: the daemon listens on every address of its namespace, as by
+    /// default.
     fn node_args(&self, subcommand: &str) -> Vec<OsString> {
-        let addr = self.addr.to_string();
         vec![
             subcommand.into(),
             "--data-dir".into(),
             self.data_dir().into(),
             "--listen".into(),
-            addr.clone().into(),
+            SocketAddr::from(([0, 0, 0, 0], self.addr.port()))
+                .to_string()
+                .into(),
             "--advertise".into(),
-            addr.into(),
+            self.addr.to_string().into(),
             "--hostname".into(),
             self.name.clone().into(),
         ]

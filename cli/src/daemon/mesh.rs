@@ -103,7 +103,7 @@ async fn serve_dns_on(
 ) -> std::io::Result<Serving> {
     let addr = SocketAddr::from((gateway, DNS_PORT));
     let udp = rswarm_worker::sockets::bind_udp(addr)?;
-    let tcp = rswarm_worker::sockets::bind_tcp(addr)?;
+    let tcp = rswarm_worker::sockets::bind_tcp(addr, None)?;
     let stop = shutdown.child_token();
     let task =
         tokio::spawn(DnsServer::new(config.clone()).run(udp, tcp, records.clone(), stop.clone()));
@@ -156,11 +156,13 @@ async fn serve_dns(
 }
 
 /// Follows the leader's endpoint table and serves it with the node's proxy and
-/// DNS server until `shutdown`. Returns the proxy's status, whose listeners
-/// that cannot listen the heartbeat reports.
+/// DNS server until `shutdown`; `daemon_port` is the TCP port the node's daemon
+/// listens on as a manager, which VIP listeners share. Returns the proxy's
+/// status, whose listeners that cannot listen the heartbeat reports.
 pub fn start(
     identity: Identity,
     node_id: String,
+    daemon_port: u16,
     leader: watch::Receiver<Option<String>>,
     mut network: watch::Receiver<Option<Arc<TaskNetwork>>>,
     shutdown: CancellationToken,
@@ -173,7 +175,7 @@ pub fn start(
         shutdown.clone(),
     ));
     let (config_tx, config_rx) = watch::channel(ProxyConfig::default());
-    let proxy = Proxy::new();
+    let proxy = Proxy::new().beside_daemon(daemon_port);
     let status = proxy.status();
     if let Err(err) = proxy.spawn_thread(config_rx, shutdown.clone()) {
         warn!(%err, "cannot start the proxy thread: published ports and VIPs are not served");

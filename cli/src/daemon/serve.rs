@@ -21,7 +21,7 @@ use rswarm_worker::images::ManagerImages;
 use rswarm_worker::session::{ManagerList, Session, SessionState};
 use rswarm_worker::tasks::TaskManager;
 use rswarm_worker::volumes::VolumeService;
-use tokio::net::{TcpListener, UnixListener};
+use tokio::net::UnixListener;
 use tokio::task::JoinHandle;
 use tokio_stream::wrappers::UnixListenerStream;
 use tokio_util::sync::CancellationToken;
@@ -140,6 +140,7 @@ fn start_session(
         let proxy = super::mesh::start(
             identity.clone(),
             record.node_id.clone(),
+            record.listen.port(),
             session.leader(),
             network.subscribe(),
             shutdown.clone(),
@@ -232,8 +233,8 @@ pub async fn manager(
             ))),
         }),
     );
-    let tcp = TcpListener::bind(record.listen)
-        .await
+    // Beside the VIP listeners of the node's proxy on the same port.
+    let tcp = rswarm_worker::sockets::listen_daemon(record.listen)
         .with_context(|| format!("cannot listen on {}", record.listen))?;
     let tls = server_tls_config(identity)?;
     let tcp_server = manager

@@ -662,6 +662,25 @@ fn a_published_port_on_every_node_reaches_every_task() {
             .with_context(|| format!("web has no VIP: {service}"))?
             .to_string();
         let target = format!("{vip}:8080");
+        // A service whose target port is the one the managers' daemons listen
+        // on (`0.0.0.0:4242`): its VIP listener shares the port with the
+        // daemon of the client's node, a manager.
+        let daemon_target = format!("4300:{}", rswarm_e2e::node::PORT);
+        create(
+            cluster,
+            "daemonport",
+            1,
+            &[
+                "--publish",
+                &daemon_target,
+                "testimg:1",
+                "/bin/testimg",
+                "serve",
+                &rswarm_e2e::node::PORT.to_string(),
+            ],
+        )?;
+        services::wait_converged(cluster, 0, "daemonport", 1, CONVERGE, |_| Ok(()))?;
+        let daemon_port = format!("daemonport:{}", rswarm_e2e::node::PORT);
         create(
             cluster,
             "client",
@@ -669,6 +688,8 @@ fn a_published_port_on_every_node_reaches_every_task() {
             &[
                 "--restart-condition",
                 "none",
+                "--constraint",
+                "node.role==manager",
                 "testimg:1",
                 "/bin/testimg",
                 "get",
@@ -676,6 +697,7 @@ fn a_published_port_on_every_node_reaches_every_task() {
                 "web:8080",
                 "web:8080",
                 "web:8080",
+                &daemon_port,
             ],
         )?;
         wait_until(CONVERGE, "the client's replies by VIP and by name", || {
@@ -688,10 +710,15 @@ fn a_published_port_on_every_node_reaches_every_task() {
                     .filter(|l| l.contains(&format!("{host} web.")))
                     .count()
             };
-            match (count(&target), count("web:8080")) {
-                (1, 3) => Ok(()),
-                (vip, name) => Err(format!(
-                    "{vip} of 1 replies through the VIP, {name} of 3 by name: {logs}"
+            let beside_daemon = logs
+                .lines()
+                .filter(|l| l.contains(&format!("{daemon_port} daemonport.1")))
+                .count();
+            match (count(&target), count("web:8080"), beside_daemon) {
+                (1, 3, 1) => Ok(()),
+                (vip, name, beside_daemon) => Err(format!(
+                    "{vip} of 1 replies through the VIP, {name} of 3 by name, \
+                     {beside_daemon} of 1 on the daemon's port: {logs}"
                 )),
             }
         })?;

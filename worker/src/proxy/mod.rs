@@ -23,7 +23,6 @@
 //! - `backend`: one backend's counters, pause and drain.
 //! - `tcp`, `udp`: the relaying; `buffers`: relay buffers reused across connections.
 //! - `header`: PROXY protocol encoding.
-//! - `holders`: who else listens on a TCP port (`/proc/net/tcp`).
 //! - [`connector`]: the connect seam ([`Connector`]), for tests that need a
 //!   connect to hang.
 
@@ -35,7 +34,6 @@ mod backend;
 mod buffers;
 mod error;
 mod header;
-mod holders;
 mod pool;
 mod routes;
 mod runner;

@@ -14,11 +14,11 @@ use tracing::{debug, error, info, warn};
 use super::config::{ListenerKey, ListenerSpec, Protocol, ProxyConfig, ProxyProtocol};
 use super::connector::{Connector, TcpConnector};
 use super::error::ProxyError;
-use super::holders;
 use super::pool::ListenerShared;
 use super::routes::{self, Routes};
 use super::status::{ListenerState, ListenerStatus, ProxyStatus};
 use super::{tcp, udp};
+use crate::sockets::holders;
 
 /// How often listeners that could not bind are tried again (a port freed, a VIP
 /// added to the host) when no configuration change comes first.
@@ -30,6 +30,8 @@ pub struct Proxy {
     connector: Arc<dyn Connector>,
     /// Where the listeners' state is published.
     status: watch::Sender<ProxyStatus>,
+    /// The port the node's daemon listens on, which VIP listeners share.
+    daemon_port: Option<u16>,
 }
 
 impl Default for Proxy {
@@ -99,7 +101,18 @@ impl Proxy {
     /// A proxy opening backend connections through `connector`.
     pub fn with_connector(connector: Arc<dyn Connector>) -> Self {
         let (status, _) = watch::channel(ProxyStatus::default());
-        Proxy { connector, status }
+        Proxy {
+            connector,
+            status,
+            daemon_port: None,
+        }
+    }
+
+    /// Lets the VIP listeners on `port`, where the node's daemon listens (on
+    /// `0.0.0.0` when a manager), listen beside it (see [`crate::sockets`]).
+    pub fn beside_daemon(mut self, port: u16) -> Self {
+        self.daemon_port = Some(port);
+        self
     }
 
     /// The listeners' state, updated after every configuration and bind retry.
@@ -308,6 +321,7 @@ impl Proxy {
                 let others: Vec<SocketAddr> = holders::tcp_listeners_on(key.bind.port())
                     .unwrap_or_default()
                     .into_iter()
+                    .map(|l| l.addr)
                     .filter(|addr| !ours.contains(addr))
                     .collect();
                 if !others.is_empty() {
@@ -400,7 +414,8 @@ impl Proxy {
         let routes = Arc::new(Routes::default());
         let (task, local) = match spec.protocol {
             Protocol::Tcp => {
-                let listener = crate::sockets::bind_tcp(spec.bind).map_err(bind_error)?;
+                let listener =
+                    crate::sockets::bind_tcp(spec.bind, self.daemon_port).map_err(bind_error)?;
                 let local = listener.local_addr().map_err(bind_error)?;
                 let task = tokio::spawn(tcp::serve(
                     listener,
