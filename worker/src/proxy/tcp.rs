@@ -74,6 +74,8 @@ pub(super) async fn serve(
 enum RelayError {
     #[error(transparent)]
     NoBackend(#[from] ProxyError),
+    #[error("reading from the client: {0}")]
+    Client(io::Error),
     #[error("relaying to backend {backend}: {source}")]
     Io { backend: String, source: io::Error },
 }
@@ -85,34 +87,58 @@ async fn relay(
     connector: &dyn Connector,
 ) -> Result<(), RelayError> {
     let snapshot = shared.snapshot();
-    let (backend, _guard, mut upstream) = connect_any(shared, &snapshot, connector).await?;
-    let io_error = |source| RelayError::Io {
-        backend: backend.id.clone(),
-        source,
-    };
     // Latency matters more than packet count for relayed traffic.
-    client.set_nodelay(true).map_err(io_error)?;
+    client.set_nodelay(true).map_err(RelayError::Client)?;
     let mut header = None;
     if snapshot.settings.proxy_protocol != ProxyProtocol::None {
         // The address the client connected to (not the bind address, which may
         // be 0.0.0.0).
-        let local = client.local_addr().map_err(io_error)?;
+        let local = client.local_addr().map_err(RelayError::Client)?;
         header = header::encode(snapshot.settings.proxy_protocol, peer, local);
     }
-    let unsent = forward_first(&client, &upstream, header.as_deref().unwrap_or_default())
-        .map_err(io_error)?;
+    let io_error = |backend: &BackendState, source| RelayError::Io {
+        backend: backend.id.clone(),
+        source,
+    };
+    let mut tried = Vec::new();
+    let mut first = Vec::new();
+    let (backend, _guard, mut upstream, unsent) = loop {
+        let (backend, guard, upstream) =
+            connect_any(shared, &snapshot, connector, &mut tried).await?;
+        let header = header.as_deref().unwrap_or_default();
+        match forward_first(&client, &upstream, header, &mut first) {
+            Ok(unsent) => break (backend, guard, upstream, unsent),
+            Err(First::Client(err)) => return Err(RelayError::Client(err)),
+            // Nothing reached the backend (it reset the connection before its
+            // first byte, as a task that stops with connections still in its
+            // accept queue does): the client's bytes go to another one.
+            Err(First::Upstream(err)) => failed(shared, &snapshot, &backend, &err.to_string()),
+        }
+    };
     if !unsent.is_empty() {
-        upstream.write_all(&unsent).await.map_err(io_error)?;
+        upstream
+            .write_all(&unsent)
+            .await
+            .map_err(|e| io_error(&backend, e))?;
     }
     tokio::select! {
         copied = copy_both_ways(&mut client, &mut upstream) => {
-            copied.map_err(io_error)?;
+            copied.map_err(|e| io_error(&backend, e))?;
         }
         _ = backend.closed() => {
             debug!(listener = %shared.bind, backend = %backend.id, client = %peer, "closed at drain deadline");
         }
     }
     Ok(())
+}
+
+/// Which side [`forward_first`] failed on.
+#[derive(Debug)]
+enum First {
+    /// Reading what the client has sent.
+    Client(io::Error),
+    /// Writing to the upstream: nothing was sent.
+    Upstream(io::Error),
 }
 
 /// Sends the PROXY header (if any) and what the client has sent so far to the
@@ -123,23 +149,41 @@ async fn relay(
 /// too). Returns the bytes the upstream's send buffer did not take; the copy
 /// loop takes over from there, and a client that has sent nothing yet (or only
 /// its end of data) is left to it.
-fn forward_first(client: &TcpStream, upstream: &TcpStream, header: &[u8]) -> io::Result<Vec<u8>> {
+///
+/// `earlier` holds the client's bytes read for an upstream whose write failed;
+/// they are sent instead of reading the client again (and kept in it if this
+/// write fails too).
+fn forward_first(
+    client: &TcpStream,
+    upstream: &TcpStream,
+    header: &[u8],
+    earlier: &mut Vec<u8>,
+) -> Result<Vec<u8>, First> {
     // On the stack of this (synchronous) function, not in the connection's future.
     let mut bytes = [0u8; BUFFER_SIZE];
     let mut len = header.len();
     bytes[..len].copy_from_slice(header);
-    match (&*SockRef::from(client)).read(&mut bytes[len..]) {
-        Ok(read) => len += read,
-        Err(err) if err.kind() == io::ErrorKind::WouldBlock => {}
-        Err(err) => return Err(err),
-    }
+    let from_client = if earlier.is_empty() {
+        match (&*SockRef::from(client)).read(&mut bytes[len..]) {
+            Ok(read) => read,
+            Err(err) if err.kind() == io::ErrorKind::WouldBlock => 0,
+            Err(err) => return Err(First::Client(err)),
+        }
+    } else {
+        bytes[len..len + earlier.len()].copy_from_slice(earlier);
+        earlier.len()
+    };
+    len += from_client;
     if len == 0 {
         return Ok(Vec::new());
     }
     let sent = match (&*SockRef::from(upstream)).write(&bytes[..len]) {
         Ok(sent) => sent,
         Err(err) if err.kind() == io::ErrorKind::WouldBlock => 0,
-        Err(err) => return Err(err),
+        Err(err) => {
+            *earlier = bytes[len - from_client..len].to_vec();
+            return Err(First::Upstream(err));
+        }
     };
     Ok(bytes[sent..len].to_vec())
 }
@@ -181,17 +225,19 @@ async fn one_way(
     Ok(())
 }
 
-/// Connects to a backend chosen by the listener's balancing; a backend that
-/// refuses or does not answer within the connect timeout is paused and the next
-/// one is tried, until every backend has been tried once.
+/// Connects to a backend chosen by the listener's balancing, among those not
+/// in `tried` (indexes into the snapshot's backends, to which each attempt is
+/// added); a backend that refuses or does not answer within the connect
+/// timeout is paused and the next one is tried, until every backend has been
+/// tried once.
 async fn connect_any(
     shared: &ListenerShared,
     snapshot: &Snapshot,
     connector: &dyn Connector,
+    tried: &mut Vec<usize>,
 ) -> Result<(Arc<BackendState>, ActiveGuard, TcpStream), ProxyError> {
     let settings = &snapshot.settings;
-    let mut tried = Vec::new();
-    while let Some(index) = shared.pick(snapshot, &tried) {
+    while let Some(index) = shared.pick(snapshot, tried) {
         tried.push(index);
         let backend = &snapshot.backends[index];
         let guard = backend.acquire();
@@ -206,23 +252,30 @@ async fn connect_any(
                     settings.connect_timeout.as_millis()
                 ),
             };
-        if backend.pause(settings.failure_pause) {
-            warn!(
-                listener = %shared.bind,
-                backend = %backend.id,
-                addr = %backend.addr,
-                error = %failure,
-                pause_ms = settings.failure_pause.as_millis() as u64,
-                "backend connect failed; pausing it and trying another"
-            );
-        } else {
-            debug!(listener = %shared.bind, backend = %backend.id, error = %failure, "paused backend failed again");
-        }
+        failed(shared, snapshot, backend, &failure);
     }
     Err(ProxyError::NoBackend {
         listener: shared.bind,
         tried: tried.len(),
     })
+}
+
+/// Pauses a backend whose connect (or first write) failed; logs it when it was
+/// taking connections until now.
+fn failed(shared: &ListenerShared, snapshot: &Snapshot, backend: &BackendState, failure: &str) {
+    let pause = snapshot.settings.failure_pause;
+    if backend.pause(pause) {
+        warn!(
+            listener = %shared.bind,
+            backend = %backend.id,
+            addr = %backend.addr,
+            error = %failure,
+            pause_ms = pause.as_millis() as u64,
+            "backend connect or first write failed; pausing it and trying another"
+        );
+    } else {
+        debug!(listener = %shared.bind, backend = %backend.id, error = %failure, "paused backend failed again");
+    }
 }
 
 #[cfg(test)]
@@ -245,7 +298,8 @@ mod tests {
         let (upstream, mut backend) = pair().await;
         client.write_all(b"GET / HTTP/1.1\r\n\r\n").await.unwrap();
         accepted.readable().await.unwrap();
-        let unsent = forward_first(&accepted, &upstream, b"PROXY header\r\n").unwrap();
+        let unsent =
+            forward_first(&accepted, &upstream, b"PROXY header\r\n", &mut Vec::new()).unwrap();
         assert!(unsent.is_empty());
         let mut got = vec![0u8; 14 + 18];
         backend.read_exact(&mut got).await.unwrap();
@@ -256,16 +310,24 @@ mod tests {
     async fn a_quiet_client_leaves_only_the_header_or_nothing() {
         let (client, accepted) = pair().await;
         let (upstream, mut backend) = pair().await;
-        assert!(forward_first(&accepted, &upstream, b"").unwrap().is_empty());
         assert!(
-            forward_first(&accepted, &upstream, b"H")
+            forward_first(&accepted, &upstream, b"", &mut Vec::new())
+                .unwrap()
+                .is_empty()
+        );
+        assert!(
+            forward_first(&accepted, &upstream, b"H", &mut Vec::new())
                 .unwrap()
                 .is_empty()
         );
         // The client's end of data is left to the copy loop: nothing is sent for it.
         drop(client);
         accepted.readable().await.unwrap();
-        assert!(forward_first(&accepted, &upstream, b"").unwrap().is_empty());
+        assert!(
+            forward_first(&accepted, &upstream, b"", &mut Vec::new())
+                .unwrap()
+                .is_empty()
+        );
         drop(upstream);
         let mut got = Vec::new();
         backend.read_to_end(&mut got).await.unwrap();
@@ -282,7 +344,7 @@ mod tests {
         client.write_all(&request).await.unwrap();
         client.shutdown().await.unwrap();
         accepted.readable().await.unwrap();
-        let unsent = forward_first(&accepted, &upstream, b"").unwrap();
+        let unsent = forward_first(&accepted, &upstream, b"", &mut Vec::new()).unwrap();
         let relay = async move {
             upstream.write_all(&unsent).await.unwrap();
             copy_both_ways(&mut accepted, &mut upstream).await.unwrap();

@@ -3,11 +3,12 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use tokio::io::AsyncReadExt;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
 use super::support::{
-    EchoBackend, Running, ScriptedConnector, free_tcp_addr, greetings, tcp_spec, within,
+    Client, EchoBackend, ResettingBackend, Running, ScriptedConnector, free_tcp_addr, greetings,
+    tcp_spec, within,
 };
 use crate::proxy::{Backend, ProxyConfig};
 
@@ -86,6 +87,51 @@ async fn timed_out_connect_is_retried_on_another_backend() {
     let names = greetings(bind, 3).await;
     assert_eq!(names, ["fast"; 3]);
     assert_eq!(connector.attempts_to(slow.addr), 1);
+    proxy.stop().await;
+}
+
+#[tokio::test]
+async fn a_backend_that_resets_before_the_first_byte_is_paused_and_the_bytes_go_elsewhere() {
+    let resetting = ResettingBackend::start().await;
+    let alive = EchoBackend::start("alive").await;
+    let connector = Arc::new(ScriptedConnector::default());
+    connector.after_reset.lock().unwrap().push(resetting.addr);
+    let bind = free_tcp_addr();
+    let mut spec = tcp_spec(
+        bind,
+        vec![
+            Backend::new("resetting", resetting.addr),
+            alive.backend("alive"),
+        ],
+    );
+    spec.failure_pause = Duration::from_secs(60);
+    let proxy = Running::start_with(
+        connector.clone(),
+        ProxyConfig {
+            listeners: vec![spec],
+        },
+    )
+    .await;
+
+    // The client speaks first; its turn is the backend that resets the
+    // connection once connected, before the proxy writes the client's bytes:
+    // they reach the other backend, which echoes them after its greeting.
+    let mut client = TcpStream::connect(bind).await.unwrap();
+    client.write_all(b"first words\n").await.unwrap();
+    let mut got = vec![0u8; "alive\nfirst words\n".len()];
+    within("the greeting and the echo", client.read_exact(&mut got))
+        .await
+        .unwrap();
+    assert_eq!(String::from_utf8_lossy(&got), "alive\nfirst words\n");
+    assert_eq!(connector.attempts_to(resetting.addr), 1);
+
+    // Paused: the next clients are not sent there.
+    for _ in 0..3 {
+        let mut client = Client::connect(bind).await;
+        assert_eq!(client.backend, "alive");
+        client.echo("again").await;
+    }
+    assert_eq!(connector.attempts_to(resetting.addr), 1);
     proxy.stop().await;
 }
 

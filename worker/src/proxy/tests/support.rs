@@ -278,6 +278,8 @@ pub struct ScriptedConnector {
     pub attempts: Mutex<Vec<SocketAddr>>,
     /// Connects to these never complete.
     pub hang: Mutex<Vec<SocketAddr>>,
+    /// Connects to these return once the backend has reset the connection.
+    pub after_reset: Mutex<Vec<SocketAddr>>,
 }
 
 impl ScriptedConnector {
@@ -299,7 +301,45 @@ impl Connector for ScriptedConnector {
         if self.hang.lock().unwrap().contains(&addr) {
             std::future::pending::<()>().await;
         }
-        TcpConnector.connect(addr).await
+        let stream = TcpConnector.connect(addr).await?;
+        if self.after_reset.lock().unwrap().contains(&addr) {
+            // The reset makes the socket readable (with its error pending).
+            stream.readable().await?;
+        }
+        Ok(stream)
+    }
+}
+
+/// A TCP backend that accepts each connection and resets it at once, as the
+/// kernel does to connections still in the accept queue of a listener that
+/// closes (a task that stops).
+pub struct ResettingBackend {
+    /// Where it listens.
+    pub addr: SocketAddr,
+    task: JoinHandle<()>,
+}
+
+impl ResettingBackend {
+    /// Starts one on a free loopback port.
+    pub async fn start() -> Self {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let task = tokio::spawn(async move {
+            while let Ok((stream, _)) = listener.accept().await {
+                // A zero linger time makes the close a reset.
+                socket2::SockRef::from(&stream)
+                    .set_linger(Some(Duration::ZERO))
+                    .unwrap();
+                drop(stream);
+            }
+        });
+        ResettingBackend { addr, task }
+    }
+}
+
+impl Drop for ResettingBackend {
+    fn drop(&mut self) {
+        self.task.abort();
     }
 }
 
