@@ -46,6 +46,8 @@ pub struct FakeBehavior {
     /// When true, the process ignores the stop signal and `shutdown` kills it only
     /// after the grace period.
     pub ignores_stop_signal: bool,
+    /// The address on the node's task network `address` reports (empty: none).
+    pub address: String,
 }
 
 /// A controller operation the fake received.
@@ -411,6 +413,10 @@ impl Controller for FakeController {
             }
             _ => Err(ExecError::Wait("no such container".into())),
         }
+    }
+
+    async fn address(&self) -> String {
+        self.behavior.address.clone()
     }
 
     async fn shutdown(&self, grace: Duration) -> Result<(), ExecError> {

@@ -25,6 +25,14 @@ const RETRY_MIN: Duration = Duration::from_millis(100);
 const RETRY_MAX: Duration = Duration::from_secs(10);
 /// A failed `remove` is retried this many times before the task is left behind.
 const REMOVE_ATTEMPTS: u32 = 5;
+/// How long a running task with an address on the task network keeps running
+/// after the managers ask it to stop, before its stop signal. The same change
+/// marks it draining in the endpoint table, which reaches every node's proxy
+/// and DNS server well within this (under 100 ms): without the pause, a proxy
+/// that learns of the drain a moment after the worker may still send a new
+/// connection to a process that is already exiting, and the client gets a
+/// reset instead of a reply.
+pub(super) const DRAIN_DELAY: Duration = Duration::from_millis(250);
 
 /// The managers' latest word on a task.
 #[derive(Clone, Debug)]
@@ -192,10 +200,20 @@ impl Runner {
         self.report(state, message, err.to_string(), 0);
     }
 
-    /// Stops the process (stop signal, kill after the grace period) and reports
-    /// SHUTDOWN. Retried until it works: a process that may still run must not be
+    /// Stops the process (stop signal, kill after the grace period; a running
+    /// task with an address after [`DRAIN_DELAY`]) and reports SHUTDOWN. Retried until it works: a process that may still run must not be
     /// reported stopped. False when the manager went away meanwhile.
     async fn stop(&mut self, ctl: &dyn Controller) -> bool {
+        if self.status.state == TaskState::Running as i32 && !self.status.address.is_empty() {
+            debug!(
+                delay_ms = DRAIN_DELAY.as_millis() as u64,
+                "stopping once the proxies have drained the task"
+            );
+            tokio::select! {
+                _ = self.cancel.cancelled() => return false,
+                _ = tokio::time::sleep(DRAIN_DELAY) => {}
+            }
+        }
         let mut pause = RETRY_MIN;
         loop {
             let stopped = tokio::select! {

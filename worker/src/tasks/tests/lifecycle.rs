@@ -134,6 +134,45 @@ async fn desired_shutdown_stops_a_running_task() {
 }
 
 #[tokio::test(start_paused = true)]
+async fn a_task_with_an_address_gets_its_stop_signal_once_the_proxies_drained_it() {
+    let fake = FakeExecutor::with_default(FakeBehavior {
+        address: "10.231.0.5".into(),
+        ..Default::default()
+    });
+    fake.set_image("no-network", FakeBehavior::default());
+    let (tasks, mut reports) = manager(&fake);
+    let (t1, t2) = (task("t1", "busybox"), task("t2", "no-network"));
+    tasks.set_assignments(vec![t1.clone(), t2.clone()]);
+    assert_eq!(
+        reports.until("t1", TaskState::Running).await.address,
+        "10.231.0.5"
+    );
+    reports.until("t2", TaskState::Running).await;
+    let asked = tokio::time::Instant::now();
+    tasks.update_assignments(
+        vec![
+            with_desired(t1, TaskState::Shutdown),
+            with_desired(t2, TaskState::Shutdown),
+        ],
+        vec![],
+    );
+    // Without an address the stop signal goes at once.
+    reports.until("t2", TaskState::Shutdown).await;
+    assert_eq!(asked.elapsed(), Duration::ZERO);
+    assert!(
+        !fake
+            .ops("t1")
+            .contains(&FakeOp::Shutdown(DEFAULT_STOP_GRACE))
+    );
+    reports.until("t1", TaskState::Shutdown).await;
+    assert_eq!(asked.elapsed(), runner::DRAIN_DELAY);
+    assert_eq!(
+        fake.ops("t1").last(),
+        Some(&FakeOp::Shutdown(DEFAULT_STOP_GRACE))
+    );
+}
+
+#[tokio::test(start_paused = true)]
 async fn the_stop_grace_period_is_configurable() {
     let fake = FakeExecutor::new();
     let grace = Duration::from_secs(3);
