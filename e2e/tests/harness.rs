@@ -265,10 +265,11 @@ fn processes_run_in_their_namespace_and_are_controlled(fake: &Path) {
     .unwrap();
     assert!(node.start_daemon().is_err(), "second process started");
     let expected = format!(
-        "fake rswarm init --data-dir {} --listen {addr} --advertise {addr} --hostname {}",
+        "fake rswarm init --data-dir {} --listen 0.0.0.0:{} --advertise {} --hostname {}",
         node.data_dir().display(),
+        node.addr.port(),
+        node.addr,
         node.name,
-        addr = node.addr
     );
     wait_until(Duration::from_secs(10), "the log line", || {
         let log = node.log_tail(5);
