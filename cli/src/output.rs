@@ -17,7 +17,7 @@ pub use cluster::{cluster_status_json, cluster_status_table};
 pub use images::{image_rows, images_table, short_id, volumes_table};
 pub use inspect::{node_json, service_json};
 pub use nodes::{node_rows, nodes_table};
-pub use services::{service_rows, services_table};
+pub use services::{port as port_text, service_rows, services_table};
 pub use tasks::{task_rows, tasks_table};
 
 /// Writes one JSON value, pretty-printed, followed by a newline.

@@ -18,7 +18,7 @@ pub use container::{
     parse_signal, parse_user, signal_number, validate_container,
 };
 pub use image::normalize_image_name;
-pub use publish::{parse_publish, parse_published};
+pub use publish::{DYNAMIC_PORTS, parse_publish, parse_published};
 pub use quantity::{format_cpus, format_size, parse_cpus, parse_size};
 pub use spec::validate_service_spec;
 
@@ -132,6 +132,13 @@ pub enum ValidationError {
         which: &'static str,
         /// The number given.
         port: u32,
+    },
+    /// A host-mode port without its published port (only ingress ports get one
+    /// assigned).
+    #[error("the host-mode port for target port {target} needs a published port")]
+    HostPortMissing {
+        /// Its target port.
+        target: u32,
     },
     /// Two port configurations publish the same port and protocol.
     #[error("port {published}/{protocol} is published more than once")]

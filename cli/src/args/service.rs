@@ -78,7 +78,8 @@ pub struct ServiceCreateArgs {
     /// Placement constraint like `node.labels.zone==eu` (repeatable).
     #[arg(long, allow_hyphen_values = true)]
     pub constraint: Vec<String>,
-    /// Publish a port: `PUBLISHED:TARGET[/udp]` or
+    /// Publish a port: `PUBLISHED:TARGET[/udp]`, `TARGET[/udp]` (the managers
+    /// choose the published port, from 30000-32767) or
     /// `published=P,target=T,protocol=tcp|udp,mode=ingress|host` (repeatable).
     #[arg(short, long, allow_hyphen_values = true)]
     pub publish: Vec<String>,

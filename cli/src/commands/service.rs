@@ -274,12 +274,28 @@ async fn create(
     out: &mut dyn Write,
 ) -> anyhow::Result<()> {
     let spec = build_spec(args)?;
+    let to_assign = spec
+        .endpoint
+        .iter()
+        .flat_map(|e| &e.ports)
+        .any(|p| p.published_port == 0);
     let mut control = ctx.control().await?;
     let service = control
         .create_service(CreateServiceRequest { spec: Some(spec) })
         .await
         .map_err(rpc_error)?
         .into_inner();
+    if to_assign {
+        // The numbers the managers chose; stdout keeps the id (or JSON) alone.
+        let ports: Vec<String> = service
+            .spec
+            .iter()
+            .filter_map(|s| s.endpoint.as_ref())
+            .flat_map(|e| &e.ports)
+            .map(output::port_text)
+            .collect();
+        eprintln!("published ports: {}", ports.join(", "));
+    }
     print_and_follow(
         ctx,
         &mut control,

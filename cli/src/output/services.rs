@@ -55,7 +55,7 @@ pub fn service_rows(summaries: &[ServiceSummary]) -> Vec<ServiceRow> {
 }
 
 /// `*:8080->80/tcp`, or `8080->80/tcp (host)` for host-mode publications.
-fn port(port: &PortConfig) -> String {
+pub fn port(port: &PortConfig) -> String {
     let text = format!(
         "{}->{}/{}",
         port.published_port,

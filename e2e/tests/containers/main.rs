@@ -664,8 +664,9 @@ fn a_published_port_on_every_node_reaches_every_task() {
         let target = format!("{vip}:8080");
         // A service whose target port is the one the managers' daemons listen
         // on (`0.0.0.0:4242`): its VIP listener shares the port with the
-        // daemon of the client's node, a manager.
-        let daemon_target = format!("4300:{}", rswarm_e2e::node::PORT);
+        // daemon of the client's node, a manager. Its published port is left
+        // to the managers, who take the first of 30000-32767.
+        let daemon_target = rswarm_e2e::node::PORT.to_string();
         create(
             cluster,
             "daemonport",
@@ -676,10 +677,26 @@ fn a_published_port_on_every_node_reaches_every_task() {
                 "testimg:1",
                 "/bin/testimg",
                 "serve",
-                &rswarm_e2e::node::PORT.to_string(),
+                &daemon_target,
             ],
         )?;
         services::wait_converged(cluster, 0, "daemonport", 1, CONVERGE, |_| Ok(()))?;
+        let inspected = cluster
+            .node(0)
+            .cli_json(&["service", "inspect", "daemonport"])?;
+        let service = inspected.get(0).unwrap_or(&inspected);
+        let assigned = &service["spec"]["endpoint"]["ports"][0]["published_port"];
+        ensure!(
+            assigned == 30000,
+            "published port {assigned} assigned, not 30000"
+        );
+        for node in cluster.nodes() {
+            wait_reaches(
+                cluster,
+                &format!("{}:30000", node.addr.ip()),
+                &["daemonport.1"],
+            )?;
+        }
         let daemon_port = format!("daemonport:{}", rswarm_e2e::node::PORT);
         create(
             cluster,

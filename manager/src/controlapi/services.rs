@@ -29,6 +29,8 @@ impl<P: Proposer, R: RaftView> ControlApi<P, R> {
         let now = now_ms();
         let id = new_id();
         update(&self.store, self.proposer.as_ref(), |tx| {
+            let mut spec = spec.clone();
+            ports::assign_published(tx, &mut spec, None, None)?;
             ports::check_conflicts(tx, &spec, None)?;
             let mut actions = Vec::new();
             let mut endpoint = None;
@@ -131,6 +133,8 @@ impl<P: Proposer, R: RaftView> ControlApi<P, R> {
                     mode_name(&spec)
                 )));
             }
+            let mut spec = spec.clone();
+            ports::assign_published(tx, &mut spec, Some(&service.id), Some(&current))?;
             if spec == current {
                 return Ok(vec![]);
             }

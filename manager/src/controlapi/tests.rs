@@ -397,6 +397,121 @@ async fn a_published_port_taken_in_the_cluster_is_refused_and_nothing_is_written
     assert_eq!(store.view(|tx| tx.services().count()), 5);
 }
 
+/// The published ports of a stored service, in order.
+fn published_ports(service: &Service) -> Vec<(u32, u32, i32)> {
+    let ports = service.spec.as_ref().and_then(|s| s.endpoint.as_ref());
+    ports
+        .map(|e| &e.ports)
+        .into_iter()
+        .flatten()
+        .map(|p| (p.published_port, p.target_port, p.protocol))
+        .collect()
+}
+
+#[tokio::test]
+async fn an_ingress_port_without_a_number_gets_the_lowest_free_one_and_keeps_it() {
+    use PortProtocol::{Tcp, Udp};
+    use PublishMode::{Host, Ingress};
+    let (tcp, udp) = (Tcp as i32, Udp as i32);
+    let (api, store) = api();
+    let a = create(&api, published("a", &[(0, Tcp, Ingress)]))
+        .await
+        .unwrap();
+    assert_eq!(published_ports(&a), [(30000, 80, tcp)]);
+    create(&api, published("b", &[(30001, Tcp, Ingress)]))
+        .await
+        .unwrap();
+    let c = create(
+        &api,
+        published("c", &[(0, Tcp, Ingress), (0, Udp, Ingress)]),
+    )
+    .await
+    .unwrap();
+    assert_eq!(published_ports(&c), [(30002, 80, tcp), (30000, 80, udp)]);
+    // A number of its own beside one assigned, for the same target.
+    let d = create(
+        &api,
+        published("d", &[(8080, Tcp, Ingress), (0, Tcp, Ingress)]),
+    )
+    .await
+    .unwrap();
+    assert_eq!(published_ports(&d), [(8080, 80, tcp), (30003, 80, tcp)]);
+
+    // The spec as first written, sent again: the port keeps its number and
+    // nothing changes.
+    let version = |name: &str| {
+        store.view(|tx| {
+            let service = tx
+                .services()
+                .find(|s| s.spec.as_ref().unwrap().name == name);
+            service.unwrap().meta.as_ref().unwrap().version
+        })
+    };
+    let before = version("a");
+    let again = update(&api, "a", 0, published("a", &[(0, Tcp, Ingress)]))
+        .await
+        .unwrap();
+    assert_eq!(published_ports(&again), [(30000, 80, tcp)]);
+    assert_eq!(version("a"), before, "an unchanged spec writes nothing");
+    // `--publish-add 80` beside the port assigned for 80: the same publication.
+    let added = update(
+        &api,
+        "a",
+        0,
+        published("a", &[(30000, Tcp, Ingress), (0, Tcp, Ingress)]),
+    )
+    .await
+    .unwrap();
+    assert_eq!(published_ports(&added), [(30000, 80, tcp)]);
+    assert_eq!(version("a"), before);
+    // A second one for the same target is a new port.
+    let second = update(
+        &api,
+        "a",
+        0,
+        published(
+            "a",
+            &[(30000, Tcp, Ingress), (0, Tcp, Ingress), (0, Tcp, Ingress)],
+        ),
+    )
+    .await
+    .unwrap();
+    assert_eq!(
+        published_ports(&second),
+        [(30000, 80, tcp), (30004, 80, tcp)]
+    );
+
+    // Host mode needs its number.
+    let err = create(&api, published("e", &[(0, Tcp, Host)]))
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Code::InvalidArgument);
+    assert!(
+        err.message()
+            .contains("the host-mode port for target port 80 needs a published port"),
+        "{}",
+        err.message()
+    );
+
+    // None left in the range: refused, naming it.
+    let mut spec = published("f", &[(0, Tcp, Ingress)]);
+    let err = store
+        .view(|tx| ports::assign_in(tx, &mut spec, None, None, 30000..=30002))
+        .unwrap_err();
+    assert_eq!(
+        err.to_string(),
+        "no published port is left in 30000-30002 for target port 80/tcp: publish it on a \
+         port of your choice or remove a service first"
+    );
+    // The daemons' port is never handed out.
+    let mut spec = published("g", &[(0, Tcp, Ingress)]);
+    store
+        .view(|tx| ports::assign_in(tx, &mut spec, None, None, 4242..=4243))
+        .unwrap();
+    assert_eq!(spec.endpoint.unwrap().ports[0].published_port, 4243);
+    assert_eq!(store.view(|tx| tx.services().count()), 4);
+}
+
 #[tokio::test]
 async fn services_get_distinct_virtual_ips_from_the_pool() {
     let (api, store) = api();

@@ -1,18 +1,22 @@
-//! Port publications: `8080:80`, `8080:80/udp`, or the long form
+//! Port publications: `8080:80`, `8080:80/udp`, `80` (the published port
+//! assigned by the managers), or the long form
 //! `published=8080,target=80,protocol=udp,mode=host,proxy-protocol=v2`.
 
 use super::ValidationError;
 use crate::api::{PortConfig, PortProtocol, ProxyProtocolVersion, PublishMode};
 
 /// What a user sees when the form itself is wrong.
-const EXPECTED: &str = "expected PUBLISHED:TARGET[/PROTOCOL] or \
-                        published=PORT,target=PORT[,protocol=tcp|udp][,mode=ingress|host]\
+const EXPECTED: &str = "expected [PUBLISHED:]TARGET[/PROTOCOL] or \
+                        [published=PORT,]target=PORT[,protocol=tcp|udp][,mode=ingress|host]\
                         [,proxy-protocol=v1|v2]";
 
 /// Parses a port publication, short (`8080:80`, `8080:80/udp`: ingress mode) or long
 /// (`published=8080,target=80,protocol=tcp|udp,mode=ingress|host,proxy-protocol=v1|v2`).
-/// Both ports are required and must be in 1..=65535; unknown or repeated keys are
-/// refused, and so is a PROXY protocol header on a UDP port.
+/// Ports must be in 1..=65535; an ingress port may leave the published port out
+/// (`80`, `target=80`): it is then 0, and the managers assign one from
+/// [`DYNAMIC_PORTS`] when the service is created or updated. A host-mode port
+/// needs its published port. Unknown or repeated keys are refused, and so is a
+/// PROXY protocol header on a UDP port.
 pub fn parse_publish(input: &str) -> Result<PortConfig, ValidationError> {
     let err = |reason: String| ValidationError::Publish {
         input: input.to_string(),
@@ -25,6 +29,10 @@ pub fn parse_publish(input: &str) -> Result<PortConfig, ValidationError> {
         parse_short(s).map_err(err)
     }
 }
+
+/// The published ports the managers assign to ingress ports published without
+/// one, as Swarm does.
+pub const DYNAMIC_PORTS: std::ops::RangeInclusive<u32> = 30000..=32767;
 
 /// Parses a published port alone, `PUBLISHED[/PROTOCOL]` (`8080`, `53/udp`), as
 /// `service update --publish-rm` names the port to stop publishing.
@@ -48,11 +56,15 @@ fn parse_short(s: &str) -> Result<PortConfig, String> {
         Some((ports, protocol)) => (ports, parse_protocol(protocol)?),
         None => (s, PortProtocol::Tcp),
     };
-    let (published, target) = ports.split_once(':').ok_or_else(|| EXPECTED.to_string())?;
+    let (published, target) = match ports.split_once(':') {
+        Some((published, target)) => (parse_port("published", published)?, target),
+        None if ports.trim().is_empty() => return Err(EXPECTED.to_string()),
+        None => (0, ports),
+    };
     Ok(PortConfig {
         protocol: protocol.into(),
         target_port: parse_port("target", target)?,
-        published_port: parse_port("published", published)?,
+        published_port: published,
         publish_mode: PublishMode::Ingress.into(),
         proxy_protocol: ProxyProtocolVersion::None.into(),
     })
@@ -96,11 +108,15 @@ fn parse_long(s: &str) -> Result<PortConfig, String> {
     if protocol == PortProtocol::Udp && proxy != ProxyProtocolVersion::None {
         return Err("the PROXY protocol header is for TCP ports only".to_string());
     }
+    let mode = mode.unwrap_or(PublishMode::Ingress);
+    if published.is_none() && mode == PublishMode::Host {
+        return Err("a host-mode port needs its published port".to_string());
+    }
     Ok(PortConfig {
         protocol: protocol.into(),
         target_port: target.ok_or("the target port is required")?,
-        published_port: published.ok_or("the published port is required")?,
-        publish_mode: mode.unwrap_or(PublishMode::Ingress).into(),
+        published_port: published.unwrap_or(0),
+        publish_mode: mode.into(),
         proxy_protocol: proxy.into(),
     })
 }
@@ -190,6 +206,9 @@ mod tests {
         assert_eq!(parse_publish("53:53/udp"), Ok(port(53, 53, Udp, Ingress)));
         assert_eq!(parse_publish("53:53/UDP"), Ok(port(53, 53, Udp, Ingress)));
         assert_eq!(parse_publish("1:65535"), Ok(port(1, 65535, Tcp, Ingress)));
+        // The published port left to the managers.
+        assert_eq!(parse_publish("80"), Ok(port(0, 80, Tcp, Ingress)));
+        assert_eq!(parse_publish(" 53/udp"), Ok(port(0, 53, Udp, Ingress)));
     }
 
     #[test]
@@ -220,14 +239,19 @@ mod tests {
             parse_publish("mode=host,proxy_protocol=V1,published=80,target=8080"),
             Ok(v1)
         );
+        assert_eq!(parse_publish("target=80"), Ok(port(0, 80, Tcp, Ingress)));
+        assert_eq!(
+            parse_publish("target=53,protocol=udp,mode=ingress"),
+            Ok(port(0, 53, Udp, Ingress))
+        );
     }
 
     #[test]
     fn refused() {
         for bad in [
             "",
-            "80",
-            "8080",
+            "/tcp",
+            "0",
             "0:80",
             "8080:0",
             "65536:80",
@@ -239,7 +263,7 @@ mod tests {
             "8080:80/",
             "8080:80:90",
             "published=8080",
-            "target=80",
+            "target=80,mode=host",
             "published=8080,target=80,protocol=sctp",
             "published=8080,target=80,mode=bridge",
             "published=8080,target=80,foo=bar",
@@ -270,10 +294,17 @@ mod tests {
                 .contains("unknown key \"foo\"")
         );
         assert!(
-            parse_publish("8080")
+            parse_publish("/udp")
                 .unwrap_err()
                 .to_string()
-                .contains("expected PUBLISHED:TARGET")
+                .contains("expected [PUBLISHED:]TARGET")
+        );
+        assert_eq!(
+            parse_publish("target=80,mode=host")
+                .unwrap_err()
+                .to_string(),
+            "invalid port publication \"target=80,mode=host\": a host-mode port needs its \
+             published port"
         );
     }
 }

@@ -56,13 +56,20 @@ pub fn validate_service_spec(spec: &ServiceSpec) -> Result<(), ValidationError> 
 }
 
 /// Ports in range, known enum values, and each published port/protocol pair once.
+/// An ingress port may have published port 0: the managers assign one.
 fn validate_ports<'a>(ports: impl Iterator<Item = &'a PortConfig>) -> Result<(), ValidationError> {
     let mut seen = HashSet::new();
     for port in ports {
-        for (which, number) in [
-            ("published", port.published_port),
-            ("target", port.target_port),
-        ] {
+        let protocol = check_enum::<PortProtocol>("port protocol", port.protocol)?;
+        let mode = check_enum::<PublishMode>("publish mode", port.publish_mode)?;
+        let assigned = port.published_port == 0 && mode == PublishMode::Ingress;
+        if port.published_port == 0 && mode == PublishMode::Host {
+            return Err(ValidationError::HostPortMissing {
+                target: port.target_port,
+            });
+        }
+        let published = (!assigned).then_some(("published", port.published_port));
+        for (which, number) in published.into_iter().chain([("target", port.target_port)]) {
             if !(1..=65535).contains(&number) {
                 return Err(ValidationError::PortRange {
                     which,
@@ -70,9 +77,7 @@ fn validate_ports<'a>(ports: impl Iterator<Item = &'a PortConfig>) -> Result<(),
                 });
             }
         }
-        let protocol = check_enum::<PortProtocol>("port protocol", port.protocol)?;
-        check_enum::<PublishMode>("publish mode", port.publish_mode)?;
-        if !seen.insert((port.published_port, protocol)) {
+        if !assigned && !seen.insert((port.published_port, protocol)) {
             return Err(ValidationError::DuplicatePort {
                 published: port.published_port,
                 protocol: match protocol {
@@ -213,6 +218,13 @@ mod tests {
             ..Default::default()
         };
         assert_eq!(validate_service_spec(&minimal), Ok(()));
+        // Ingress ports whose published port the managers assign, twice the
+        // same target even.
+        let mut assigned = valid();
+        let ports = &mut assigned.endpoint.as_mut().unwrap().ports;
+        ports.push(port(0, 80, PortProtocol::Tcp));
+        ports.push(port(0, 80, PortProtocol::Tcp));
+        assert_eq!(validate_service_spec(&assigned), Ok(()));
     }
 
     #[test]
@@ -268,9 +280,17 @@ mod tests {
                         .as_mut()
                         .unwrap()
                         .ports
-                        .push(port(0, 81, PortProtocol::Tcp))
+                        .push(port(65536, 81, PortProtocol::Tcp))
                 },
-                "invalid published port 0",
+                "invalid published port 65536",
+            ),
+            (
+                |s| {
+                    let mut host = port(0, 81, PortProtocol::Tcp);
+                    host.publish_mode = PublishMode::Host.into();
+                    s.endpoint.as_mut().unwrap().ports.push(host)
+                },
+                "the host-mode port for target port 81 needs a published port",
             ),
             (
                 |s| {

@@ -33,6 +33,7 @@ fn full_spec() {
         publish: vec![
             "8080:80".into(),
             "published=53,target=53,protocol=udp".into(),
+            "9000".into(),
         ],
         limit_memory: Some("64MiB".into()),
         limit_cpu: Some("0.5".into()),
@@ -78,6 +79,14 @@ fn full_spec() {
                 protocol: PortProtocol::Udp.into(),
                 target_port: 53,
                 published_port: 53,
+                publish_mode: PublishMode::Ingress.into(),
+            },
+            // The managers choose its published port.
+            PortConfig {
+                proxy_protocol: Default::default(),
+                protocol: PortProtocol::Tcp.into(),
+                target_port: 9000,
+                published_port: 0,
                 publish_mode: PublishMode::Ingress.into(),
             },
         ]
@@ -161,10 +170,10 @@ fn refused_input() {
     );
     assert!(
         err(ServiceCreateArgs {
-            publish: vec!["80".into()],
+            publish: vec!["target=80,mode=host".into()],
             ..base()
         })
-        .starts_with("invalid port publication \"80\"")
+        .starts_with("invalid port publication \"target=80,mode=host\"")
     );
     assert_eq!(
         err(ServiceCreateArgs {

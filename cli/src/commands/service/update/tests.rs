@@ -168,10 +168,10 @@ fn bad_options_are_refused_naming_the_problem() {
         ),
         (
             ServiceUpdateArgs {
-                publish_add: strings(&["80"]),
+                publish_add: strings(&["80/sctp"]),
                 ..given("web")
             },
-            "invalid port publication \"80\"",
+            "invalid port publication \"80/sctp\"",
         ),
         (
             ServiceUpdateArgs {
