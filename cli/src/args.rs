@@ -388,6 +388,7 @@ pub mod service;
 mod tests;
 
 pub use service::{
-    LoadBalanceArg, RestartArgs, RestartConditionArg, ServiceCommand, ServiceCreateArgs,
-    ServiceLogsArgs, ServiceMode, ServicePsArgs, ServiceUpdateArgs, UpdateConfigArgs,
+    EndpointModeArg, LoadBalanceArg, RestartArgs, RestartConditionArg, ServiceCommand,
+    ServiceCreateArgs, ServiceLogsArgs, ServiceMode, ServicePsArgs, ServiceUpdateArgs,
+    UpdateConfigArgs,
 };

@@ -140,6 +140,15 @@ pub enum ValidationError {
         /// Its target port.
         target: u32,
     },
+    /// An ingress port on a service without a virtual IP.
+    #[error(
+        "the port for target port {target} is published in ingress mode, which needs the \
+         service's virtual IP: with endpoint mode dnsrr publish it with mode=host"
+    )]
+    DnsrrIngress {
+        /// Its target port.
+        target: u32,
+    },
     /// Two port configurations publish the same port and protocol.
     #[error("port {published}/{protocol} is published more than once")]
     DuplicatePort {

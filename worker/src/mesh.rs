@@ -247,6 +247,7 @@ mod tests {
                     spec: Some(EndpointSpec {
                         ports: vec![web_port],
                         balance: LoadBalance::LeastConn.into(),
+                        ..Default::default()
                     }),
                     stop_grace_period_ms: 2_000,
                     tasks: vec![

@@ -86,6 +86,10 @@ pub struct ServiceCreateArgs {
     /// How the proxy spreads new connections over the service's tasks.
     #[arg(long, value_enum, default_value_t = LoadBalanceArg::RoundRobin)]
     pub lb: LoadBalanceArg,
+    /// How other tasks reach the service by name: its virtual IP, or (dnsrr) the
+    /// addresses of its tasks, with host-mode ports only.
+    #[arg(long, value_enum, default_value_t = EndpointModeArg::Vip)]
+    pub endpoint_mode: EndpointModeArg,
     /// Memory limit, like `64MiB` or `1g`.
     #[arg(long, allow_hyphen_values = true)]
     pub limit_memory: Option<String>,
@@ -168,6 +172,10 @@ pub struct ServiceUpdateArgs {
     /// How the proxy spreads new connections over the service's tasks.
     #[arg(long, value_enum)]
     pub lb: Option<LoadBalanceArg>,
+    /// A new endpoint mode: `vip` or `dnsrr` (the service's VIP is given or
+    /// taken away).
+    #[arg(long, value_enum)]
+    pub endpoint_mode: Option<EndpointModeArg>,
     /// A new memory limit, like `64MiB` (`0`: none).
     #[arg(long, allow_hyphen_values = true)]
     pub limit_memory: Option<String>,
@@ -323,6 +331,25 @@ pub fn parse_duration(input: &str) -> Result<Duration, String> {
         "m" => Ok(Duration::from_secs(number.saturating_mul(60))),
         "h" => Ok(Duration::from_secs(number.saturating_mul(3600))),
         _ => Err(invalid()),
+    }
+}
+
+/// `--endpoint-mode`: what the service's name resolves to.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, clap::ValueEnum)]
+pub enum EndpointModeArg {
+    /// A virtual IP, served by every node's proxy.
+    #[default]
+    Vip,
+    /// The addresses of the service's tasks (DNS round-robin), no virtual IP.
+    Dnsrr,
+}
+
+impl From<EndpointModeArg> for rswarm_proto::api::EndpointMode {
+    fn from(mode: EndpointModeArg) -> Self {
+        match mode {
+            EndpointModeArg::Vip => rswarm_proto::api::EndpointMode::Vip,
+            EndpointModeArg::Dnsrr => rswarm_proto::api::EndpointMode::Dnsrr,
+        }
     }
 }
 

@@ -22,8 +22,8 @@ use rswarm_proto::validate::{
 use super::progress::{self, Expect, Watch};
 use super::{Context, inspect_each, remove_each, rpc_error, write_line};
 use crate::args::{
-    Format, LoadBalanceArg, RestartArgs, RestartConditionArg, ServiceCommand, ServiceCreateArgs,
-    ServiceMode,
+    EndpointModeArg, Format, LoadBalanceArg, RestartArgs, RestartConditionArg, ServiceCommand,
+    ServiceCreateArgs, ServiceMode,
 };
 use crate::output;
 use tonic::transport::Channel;
@@ -132,16 +132,18 @@ pub fn build_spec(args: &ServiceCreateArgs) -> anyhow::Result<ServiceSpec> {
             ),
         }),
         mode: Some(mode),
-        endpoint: (!ports.is_empty() || args.lb != LoadBalanceArg::RoundRobin).then_some(
-            EndpointSpec {
+        endpoint: (!ports.is_empty()
+            || args.lb != LoadBalanceArg::RoundRobin
+            || args.endpoint_mode != EndpointModeArg::Vip)
+            .then_some(EndpointSpec {
                 ports,
                 balance: match args.lb {
                     LoadBalanceArg::RoundRobin => LoadBalance::RoundRobin,
                     LoadBalanceArg::LeastConn => LoadBalance::LeastConn,
                 }
                 .into(),
-            },
-        ),
+                mode: rswarm_proto::api::EndpointMode::from(args.endpoint_mode).into(),
+            }),
         update_config: update::update_config(&args.update, None)?,
     };
     validate_service_spec(&spec)?;

@@ -38,6 +38,7 @@ pub fn service_json(service: &Service) -> Result<Value, serde_json::Error> {
     }
     if let Some(endpoint) = spec.get_mut("endpoint") {
         rename(endpoint, &["balance"], names::load_balance);
+        rename(endpoint, &["mode"], names::endpoint_mode);
     }
     if let Some(Value::Object(mode)) = spec.get_mut("mode") {
         // serde names the oneof's variants after the Rust enum (`Replicated`).
@@ -128,6 +129,7 @@ mod tests {
                 mode: Some(Mode::Replicated(ReplicatedService { replicas: 3 })),
                 endpoint: Some(EndpointSpec {
                     balance: Default::default(),
+                    mode: Default::default(),
                     ports: vec![PortConfig {
                         proxy_protocol: Default::default(),
                         protocol: PortProtocol::Udp.into(),

@@ -1,8 +1,8 @@
 //! Readable names for the protocol's enums, as users type and read them.
 
 use rswarm_proto::api::{
-    LoadBalance, NodeAvailability, NodeRole, NodeState, PortProtocol, ProxyProtocolVersion,
-    PublishMode, RestartCondition, TaskState, service_spec::Mode,
+    EndpointMode, LoadBalance, NodeAvailability, NodeRole, NodeState, PortProtocol,
+    ProxyProtocolVersion, PublishMode, RestartCondition, TaskState, service_spec::Mode,
 };
 
 /// Shown for a number the protocol does not define (a newer peer).
@@ -61,6 +61,15 @@ pub fn proxy_protocol(value: i32) -> &'static str {
         Ok(ProxyProtocolVersion::None) => "none",
         Ok(ProxyProtocolVersion::V1) => "v1",
         Ok(ProxyProtocolVersion::V2) => "v2",
+        Err(_) => UNKNOWN,
+    }
+}
+
+/// `vip` or `dnsrr`.
+pub fn endpoint_mode(value: i32) -> &'static str {
+    match EndpointMode::try_from(value) {
+        Ok(EndpointMode::Vip) => "vip",
+        Ok(EndpointMode::Dnsrr) => "dnsrr",
         Err(_) => UNKNOWN,
     }
 }

@@ -111,6 +111,7 @@ mod tests {
                     mode: Some(mode),
                     endpoint: Some(EndpointSpec {
                         balance: Default::default(),
+                        mode: Default::default(),
                         ports: vec![
                             PortConfig {
                                 proxy_protocol: Default::default(),

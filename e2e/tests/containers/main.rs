@@ -767,6 +767,75 @@ fn a_published_port_on_every_node_reaches_every_task() {
             }
         })?;
 
+        // A DNSRR service has no VIP: its name itself answers its tasks'
+        // addresses (a host-mode port, which would otherwise give it a VIP).
+        create(
+            cluster,
+            "db",
+            2,
+            &[
+                "--endpoint-mode",
+                "dnsrr",
+                "--publish",
+                "published=8600,target=8080,mode=host",
+                "testimg:1",
+                "/bin/testimg",
+                "serve",
+                "8080",
+            ],
+        )?;
+        let db_tasks = services::wait_converged(cluster, 0, "db", 2, CONVERGE, |tasks| {
+            if services::running(tasks)
+                .iter()
+                .all(|t| !t.address.is_empty())
+            {
+                Ok(())
+            } else {
+                Err(format!("a task has no address yet: {tasks:?}"))
+            }
+        })?;
+        let inspected = cluster.node(0).cli_json(&["service", "inspect", "db"])?;
+        let service = inspected.get(0).unwrap_or(&inspected);
+        ensure!(
+            service["endpoint"]["virtual_ip"]
+                .as_str()
+                .unwrap_or_default()
+                .is_empty()
+                && service["spec"]["endpoint"]["mode"] == "dnsrr",
+            "db is not a DNSRR service without a VIP: {service}"
+        );
+        let mut db_addresses: Vec<std::net::Ipv4Addr> = services::running(&db_tasks)
+            .iter()
+            .map(|t| t.address.parse())
+            .collect::<Result<_, _>>()?;
+        db_addresses.sort();
+        let wanted: Vec<String> = db_addresses.iter().map(ToString::to_string).collect();
+        let wanted = format!("db {}", wanted.join(" "));
+        create(
+            cluster,
+            "lookup-db",
+            1,
+            &[
+                "--restart-condition",
+                "on-failure",
+                "testimg:1",
+                "/bin/testimg",
+                "resolve",
+                "db",
+            ],
+        )?;
+        wait_until(CONVERGE, "db to resolve to its tasks", || {
+            let logs = cluster
+                .node(0)
+                .cli_ok(&["service", "logs", "lookup-db"])
+                .map_err(|e| e.to_string())?;
+            if logs.lines().any(|l| l.trim_end().ends_with(&wanted)) {
+                Ok(())
+            } else {
+                Err(format!("no {wanted:?} in logs: {logs}"))
+            }
+        })?;
+
         // The port is the cluster's: another service cannot take it.
         let out = cluster.node(0).cli(&[
             "service",

@@ -2,8 +2,8 @@
 //! virtual IP from the task network pool), update, list, remove.
 
 use rswarm_proto::api::{
-    ListServicesResponse, ListTasksRequest, ListTasksResponse, Meta, Service, ServiceEndpoint,
-    ServiceSpec, ServiceSummary, TaskState, service_spec,
+    EndpointMode, ListServicesResponse, ListTasksRequest, ListTasksResponse, Meta, Service,
+    ServiceEndpoint, ServiceSpec, ServiceSummary, TaskState, service_spec,
 };
 use rswarm_proto::validate::validate_service_spec;
 
@@ -33,31 +33,12 @@ impl<P: Proposer, R: RaftView> ControlApi<P, R> {
             ports::assign_published(tx, &mut spec, None, None)?;
             ports::check_conflicts(tx, &spec, None)?;
             let mut actions = Vec::new();
-            let mut endpoint = None;
+            let endpoint = virtual_ip_for(tx, &spec)?;
             if let Some(cluster) = tx.cluster()
-                && !cluster.network_pool.is_empty()
-                && let Ok(pool) = network::parse_pool(&cluster.network_pool)
-                && network::vip_range(&pool).is_some()
+                && (endpoint.is_some() || ports_differ(&spec, &ServiceSpec::default()))
             {
-                let taken = tx
-                    .services()
-                    .filter_map(|s| s.endpoint.as_ref())
-                    .map(|e| e.virtual_ip.as_str());
-                let Some(virtual_ip) = network::free_vip(&pool, taken) else {
-                    return Err(ControlError::Refused(format!(
-                        "no virtual IP is left in the task network pool {}: remove a \
-                         service first",
-                        cluster.network_pool
-                    )));
-                };
-                endpoint = Some(ServiceEndpoint { virtual_ip });
                 // Rewriting the cluster object makes concurrent creations conflict
                 // on its version, so two services never get one VIP or one port.
-                actions.push(StoreAction::UpdateCluster(cluster.clone()));
-            } else if ports_differ(&spec, &ServiceSpec::default())
-                && let Some(cluster) = tx.cluster()
-            {
-                // No VIP to hand out, but still a port: the same conflict guard.
                 actions.push(StoreAction::UpdateCluster(cluster.clone()));
             }
             actions.push(StoreAction::CreateService(Service {
@@ -139,12 +120,20 @@ impl<P: Proposer, R: RaftView> ControlApi<P, R> {
                 return Ok(vec![]);
             }
             ports::check_conflicts(tx, &spec, Some(&service.id))?;
+            // A change of endpoint mode takes the VIP away or gives one.
+            let new_vip = is_dnsrr(&current) && !is_dnsrr(&spec);
+            if new_vip {
+                service.endpoint = virtual_ip_for(tx, &spec)?;
+            } else if is_dnsrr(&spec) {
+                service.endpoint = None;
+            }
             service.spec = Some(spec.clone());
             service.meta.get_or_insert_default().updated_at = now_ms();
             let mut actions = Vec::new();
             // As at creation: rewriting the cluster object makes a concurrent create
-            // or update conflict on its version, so two services never get one port.
-            if ports_differ(&spec, &current)
+            // or update conflict on its version, so two services never get one
+            // port or one VIP.
+            if (new_vip || ports_differ(&spec, &current))
                 && let Some(cluster) = tx.cluster()
             {
                 actions.push(StoreAction::UpdateCluster(cluster.clone()));
@@ -204,6 +193,44 @@ fn mode_name(spec: &ServiceSpec) -> &'static str {
         Some(service_spec::Mode::Global(_)) => "global",
         Some(service_spec::Mode::Replicated(_)) => "replicated",
         None => "without a mode",
+    }
+}
+
+/// Whether `spec` asks for no virtual IP (endpoint mode DNSRR).
+fn is_dnsrr(spec: &ServiceSpec) -> bool {
+    spec.endpoint
+        .as_ref()
+        .is_some_and(|e| e.mode == EndpointMode::Dnsrr as i32)
+}
+
+/// A free virtual IP from the task network pool for a service of `spec`; none
+/// without a task network or for a DNSRR service. The pool exhausted is refused.
+fn virtual_ip_for(
+    tx: &ReadTx<'_>,
+    spec: &ServiceSpec,
+) -> Result<Option<ServiceEndpoint>, ControlError> {
+    if is_dnsrr(spec) {
+        return Ok(None);
+    }
+    let Some(cluster) = tx.cluster().filter(|c| !c.network_pool.is_empty()) else {
+        return Ok(None);
+    };
+    let Ok(pool) = network::parse_pool(&cluster.network_pool) else {
+        return Ok(None);
+    };
+    if network::vip_range(&pool).is_none() {
+        return Ok(None);
+    }
+    let taken = tx
+        .services()
+        .filter_map(|s| s.endpoint.as_ref())
+        .map(|e| e.virtual_ip.as_str());
+    match network::free_vip(&pool, taken) {
+        Some(virtual_ip) => Ok(Some(ServiceEndpoint { virtual_ip })),
+        None => Err(ControlError::Refused(format!(
+            "no virtual IP is left in the task network pool {}: remove a service first",
+            cluster.network_pool
+        ))),
     }
 }
 

@@ -513,6 +513,60 @@ async fn an_ingress_port_without_a_number_gets_the_lowest_free_one_and_keeps_it(
 }
 
 #[tokio::test]
+async fn a_dnsrr_service_has_no_virtual_ip_and_an_update_of_the_mode_moves_it() {
+    let (api, store) = api();
+    let mut cluster = store.view(|tx| tx.cluster().cloned()).unwrap();
+    cluster.network_pool = "10.231.0.0/16".into();
+    DirectProposer::new(store.clone())
+        .propose(vec![StoreAction::UpdateCluster(cluster)])
+        .await
+        .unwrap();
+    let dnsrr = |name: &str, ports: &[(u32, PortProtocol, PublishMode)]| {
+        let mut spec = published(name, ports);
+        spec.endpoint.get_or_insert_default().mode = EndpointMode::Dnsrr.into();
+        spec
+    };
+    let vip = |s: &Service| s.endpoint.as_ref().map(|e| e.virtual_ip.clone());
+    let db = create(
+        &api,
+        dnsrr("db", &[(5432, PortProtocol::Tcp, PublishMode::Host)]),
+    )
+    .await
+    .unwrap();
+    assert_eq!(vip(&db), None);
+    // An ingress port needs the VIP: refused, nothing written.
+    let err = create(
+        &api,
+        dnsrr("web", &[(8080, PortProtocol::Tcp, PublishMode::Ingress)]),
+    )
+    .await
+    .unwrap_err();
+    assert_eq!(err.code(), Code::InvalidArgument);
+    assert!(
+        err.message()
+            .contains("with endpoint mode dnsrr publish it with mode=host")
+    );
+    assert_eq!(store.view(|tx| tx.services().count()), 1);
+
+    // To VIP mode: it gets one; back to DNSRR: it is taken away and free again.
+    let mut to_vip = dnsrr("db", &[(5432, PortProtocol::Tcp, PublishMode::Host)]);
+    to_vip.endpoint.as_mut().unwrap().mode = EndpointMode::Vip.into();
+    let db = update(&api, "db", 0, to_vip).await.unwrap();
+    assert_eq!(vip(&db).as_deref(), Some("10.231.255.1"));
+    let db = update(
+        &api,
+        "db",
+        0,
+        dnsrr("db", &[(5432, PortProtocol::Tcp, PublishMode::Host)]),
+    )
+    .await
+    .unwrap();
+    assert_eq!(vip(&db), None);
+    let other = create(&api, spec("other")).await.unwrap();
+    assert_eq!(vip(&other).as_deref(), Some("10.231.255.1"));
+}
+
+#[tokio::test]
 async fn services_get_distinct_virtual_ips_from_the_pool() {
     let (api, store) = api();
     let no_pool = create(&api, spec("before")).await.unwrap();

@@ -68,6 +68,7 @@ pub fn service(id: &str, ports: &[(u32, PortProtocol)]) -> Service {
             name: id.into(),
             endpoint: Some(EndpointSpec {
                 balance: Default::default(),
+                mode: Default::default(),
                 ports: ports
                     .iter()
                     .map(|&(port, protocol)| PortConfig {

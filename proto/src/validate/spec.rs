@@ -7,7 +7,9 @@ use super::{
     ValidationError, check_key, format_cpus, format_size, parse_constraint, parse_env,
     validate_container, validate_service_name,
 };
-use crate::api::{PortConfig, PortProtocol, PublishMode, Resources, RestartCondition, ServiceSpec};
+use crate::api::{
+    EndpointMode, PortConfig, PortProtocol, PublishMode, Resources, RestartCondition, ServiceSpec,
+};
 
 /// Smallest CPU amount a container can be given: 0.001 CPU, as in Swarm.
 const MIN_NANO_CPUS: u64 = 1_000_000;
@@ -52,7 +54,17 @@ pub fn validate_service_spec(spec: &ServiceSpec) -> Result<(), ValidationError> 
             check_enum::<RestartCondition>("restart condition", policy.condition)?;
         }
     }
-    validate_ports(spec.endpoint.iter().flat_map(|e| &e.ports))
+    validate_ports(spec.endpoint.iter().flat_map(|e| &e.ports))?;
+    if let Some(endpoint) = &spec.endpoint {
+        let mode = check_enum::<EndpointMode>("endpoint mode", endpoint.mode)?;
+        let ingress = endpoint.ports.iter().find(|p| !p.is_host_mode());
+        if let (EndpointMode::Dnsrr, Some(port)) = (mode, ingress) {
+            return Err(ValidationError::DnsrrIngress {
+                target: port.target_port,
+            });
+        }
+    }
+    Ok(())
 }
 
 /// Ports in range, known enum values, and each published port/protocol pair once.
@@ -179,6 +191,7 @@ mod tests {
             mode: Some(Mode::Replicated(ReplicatedService { replicas: 3 })),
             endpoint: Some(EndpointSpec {
                 balance: Default::default(),
+                mode: Default::default(),
                 ports: vec![
                     port(8080, 80, PortProtocol::Tcp),
                     port(8080, 80, PortProtocol::Udp),
@@ -225,6 +238,14 @@ mod tests {
         ports.push(port(0, 80, PortProtocol::Tcp));
         ports.push(port(0, 80, PortProtocol::Tcp));
         assert_eq!(validate_service_spec(&assigned), Ok(()));
+        // DNSRR with host-mode ports only.
+        let mut dnsrr = valid();
+        let endpoint = dnsrr.endpoint.as_mut().unwrap();
+        endpoint.mode = EndpointMode::Dnsrr.into();
+        for port in &mut endpoint.ports {
+            port.publish_mode = PublishMode::Host.into();
+        }
+        assert_eq!(validate_service_spec(&dnsrr), Ok(()));
     }
 
     #[test]
@@ -309,6 +330,15 @@ mod tests {
             (
                 |s| s.endpoint.as_mut().unwrap().ports[0].publish_mode = -1,
                 "invalid publish mode: unknown value -1",
+            ),
+            (
+                |s| s.endpoint.as_mut().unwrap().mode = EndpointMode::Dnsrr.into(),
+                "the port for target port 80 is published in ingress mode, which needs the \
+                 service's virtual IP: with endpoint mode dnsrr publish it with mode=host",
+            ),
+            (
+                |s| s.endpoint.as_mut().unwrap().mode = 5,
+                "invalid endpoint mode: unknown value 5",
             ),
             (
                 |s| task(s).restart_policy.as_mut().unwrap().condition = 9,

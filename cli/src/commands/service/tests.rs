@@ -1,11 +1,14 @@
 use super::*;
 use crate::commands::test_support::{start, text};
-use rswarm_proto::api::{PortConfig, PortProtocol, PublishMode, Task, TaskState, TaskStatus};
+use rswarm_proto::api::{
+    EndpointMode, PortConfig, PortProtocol, PublishMode, Task, TaskState, TaskStatus,
+};
 use serde_json::Value;
 
 fn create_args(name: &str) -> ServiceCreateArgs {
     ServiceCreateArgs {
         lb: Default::default(),
+        endpoint_mode: Default::default(),
         name: name.into(),
         replicas: None,
         mode: ServiceMode::Replicated,
@@ -102,6 +105,23 @@ fn least_conn_and_proxy_protocol_reach_the_spec() {
     };
     let endpoint = build_spec(&args).unwrap().endpoint.unwrap();
     assert_eq!(endpoint.balance, LoadBalance::LeastConn as i32);
+    assert_eq!(endpoint.mode, EndpointMode::Vip as i32);
+    let dnsrr = ServiceCreateArgs {
+        endpoint_mode: EndpointModeArg::Dnsrr,
+        ..create_args("db")
+    };
+    let dnsrr_endpoint = build_spec(&dnsrr).unwrap().endpoint.unwrap();
+    assert_eq!(dnsrr_endpoint.mode, EndpointMode::Dnsrr as i32);
+    let ingress = ServiceCreateArgs {
+        publish: vec!["8080:80".into()],
+        ..dnsrr
+    };
+    assert!(
+        build_spec(&ingress)
+            .unwrap_err()
+            .to_string()
+            .contains("needs the service's virtual IP")
+    );
     assert_eq!(
         endpoint.ports[0].proxy_protocol,
         rswarm_proto::api::ProxyProtocolVersion::V2 as i32

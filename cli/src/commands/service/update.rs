@@ -61,6 +61,7 @@ pub fn apply(spec: &mut ServiceSpec, args: &ServiceUpdateArgs) -> anyhow::Result
         || !args.constraint_add.is_empty()
         || !args.constraint_rm.is_empty()
         || args.lb.is_some()
+        || args.endpoint_mode.is_some()
         || args.limit_memory.is_some()
         || args.limit_cpu.is_some()
         || args.update != UpdateConfigArgs::default()
@@ -151,7 +152,11 @@ pub fn apply(spec: &mut ServiceSpec, args: &ServiceUpdateArgs) -> anyhow::Result
     if args.force {
         task.force_update = task.force_update.wrapping_add(1);
     }
-    if !args.publish_rm.is_empty() || !args.publish_add.is_empty() || args.lb.is_some() {
+    if !args.publish_rm.is_empty()
+        || !args.publish_add.is_empty()
+        || args.lb.is_some()
+        || args.endpoint_mode.is_some()
+    {
         let endpoint = spec.endpoint.get_or_insert_default();
         let added = args
             .publish_add
@@ -189,7 +194,13 @@ pub fn apply(spec: &mut ServiceSpec, args: &ServiceUpdateArgs) -> anyhow::Result
             }
             .into();
         }
-        if endpoint.ports.is_empty() && endpoint.balance == LoadBalance::RoundRobin as i32 {
+        if let Some(mode) = args.endpoint_mode {
+            endpoint.mode = rswarm_proto::api::EndpointMode::from(mode).into();
+        }
+        if endpoint.ports.is_empty()
+            && endpoint.balance == LoadBalance::RoundRobin as i32
+            && endpoint.mode == rswarm_proto::api::EndpointMode::Vip as i32
+        {
             spec.endpoint = None;
         }
     }

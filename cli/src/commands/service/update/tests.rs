@@ -3,7 +3,7 @@ use std::time::Duration;
 use rswarm_proto::api::{Meta, PortProtocol, PublishMode, Task, TaskState, TaskStatus};
 
 use super::*;
-use crate::args::Format;
+use crate::args::{EndpointModeArg, Format};
 use crate::commands::test_support::{FakeControl, start, text};
 
 fn given(service: &str) -> ServiceUpdateArgs {
@@ -17,6 +17,7 @@ fn given(service: &str) -> ServiceUpdateArgs {
         constraint_add: vec![],
         constraint_rm: vec![],
         lb: None,
+        endpoint_mode: None,
         limit_memory: None,
         limit_cpu: None,
         update: UpdateConfigArgs::default(),
@@ -139,6 +140,23 @@ fn each_option_changes_its_part_of_the_spec() {
         (&None, &None, &None)
     );
     assert_eq!(task.force_update, 1, "--force bumps the counter");
+
+    // The endpoint mode alone keeps an endpoint; back to vip, none is left.
+    let dnsrr = ServiceUpdateArgs {
+        endpoint_mode: Some(EndpointModeArg::Dnsrr),
+        ..given("web")
+    };
+    apply(&mut spec, &dnsrr).unwrap();
+    assert_eq!(
+        spec.endpoint.as_ref().map(|e| e.mode),
+        Some(rswarm_proto::api::EndpointMode::Dnsrr as i32)
+    );
+    let vip = ServiceUpdateArgs {
+        endpoint_mode: Some(EndpointModeArg::Vip),
+        ..given("web")
+    };
+    apply(&mut spec, &vip).unwrap();
+    assert_eq!(spec.endpoint, None);
 }
 
 #[test]
@@ -151,6 +169,14 @@ fn bad_options_are_refused_naming_the_problem() {
                 ..given("web")
             },
             "--env-rm NOPE: service web has no environment variable \"NOPE\"",
+        ),
+        (
+            // web publishes 8080 in ingress mode.
+            ServiceUpdateArgs {
+                endpoint_mode: Some(EndpointModeArg::Dnsrr),
+                ..given("web")
+            },
+            "with endpoint mode dnsrr publish it with mode=host",
         ),
         (
             ServiceUpdateArgs {
