@@ -569,6 +569,71 @@ fn get_from_client(cluster: &Cluster, addr: &str, count: usize) -> anyhow::Resul
 
 /// Waits until requests to `addr` from the client namespace have been answered
 /// by every task in `expected` (the proxies learn tasks shortly after they run).
+/// Waits until `service` runs `replicas` tasks, each with an address.
+fn wait_addressed(
+    cluster: &Cluster,
+    service: &str,
+    replicas: u64,
+) -> anyhow::Result<Vec<services::TaskView>> {
+    let tasks = services::wait_converged(cluster, 0, service, replicas, CONVERGE, |tasks| {
+        match services::running(tasks)
+            .iter()
+            .find(|t| t.address.is_empty())
+        {
+            Some(t) => Err(format!("{} has no address yet", t.id)),
+            None => Ok(()),
+        }
+    })?;
+    Ok(services::running(&tasks).into_iter().cloned().collect())
+}
+
+/// The tasks' addresses, sorted as the test image prints a name's addresses.
+fn sorted_addresses(tasks: &[services::TaskView]) -> anyhow::Result<Vec<std::net::Ipv4Addr>> {
+    let mut addresses: Vec<std::net::Ipv4Addr> = tasks
+        .iter()
+        .map(|t| t.address.parse())
+        .collect::<Result<_, _>>()?;
+    addresses.sort();
+    Ok(addresses)
+}
+
+/// Runs a service `lookup` whose task resolves `name` (again until it can) and
+/// waits until it has printed exactly `addresses`.
+fn wait_resolves(
+    cluster: &Cluster,
+    lookup: &str,
+    name: &str,
+    addresses: &[std::net::Ipv4Addr],
+) -> anyhow::Result<()> {
+    let listed: Vec<String> = addresses.iter().map(ToString::to_string).collect();
+    let wanted = format!("{name} {}", listed.join(" "));
+    create(
+        cluster,
+        lookup,
+        1,
+        &[
+            "--restart-condition",
+            "on-failure",
+            "testimg:1",
+            "/bin/testimg",
+            "resolve",
+            name,
+        ],
+    )?;
+    wait_until(CONVERGE, &format!("{name} to resolve to its tasks"), || {
+        let logs = cluster
+            .node(0)
+            .cli_ok(&["service", "logs", lookup])
+            .map_err(|e| e.to_string())?;
+        if logs.lines().any(|l| l.trim_end().ends_with(&wanted)) {
+            Ok(())
+        } else {
+            Err(format!("no {wanted:?} in logs: {logs}"))
+        }
+    })?;
+    Ok(())
+}
+
 fn wait_reaches(cluster: &Cluster, addr: &str, expected: &[&str]) -> anyhow::Result<()> {
     wait_until(CONVERGE, &format!("{addr} to reach {expected:?}"), || {
         let replies =
@@ -604,21 +669,7 @@ fn a_published_port_on_every_node_reaches_every_task() {
                 "8080",
             ],
         )?;
-        let tasks = services::wait_converged(cluster, 0, "web", 3, CONVERGE, |tasks| {
-            if services::running(tasks)
-                .iter()
-                .all(|t| !t.address.is_empty())
-            {
-                Ok(())
-            } else {
-                Err(format!("a task has no address yet: {tasks:?}"))
-            }
-        })?;
-        let mut task_addresses: Vec<std::net::Ipv4Addr> = services::running(&tasks)
-            .iter()
-            .map(|t| t.address.parse())
-            .collect::<Result<_, _>>()?;
-        task_addresses.sort();
+        let task_addresses = sorted_addresses(&wait_addressed(cluster, "web", 3)?)?;
         for node in cluster.nodes() {
             let addr = format!("{}:8000", node.addr.ip());
             wait_reaches(cluster, &addr, &["web.1", "web.2", "web.3"])?;
@@ -740,32 +791,7 @@ fn a_published_port_on_every_node_reaches_every_task() {
             }
         })?;
         // `tasks.web` answers the addresses of the three tasks.
-        let wanted: Vec<String> = task_addresses.iter().map(ToString::to_string).collect();
-        let wanted = format!("tasks.web {}", wanted.join(" "));
-        create(
-            cluster,
-            "lookup",
-            1,
-            &[
-                "--restart-condition",
-                "on-failure",
-                "testimg:1",
-                "/bin/testimg",
-                "resolve",
-                "tasks.web",
-            ],
-        )?;
-        wait_until(CONVERGE, "tasks.web to resolve to the tasks", || {
-            let logs = cluster
-                .node(0)
-                .cli_ok(&["service", "logs", "lookup"])
-                .map_err(|e| e.to_string())?;
-            if logs.lines().any(|l| l.trim_end().ends_with(&wanted)) {
-                Ok(())
-            } else {
-                Err(format!("no {wanted:?} in logs: {logs}"))
-            }
-        })?;
+        wait_resolves(cluster, "lookup", "tasks.web", &task_addresses)?;
 
         // A DNSRR service has no VIP: its name itself answers its tasks'
         // addresses (a host-mode port, which would otherwise give it a VIP).
@@ -784,16 +810,7 @@ fn a_published_port_on_every_node_reaches_every_task() {
                 "8080",
             ],
         )?;
-        let db_tasks = services::wait_converged(cluster, 0, "db", 2, CONVERGE, |tasks| {
-            if services::running(tasks)
-                .iter()
-                .all(|t| !t.address.is_empty())
-            {
-                Ok(())
-            } else {
-                Err(format!("a task has no address yet: {tasks:?}"))
-            }
-        })?;
+        let db_addresses = sorted_addresses(&wait_addressed(cluster, "db", 2)?)?;
         let inspected = cluster.node(0).cli_json(&["service", "inspect", "db"])?;
         let service = inspected.get(0).unwrap_or(&inspected);
         ensure!(
@@ -804,37 +821,7 @@ fn a_published_port_on_every_node_reaches_every_task() {
                 && service["spec"]["endpoint"]["mode"] == "dnsrr",
             "db is not a DNSRR service without a VIP: {service}"
         );
-        let mut db_addresses: Vec<std::net::Ipv4Addr> = services::running(&db_tasks)
-            .iter()
-            .map(|t| t.address.parse())
-            .collect::<Result<_, _>>()?;
-        db_addresses.sort();
-        let wanted: Vec<String> = db_addresses.iter().map(ToString::to_string).collect();
-        let wanted = format!("db {}", wanted.join(" "));
-        create(
-            cluster,
-            "lookup-db",
-            1,
-            &[
-                "--restart-condition",
-                "on-failure",
-                "testimg:1",
-                "/bin/testimg",
-                "resolve",
-                "db",
-            ],
-        )?;
-        wait_until(CONVERGE, "db to resolve to its tasks", || {
-            let logs = cluster
-                .node(0)
-                .cli_ok(&["service", "logs", "lookup-db"])
-                .map_err(|e| e.to_string())?;
-            if logs.lines().any(|l| l.trim_end().ends_with(&wanted)) {
-                Ok(())
-            } else {
-                Err(format!("no {wanted:?} in logs: {logs}"))
-            }
-        })?;
+        wait_resolves(cluster, "lookup-db", "db", &db_addresses)?;
 
         // The port is the cluster's: another service cannot take it.
         let out = cluster.node(0).cli(&[

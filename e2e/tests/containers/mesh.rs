@@ -10,8 +10,8 @@ use rswarm_e2e::services::{self, TaskView};
 use rswarm_e2e::{Cluster, wait_until};
 
 use super::{
-    CONVERGE, container_pid, create, get_from_client, import_test_image, node_of, wait_reaches,
-    with_cluster,
+    CONVERGE, container_pid, create, get_from_client, import_test_image, node_of, wait_addressed,
+    wait_reaches, with_cluster,
 };
 
 /// The request loop spans both kills, the rescheduling after them and a scale
@@ -27,24 +27,6 @@ const REQUEST_TIMEOUT: Duration = Duration::from_secs(8);
 /// SIGKILL is delivered at once but the container's processes and sockets go
 /// a moment later: a request sent this soon after it still met the dying task.
 const DYING: Duration = Duration::from_millis(50);
-
-/// Waits until `service` runs `replicas` tasks, each with an address.
-fn wait_addressed(
-    cluster: &Cluster,
-    service: &str,
-    replicas: u64,
-) -> anyhow::Result<Vec<TaskView>> {
-    let tasks = services::wait_converged(cluster, 0, service, replicas, CONVERGE, |tasks| {
-        match services::running(tasks)
-            .iter()
-            .find(|t| t.address.is_empty())
-        {
-            Some(t) => Err(format!("{} has no address yet", t.id)),
-            None => Ok(()),
-        }
-    })?;
-    Ok(services::running(&tasks).into_iter().cloned().collect())
-}
 
 fn kill9(pid: u64) -> anyhow::Result<()> {
     let status = std::process::Command::new("kill")
