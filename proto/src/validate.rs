@@ -18,7 +18,10 @@ pub use container::{
     parse_signal, parse_user, signal_number, validate_container,
 };
 pub use image::normalize_image_name;
-pub use publish::{DYNAMIC_PORTS, parse_publish, parse_published};
+pub use publish::{
+    DYNAMIC_PORTS, MAX_RANGE, parse_publish, parse_publish_range, parse_published,
+    parse_published_range,
+};
 pub use quantity::{format_cpus, format_size, parse_cpus, parse_size};
 pub use spec::validate_service_spec;
 

@@ -79,7 +79,8 @@ pub struct ServiceCreateArgs {
     #[arg(long, allow_hyphen_values = true)]
     pub constraint: Vec<String>,
     /// Publish a port: `PUBLISHED:TARGET[/udp]`, `TARGET[/udp]` (the managers
-    /// choose the published port, from 30000-32767) or
+    /// choose the published port, from 30000-32767), a range in either form
+    /// (`8080-8081:80-81`) or
     /// `published=P,target=T,protocol=tcp|udp,mode=ingress|host` (repeatable).
     #[arg(short, long, allow_hyphen_values = true)]
     pub publish: Vec<String>,
@@ -159,8 +160,8 @@ pub struct ServiceUpdateArgs {
     /// port published on the same number and protocol (repeatable).
     #[arg(long, allow_hyphen_values = true)]
     pub publish_add: Vec<String>,
-    /// Stop publishing a port: `PUBLISHED[/tcp|/udp]` (repeatable; applied before
-    /// `--publish-add`).
+    /// Stop publishing a port: `PUBLISHED[/tcp|/udp]` or a range `FIRST-LAST`
+    /// (repeatable; applied before `--publish-add`).
     #[arg(long, allow_hyphen_values = true)]
     pub publish_rm: Vec<String>,
     /// Add a placement constraint like `node.labels.zone==eu` (repeatable).

@@ -15,7 +15,7 @@ use rswarm_proto::api::{
     Resources, RestartCondition, RestartPolicy, Service, ServiceSpec, TaskSpec, service_spec::Mode,
 };
 use rswarm_proto::validate::{
-    parse_capability, parse_constraint, parse_cpus, parse_env, parse_mount, parse_publish,
+    parse_capability, parse_constraint, parse_cpus, parse_env, parse_mount, parse_publish_range,
     parse_replicas, parse_signal, parse_size, parse_user, validate_service_spec,
 };
 
@@ -70,11 +70,10 @@ pub fn build_spec(args: &ServiceCreateArgs) -> anyhow::Result<ServiceSpec> {
         .iter()
         .map(|c| parse_constraint(c).map(|c| c.to_string()))
         .collect::<Result<Vec<_>, _>>()?;
-    let ports = args
-        .publish
-        .iter()
-        .map(|p| parse_publish(p))
-        .collect::<Result<Vec<_>, _>>()?;
+    let mut ports = Vec::new();
+    for publish in &args.publish {
+        ports.extend(parse_publish_range(publish)?);
+    }
     let task = &args.task;
     let limits = Resources {
         nano_cpus: args

@@ -34,6 +34,114 @@ pub fn parse_publish(input: &str) -> Result<PortConfig, ValidationError> {
 /// one, as Swarm does.
 pub const DYNAMIC_PORTS: std::ops::RangeInclusive<u32> = 30000..=32767;
 
+/// Most ports one range of [`parse_publish_range`] may publish: each is a
+/// listener on every node.
+pub const MAX_RANGE: usize = 1000;
+
+/// Parses a port publication that may be a range in the short form
+/// (`8080-8081:80-81`, `80-81/udp`: one port per number, published and target
+/// ports paired in order), else as [`parse_publish`] does.
+pub fn parse_publish_range(input: &str) -> Result<Vec<PortConfig>, ValidationError> {
+    let s = input.trim();
+    if s.contains('=') || !s.contains('-') {
+        return parse_publish(input).map(|port| vec![port]);
+    }
+    let err = |reason: String| ValidationError::Publish {
+        input: input.to_string(),
+        reason,
+    };
+    let (ports, protocol) = match s.split_once('/') {
+        Some((ports, protocol)) => (ports, Some(protocol)),
+        None => (s, None),
+    };
+    let (published, target) = match ports.split_once(':') {
+        Some((published, target)) => (Some(published), target),
+        None => (None, ports),
+    };
+    let targets = parse_range("target", target).map_err(err)?;
+    let published = published
+        .map(|p| parse_range("published", p))
+        .transpose()
+        .map_err(err)?;
+    if let Some(published) = &published
+        && published.len() != targets.len()
+    {
+        return Err(err(format!(
+            "{} published and {} target ports: the ranges must be as long",
+            published.len(),
+            targets.len()
+        )));
+    }
+    if targets.len() > MAX_RANGE {
+        return Err(err(format!(
+            "{} ports in one range: at most {MAX_RANGE}",
+            targets.len()
+        )));
+    }
+    targets
+        .iter()
+        .enumerate()
+        .map(|(i, target)| {
+            let mut one = match &published {
+                Some(published) => format!("{}:{target}", published[i]),
+                None => target.to_string(),
+            };
+            if let Some(protocol) = protocol {
+                one = format!("{one}/{protocol}");
+            }
+            parse_short(&one).map_err(err)
+        })
+        .collect()
+}
+
+/// Parses published ports to stop publishing, `PUBLISHED[/PROTOCOL]` or a range
+/// `FIRST-LAST[/PROTOCOL]`.
+pub fn parse_published_range(input: &str) -> Result<Vec<(u32, PortProtocol)>, ValidationError> {
+    let s = input.trim();
+    let (ports, protocol) = match s.split_once('/') {
+        Some((ports, protocol)) => (ports, Some(protocol)),
+        None => (s, None),
+    };
+    if !ports.contains('-') {
+        return parse_published(input).map(|port| vec![port]);
+    }
+    let numbers = parse_range("published", ports).map_err(|reason| ValidationError::Publish {
+        input: input.to_string(),
+        reason,
+    })?;
+    numbers
+        .iter()
+        .map(|n| match protocol {
+            Some(protocol) => format!("{n}/{protocol}"),
+            None => n.to_string(),
+        })
+        .map(|one| {
+            parse_published(&one).map_err(|e| match e {
+                ValidationError::Publish { reason, .. } => ValidationError::Publish {
+                    input: input.to_string(),
+                    reason,
+                },
+                other => other,
+            })
+        })
+        .collect()
+}
+
+/// `FIRST-LAST` (both included) or a single port, as a list of numbers.
+fn parse_range(which: &str, value: &str) -> Result<Vec<u32>, String> {
+    let Some((first, last)) = value.split_once('-') else {
+        return Ok(vec![parse_port(which, value)?]);
+    };
+    let (first, last) = (parse_port(which, first)?, parse_port(which, last)?);
+    if last < first {
+        return Err(format!(
+            "{which} port range \"{}\" ends before it starts",
+            value.trim()
+        ));
+    }
+    Ok((first..=last).collect())
+}
+
 /// Parses a published port alone, `PUBLISHED[/PROTOCOL]` (`8080`, `53/udp`), as
 /// `service update --publish-rm` names the port to stop publishing.
 pub fn parse_published(input: &str) -> Result<(u32, PortProtocol), ValidationError> {
@@ -243,6 +351,74 @@ mod tests {
         assert_eq!(
             parse_publish("target=53,protocol=udp,mode=ingress"),
             Ok(port(0, 53, Udp, Ingress))
+        );
+    }
+
+    #[test]
+    fn ranges() {
+        use PortProtocol::*;
+        use PublishMode::*;
+        assert_eq!(
+            parse_publish_range("8080-8082:80-82"),
+            Ok(vec![
+                port(8080, 80, Tcp, Ingress),
+                port(8081, 81, Tcp, Ingress),
+                port(8082, 82, Tcp, Ingress)
+            ])
+        );
+        assert_eq!(
+            parse_publish_range("5000-5001/udp"),
+            Ok(vec![
+                port(0, 5000, Udp, Ingress),
+                port(0, 5001, Udp, Ingress)
+            ])
+        );
+        assert_eq!(
+            parse_publish_range("8080:80"),
+            Ok(vec![port(8080, 80, Tcp, Ingress)])
+        );
+        assert_eq!(
+            parse_publish_range("published=8080,target=80,mode=host"),
+            Ok(vec![port(8080, 80, Tcp, Host)])
+        );
+        let refused = [
+            (
+                "8080-8081:80",
+                "2 published and 1 target ports: the ranges must be as long",
+            ),
+            ("80-79", "target port range \"80-79\" ends before it starts"),
+            ("1-1001", "1001 ports in one range: at most 1000"),
+            (
+                "80-x",
+                "target port \"x\" must be a number between 1 and 65535",
+            ),
+            (
+                "8080-8081:80-81/sctp",
+                "unknown protocol \"sctp\": must be tcp or udp",
+            ),
+        ];
+        for (bad, reason) in refused {
+            let err = parse_publish_range(bad).unwrap_err().to_string();
+            assert_eq!(
+                err,
+                format!("invalid port publication \"{bad}\": {reason}"),
+                "{bad}"
+            );
+        }
+        assert_eq!(
+            parse_published_range("53-54/udp"),
+            Ok(vec![(53, Udp), (54, Udp)])
+        );
+        assert_eq!(parse_published_range("8080"), Ok(vec![(8080, Tcp)]));
+        assert_eq!(
+            parse_published_range("9-8").unwrap_err().to_string(),
+            "invalid port publication \"9-8\": published port range \"9-8\" ends before it starts"
+        );
+        assert!(
+            parse_published_range("8-9/x")
+                .unwrap_err()
+                .to_string()
+                .starts_with("invalid port publication \"8-9/x\": unknown protocol")
         );
     }
 

@@ -5,13 +5,13 @@ use std::io::Write;
 use std::time::Duration;
 
 use rswarm_proto::api::{
-    GetServiceRequest, LoadBalance, Resources, ServiceSpec, UpdateConfig, UpdateServiceRequest,
-    service_spec::Mode,
+    GetServiceRequest, LoadBalance, PortProtocol, Resources, ServiceSpec, UpdateConfig,
+    UpdateServiceRequest, service_spec::Mode,
 };
 use rswarm_proto::rollout::DEFAULT_MONITOR_MS;
 use rswarm_proto::validate::{
-    parse_constraint, parse_cpus, parse_env, parse_publish, parse_published, parse_replicas,
-    parse_size, validate_service_spec,
+    parse_constraint, parse_cpus, parse_env, parse_publish_range, parse_published_range,
+    parse_replicas, parse_size, validate_service_spec,
 };
 
 use super::print_and_follow;
@@ -158,19 +158,34 @@ pub fn apply(spec: &mut ServiceSpec, args: &ServiceUpdateArgs) -> anyhow::Result
         || args.endpoint_mode.is_some()
     {
         let endpoint = spec.endpoint.get_or_insert_default();
-        let added = args
-            .publish_add
-            .iter()
-            .map(|port| parse_publish(port))
-            .collect::<Result<Vec<_>, _>>()?;
+        let mut added = Vec::new();
+        for port in &args.publish_add {
+            added.extend(parse_publish_range(port)?);
+        }
+        // All checked before any is removed.
+        let mut removed = Vec::new();
         for port in &args.publish_rm {
-            let (published, protocol) = parse_published(port)?;
-            let is = |p: &rswarm_proto::api::PortConfig| {
-                p.published_port == published && p.protocol == protocol as i32
-            };
-            if !endpoint.ports.iter().any(is) {
-                anyhow::bail!("--publish-rm {port}: service {name} does not publish that port");
+            for (published, protocol) in parse_published_range(port)? {
+                let is = |p: &rswarm_proto::api::PortConfig| {
+                    p.published_port == published && p.protocol == protocol as i32
+                };
+                if !endpoint.ports.iter().any(is) {
+                    let protocol = match protocol {
+                        PortProtocol::Tcp => "tcp",
+                        PortProtocol::Udp => "udp",
+                    };
+                    anyhow::bail!(
+                        "--publish-rm {port}: service {name} does not publish port \
+                         {published}/{protocol}"
+                    );
+                }
+                removed.push((published, protocol as i32));
             }
+        }
+        for (published, protocol) in removed {
+            let is = |p: &rswarm_proto::api::PortConfig| {
+                p.published_port == published && p.protocol == protocol
+            };
             // Removed and added again: `--publish-add` replaces it where it is.
             if !added.iter().any(is) {
                 endpoint.ports.retain(|p| !is(p));

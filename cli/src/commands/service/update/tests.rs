@@ -2,6 +2,8 @@ use std::time::Duration;
 
 use rswarm_proto::api::{Meta, PortProtocol, PublishMode, Task, TaskState, TaskStatus};
 
+use rswarm_proto::validate::parse_publish;
+
 use super::*;
 use crate::args::{EndpointModeArg, Format};
 use crate::commands::test_support::{FakeControl, start, text};
@@ -141,6 +143,43 @@ fn each_option_changes_its_part_of_the_spec() {
     );
     assert_eq!(task.force_update, 1, "--force bumps the counter");
 
+    // A range is added and removed port by port.
+    let range = ServiceUpdateArgs {
+        publish_add: strings(&["9000-9001:90-91/udp"]),
+        ..given("web")
+    };
+    apply(&mut spec, &range).unwrap();
+    let ports: Vec<(u32, u32)> = spec
+        .endpoint
+        .as_ref()
+        .unwrap()
+        .ports
+        .iter()
+        .map(|p| (p.published_port, p.target_port))
+        .collect();
+    assert_eq!(ports, [(9000, 90), (9001, 91)]);
+    let err = apply(
+        &mut spec,
+        &ServiceUpdateArgs {
+            publish_rm: strings(&["9000-9002/udp"]),
+            ..given("web")
+        },
+    )
+    .unwrap_err();
+    assert_eq!(
+        err.to_string(),
+        "--publish-rm 9000-9002/udp: service web does not publish port 9002/udp"
+    );
+    apply(
+        &mut spec,
+        &ServiceUpdateArgs {
+            publish_rm: strings(&["9000-9001/udp"]),
+            ..given("web")
+        },
+    )
+    .unwrap();
+    assert_eq!(spec.endpoint, None);
+
     // The endpoint mode alone keeps an endpoint; back to vip, none is left.
     let dnsrr = ServiceUpdateArgs {
         endpoint_mode: Some(EndpointModeArg::Dnsrr),
@@ -183,7 +222,7 @@ fn bad_options_are_refused_naming_the_problem() {
                 publish_rm: strings(&["9090"]),
                 ..given("web")
             },
-            "--publish-rm 9090: service web does not publish that port",
+            "--publish-rm 9090: service web does not publish port 9090/tcp",
         ),
         (
             ServiceUpdateArgs {
