@@ -10,7 +10,15 @@ use super::support::{
     Client, EchoBackend, ResettingBackend, Running, ScriptedConnector, free_tcp_addr, greetings,
     tcp_spec, within,
 };
-use crate::proxy::{Backend, ProxyConfig};
+use crate::proxy::{Backend, ListenerSpec, ProxyConfig};
+
+/// A proxy serving `spec` alone, connecting through `connector`.
+async fn start_one(connector: &Arc<ScriptedConnector>, spec: ListenerSpec) -> Running {
+    let config = ProxyConfig {
+        listeners: vec![spec],
+    };
+    Running::start_with(connector.clone(), config).await
+}
 
 #[tokio::test]
 async fn refused_backend_is_skipped_paused_and_comes_back() {
@@ -23,13 +31,7 @@ async fn refused_backend_is_skipped_paused_and_comes_back() {
     );
     spec.failure_pause = Duration::from_millis(1500);
     let connector = Arc::new(ScriptedConnector::default());
-    let proxy = Running::start_with(
-        connector.clone(),
-        ProxyConfig {
-            listeners: vec![spec],
-        },
-    )
-    .await;
+    let proxy = start_one(&connector, spec).await;
 
     // The first connection's turn is the refused backend: the client still gets
     // the live one, and while paused the refused one is not tried again.
@@ -65,13 +67,7 @@ async fn timed_out_connect_is_retried_on_another_backend() {
     let mut spec = tcp_spec(bind, vec![slow.backend("slow"), fast.backend("fast")]);
     spec.connect_timeout = Duration::from_millis(100);
     spec.failure_pause = Duration::from_secs(60);
-    let proxy = Running::start_with(
-        connector.clone(),
-        ProxyConfig {
-            listeners: vec![spec],
-        },
-    )
-    .await;
+    let proxy = start_one(&connector, spec).await;
 
     let started = tokio::time::Instant::now();
     let names = greetings(bind, 1).await;
@@ -105,13 +101,7 @@ async fn a_backend_that_resets_before_the_first_byte_is_paused_and_the_bytes_go_
         ],
     );
     spec.failure_pause = Duration::from_secs(60);
-    let proxy = Running::start_with(
-        connector.clone(),
-        ProxyConfig {
-            listeners: vec![spec],
-        },
-    )
-    .await;
+    let proxy = start_one(&connector, spec).await;
 
     // The client speaks first; its turn is the backend that resets the
     // connection once connected, before the proxy writes the client's bytes:
@@ -144,13 +134,7 @@ async fn client_is_closed_when_no_backend_accepts() {
         vec![Backend::new("x", dead[0]), Backend::new("y", dead[1])],
     );
     let connector = Arc::new(ScriptedConnector::default());
-    let proxy = Running::start_with(
-        connector.clone(),
-        ProxyConfig {
-            listeners: vec![spec],
-        },
-    )
-    .await;
+    let proxy = start_one(&connector, spec).await;
 
     let mut client = TcpStream::connect(bind).await.unwrap();
     let mut buf = [0u8; 8];
