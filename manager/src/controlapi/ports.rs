@@ -41,11 +41,12 @@ fn protocol_name(port: &PortConfig) -> &'static str {
 
 /// Gives each ingress port of `spec` published without a number (0) one, before
 /// the spec is stored; `own_id` and `current` are the service's id and stored
-/// spec when it is updated. A port of `current` with the same target port and
-/// protocol keeps its number: when `spec` does not publish that number (a spec
-/// sent again as first written), the port gets it back; when `spec` already
-/// does (`--publish-add 80` beside the port assigned for 80), it is that same
-/// publication and is dropped. Otherwise the lowest number of
+/// spec when it is updated. A number of [`DYNAMIC_PORTS`] that `current`
+/// publishes for the same target port and protocol is kept: when `spec` does
+/// not publish that number (a spec sent again as first written), the port gets
+/// it back; when `spec` publishes it for that same target (`--publish-add 80`
+/// beside the port assigned for 80), it is that same publication and is
+/// dropped. Otherwise the lowest number of
 /// [`DYNAMIC_PORTS`] no service publishes on that protocol (nor a node's
 /// daemon listens on) is taken; none left is refused, naming the range.
 pub fn assign_published(
@@ -91,6 +92,12 @@ pub(super) fn assign_in(
         .filter(|p| p.published_port != 0)
         .map(|p| (p.published_port, p.protocol))
         .collect();
+    let explicit: Vec<PortConfig> = endpoint
+        .ports
+        .iter()
+        .filter(|p| p.published_port != 0)
+        .cloned()
+        .collect();
     // Numbers of `current` an unnumbered port has already taken back or matched.
     let mut claimed: HashSet<(u32, i32)> = HashSet::new();
     let mut assigned = Vec::with_capacity(endpoint.ports.len());
@@ -99,10 +106,11 @@ pub(super) fn assign_in(
             assigned.push(port);
             continue;
         }
+        // Numbers the managers chose before (in the range) for this target.
         let previous: Vec<(u32, i32)> = current
             .into_iter()
             .flat_map(ports)
-            .filter(|p| same(&port, p))
+            .filter(|p| same(&port, p) && range.contains(&p.published_port))
             .map(|p| (p.published_port, p.protocol))
             .filter(|key| !claimed.contains(key))
             .collect();
@@ -113,8 +121,13 @@ pub(super) fn assign_in(
             assigned.push(port);
             continue;
         }
-        if let Some(&key) = previous.first() {
-            // Published already, by number.
+        // Published already, by that number and for this same target.
+        let kept = previous.iter().find(|key| {
+            explicit
+                .iter()
+                .any(|p| (p.published_port, p.protocol) == **key && same(&port, p))
+        });
+        if let Some(&key) = kept {
             claimed.insert(key);
             continue;
         }

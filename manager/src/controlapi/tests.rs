@@ -513,6 +513,31 @@ async fn an_ingress_port_without_a_number_gets_the_lowest_free_one_and_keeps_it(
 }
 
 #[tokio::test]
+async fn a_chosen_number_is_kept_only_for_its_own_target() {
+    use PortProtocol::Tcp;
+    use PublishMode::Ingress;
+    let tcp = Tcp as i32;
+    let (api, _store) = api();
+    let x = create(&api, published("x", &[(0, Tcp, Ingress)]))
+        .await
+        .unwrap();
+    assert_eq!(published_ports(&x), [(30000, 80, tcp)]);
+    // 30000 now for target 90, and a chosen number for 80: a new one.
+    let mut moved = published("x", &[(30000, Tcp, Ingress), (0, Tcp, Ingress)]);
+    moved.endpoint.as_mut().unwrap().ports[0].target_port = 90;
+    let x = update(&api, "x", 0, moved).await.unwrap();
+    assert_eq!(published_ports(&x), [(30000, 90, tcp), (30001, 80, tcp)]);
+    // A number the user gave is not kept for a port left to the managers.
+    create(&api, published("y", &[(8090, Tcp, Ingress)]))
+        .await
+        .unwrap();
+    let y = update(&api, "y", 0, published("y", &[(0, Tcp, Ingress)]))
+        .await
+        .unwrap();
+    assert_eq!(published_ports(&y), [(30002, 80, tcp)]);
+}
+
+#[tokio::test]
 async fn a_dnsrr_service_has_no_virtual_ip_and_an_update_of_the_mode_moves_it() {
     let (api, store) = api();
     let mut cluster = store.view(|tx| tx.cluster().cloned()).unwrap();

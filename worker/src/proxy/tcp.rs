@@ -74,7 +74,7 @@ pub(super) async fn serve(
 enum RelayError {
     #[error(transparent)]
     NoBackend(#[from] ProxyError),
-    #[error("reading from the client: {0}")]
+    #[error("client connection: {0}")]
     Client(io::Error),
     #[error("relaying to backend {backend}: {source}")]
     Io { backend: String, source: io::Error },

@@ -18,7 +18,10 @@
 //! set `SO_REUSEPORT` too; since Linux would then also let another program of
 //! the same user listen on `0.0.0.0:4242` and take half of the daemon's
 //! connections, the daemon checks after listening that no other program holds
-//! a socket listening on its port.
+//! a socket listening on its port (once: a program that sets `SO_REUSEPORT`
+//! on that port later is not noticed). The proxy is told the daemon's port on
+//! every node, workers too, so a worker promoted later can listen beside its
+//! VIP listeners.
 //!
 //! Elsewhere `SO_REUSEPORT` is not set: it would let any other socket of the
 //! same user that sets it share a published port's connections unnoticed (the
@@ -32,6 +35,7 @@ use std::net::SocketAddr;
 
 use socket2::{Domain, Protocol, Socket, Type};
 use tokio::net::{TcpListener, UdpSocket};
+use tracing::warn;
 
 /// The port of the node's DNS server, on the bridge gateway.
 pub const DNS_PORT: u16 = 53;
@@ -72,7 +76,17 @@ pub fn listen_daemon(addr: SocketAddr) -> io::Result<TcpListener> {
     }
     let listener = bind_tcp_sharing(addr, true)?;
     let port = listener.local_addr()?.port();
-    let others = holders::others_listening_on(port)?;
+    let others = match holders::others_listening_on(port) {
+        // Those its connections could go to: of its family, or dual-stack.
+        Ok(others) => others
+            .into_iter()
+            .filter(|other| other.is_ipv4() == addr.is_ipv4() || other.ip().is_unspecified())
+            .collect::<Vec<_>>(),
+        Err(err) => {
+            warn!(%addr, %err, "cannot tell whether another program shares the daemon's port");
+            Vec::new()
+        }
+    };
     if !others.is_empty() {
         let list: Vec<String> = others.iter().map(ToString::to_string).collect();
         return Err(io::Error::new(

@@ -192,12 +192,13 @@ pub fn apply(spec: &mut ServiceSpec, args: &ServiceUpdateArgs) -> anyhow::Result
             }
         }
         for port in added {
-            // In place, so that the same port again changes nothing.
-            match endpoint
-                .ports
-                .iter_mut()
-                .find(|p| p.published_port == port.published_port && p.protocol == port.protocol)
-            {
+            // In place, so that the same port again changes nothing; ports
+            // whose number the managers choose (0) are all new.
+            match endpoint.ports.iter_mut().find(|p| {
+                port.published_port != 0
+                    && p.published_port == port.published_port
+                    && p.protocol == port.protocol
+            }) {
                 Some(existing) => *existing = port,
                 None => endpoint.ports.push(port),
             }

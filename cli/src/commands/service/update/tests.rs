@@ -143,6 +143,26 @@ fn each_option_changes_its_part_of_the_spec() {
     );
     assert_eq!(task.force_update, 1, "--force bumps the counter");
 
+    // Ports whose numbers the managers choose are each kept.
+    let mut chosen = web();
+    apply(
+        &mut chosen,
+        &ServiceUpdateArgs {
+            publish_add: strings(&["90-91", "92"]),
+            ..given("web")
+        },
+    )
+    .unwrap();
+    let ports: Vec<(u32, u32)> = chosen
+        .endpoint
+        .as_ref()
+        .unwrap()
+        .ports
+        .iter()
+        .map(|p| (p.published_port, p.target_port))
+        .collect();
+    assert_eq!(ports, [(8080, 80), (0, 90), (0, 91), (0, 92)]);
+
     // A range is added and removed port by port.
     let range = ServiceUpdateArgs {
         publish_add: strings(&["9000-9001:90-91/udp"]),
