@@ -86,17 +86,15 @@ pub(super) fn assign_in(
     let same = |a: &PortConfig, b: &PortConfig| {
         a.target_port == b.target_port && a.protocol == b.protocol && !b.is_host_mode()
     };
-    let mut used: HashSet<(u32, i32)> = endpoint
-        .ports
-        .iter()
-        .filter(|p| p.published_port != 0)
-        .map(|p| (p.published_port, p.protocol))
-        .collect();
     let explicit: Vec<PortConfig> = endpoint
         .ports
         .iter()
         .filter(|p| p.published_port != 0)
         .cloned()
+        .collect();
+    let mut used: HashSet<(u32, i32)> = explicit
+        .iter()
+        .map(|p| (p.published_port, p.protocol))
         .collect();
     // Numbers of `current` an unnumbered port has already taken back or matched.
     let mut claimed: HashSet<(u32, i32)> = HashSet::new();

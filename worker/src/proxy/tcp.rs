@@ -96,10 +96,6 @@ async fn relay(
         let local = client.local_addr().map_err(RelayError::Client)?;
         header = header::encode(snapshot.settings.proxy_protocol, peer, local);
     }
-    let io_error = |backend: &BackendState, source| RelayError::Io {
-        backend: backend.id.clone(),
-        source,
-    };
     let mut tried = Vec::new();
     let mut first = Vec::new();
     let (backend, _guard, mut upstream, unsent) = loop {
@@ -115,15 +111,16 @@ async fn relay(
             Err(First::Upstream(err)) => failed(shared, &snapshot, &backend, &err.to_string()),
         }
     };
+    let io_error = |source| RelayError::Io {
+        backend: backend.id.clone(),
+        source,
+    };
     if !unsent.is_empty() {
-        upstream
-            .write_all(&unsent)
-            .await
-            .map_err(|e| io_error(&backend, e))?;
+        upstream.write_all(&unsent).await.map_err(io_error)?;
     }
     tokio::select! {
         copied = copy_both_ways(&mut client, &mut upstream) => {
-            copied.map_err(|e| io_error(&backend, e))?;
+            copied.map_err(io_error)?;
         }
         _ = backend.closed() => {
             debug!(listener = %shared.bind, backend = %backend.id, client = %peer, "closed at drain deadline");

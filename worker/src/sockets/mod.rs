@@ -128,28 +128,27 @@ mod tests {
         assert_eq!((&buf[..n], from), (&b"q"[..], client.local_addr().unwrap()));
     }
 
+    /// Checks that a connection to `specific`'s address goes to it and one to
+    /// another loopback address on the port goes to `wildcard`, which listens on
+    /// `0.0.0.0` beside it.
+    async fn exact_address_wins(specific: &TcpListener, wildcard: &TcpListener) {
+        use tokio::io::AsyncWriteExt;
+        let specific_addr = specific.local_addr().unwrap();
+        let other = SocketAddr::from(([127, 0, 0, 1], specific_addr.port()));
+        for (to, listener) in [(specific_addr, specific), (other, wildcard)] {
+            let mut client = tokio::net::TcpStream::connect(to).await.unwrap();
+            client.write_all(b"x").await.unwrap();
+            let (accepted, _) = listener.accept().await.unwrap();
+            assert_eq!(accepted.local_addr().unwrap(), to);
+        }
+    }
+
     #[tokio::test]
     async fn tcp_listeners_share_a_port_only_where_asked() {
-        use tokio::io::AsyncWriteExt;
         let wildcard = bind_tcp_sharing("0.0.0.0:0".parse().unwrap(), true).unwrap();
         let port = wildcard.local_addr().unwrap().port();
         let specific = bind_tcp_sharing(SocketAddr::from(([127, 0, 0, 7], port)), true).unwrap();
-        // Each connection goes to the listener bound to its exact address first.
-        for (to, expect_specific) in [([127, 0, 0, 7], true), ([127, 0, 0, 1], false)] {
-            let mut client = tokio::net::TcpStream::connect(SocketAddr::from((to, port)))
-                .await
-                .unwrap();
-            client.write_all(b"x").await.unwrap();
-            let (accepted, _) = if expect_specific {
-                specific.accept().await.unwrap()
-            } else {
-                wildcard.accept().await.unwrap()
-            };
-            assert_eq!(
-                accepted.local_addr().unwrap().ip(),
-                std::net::IpAddr::from(to)
-            );
-        }
+        exact_address_wins(&specific, &wildcard).await;
         // Without it, the usual refusal.
         let err = bind_tcp_sharing(SocketAddr::from(([127, 0, 0, 8], port)), false).unwrap_err();
         assert_eq!(err.kind(), io::ErrorKind::AddrInUse);
@@ -160,25 +159,10 @@ mod tests {
 
     #[tokio::test]
     async fn vip_listeners_share_the_daemons_port_and_nothing_else_does() {
-        use tokio::io::AsyncWriteExt;
         let daemon = listen_daemon("0.0.0.0:0".parse().unwrap()).unwrap();
         let port = daemon.local_addr().unwrap().port();
         let vip = bind_tcp(SocketAddr::from(([127, 0, 0, 9], port)), Some(port)).unwrap();
-        for (to, expect_vip) in [([127, 0, 0, 9], true), ([127, 0, 0, 1], false)] {
-            let mut client = tokio::net::TcpStream::connect(SocketAddr::from((to, port)))
-                .await
-                .unwrap();
-            client.write_all(b"x").await.unwrap();
-            let (accepted, _) = if expect_vip {
-                vip.accept().await.unwrap()
-            } else {
-                daemon.accept().await.unwrap()
-            };
-            assert_eq!(
-                accepted.local_addr().unwrap().ip(),
-                std::net::IpAddr::from(to)
-            );
-        }
+        exact_address_wins(&vip, &daemon).await;
         // A wildcard listener on the daemon's port (a published port) does not
         // share it, nor does a specific one that is not told the daemon's port.
         let refused = [

@@ -5,8 +5,8 @@ use std::io::Write;
 use std::time::Duration;
 
 use rswarm_proto::api::{
-    GetServiceRequest, LoadBalance, PortProtocol, Resources, ServiceSpec, UpdateConfig,
-    UpdateServiceRequest, service_spec::Mode,
+    GetServiceRequest, LoadBalance, Resources, ServiceSpec, UpdateConfig, UpdateServiceRequest,
+    service_spec::Mode,
 };
 use rswarm_proto::rollout::DEFAULT_MONITOR_MS;
 use rswarm_proto::validate::{
@@ -163,31 +163,28 @@ pub fn apply(spec: &mut ServiceSpec, args: &ServiceUpdateArgs) -> anyhow::Result
             added.extend(parse_publish_range(port)?);
         }
         // All checked before any is removed.
+        let publishes = |published: u32, protocol: i32| {
+            move |p: &rswarm_proto::api::PortConfig| {
+                p.published_port == published && p.protocol == protocol
+            }
+        };
         let mut removed = Vec::new();
         for port in &args.publish_rm {
             for (published, protocol) in parse_published_range(port)? {
-                let is = |p: &rswarm_proto::api::PortConfig| {
-                    p.published_port == published && p.protocol == protocol as i32
-                };
-                if !endpoint.ports.iter().any(is) {
-                    let protocol = match protocol {
-                        PortProtocol::Tcp => "tcp",
-                        PortProtocol::Udp => "udp",
-                    };
+                let protocol = protocol as i32;
+                if !endpoint.ports.iter().any(publishes(published, protocol)) {
                     anyhow::bail!(
                         "--publish-rm {port}: service {name} does not publish port \
-                         {published}/{protocol}"
+                         {published}/{}",
+                        crate::output::names::protocol(protocol)
                     );
                 }
-                removed.push((published, protocol as i32));
+                removed.push(publishes(published, protocol));
             }
         }
-        for (published, protocol) in removed {
-            let is = |p: &rswarm_proto::api::PortConfig| {
-                p.published_port == published && p.protocol == protocol
-            };
+        for is in removed {
             // Removed and added again: `--publish-add` replaces it where it is.
-            if !added.iter().any(is) {
+            if !added.iter().any(&is) {
                 endpoint.ports.retain(|p| !is(p));
             }
         }

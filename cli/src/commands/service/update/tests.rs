@@ -5,6 +5,16 @@ use rswarm_proto::api::{Meta, PortProtocol, PublishMode, Task, TaskState, TaskSt
 use rswarm_proto::validate::parse_publish;
 
 use super::*;
+
+/// The spec's ports as (published, target) pairs, in order.
+fn port_pairs(spec: &ServiceSpec) -> Vec<(u32, u32)> {
+    let ports = spec.endpoint.as_ref().map(|e| e.ports.as_slice());
+    ports
+        .unwrap_or_default()
+        .iter()
+        .map(|p| (p.published_port, p.target_port))
+        .collect()
+}
 use crate::args::{EndpointModeArg, Format};
 use crate::commands::test_support::{FakeControl, start, text};
 
@@ -153,14 +163,7 @@ fn each_option_changes_its_part_of_the_spec() {
         },
     )
     .unwrap();
-    let ports: Vec<(u32, u32)> = chosen
-        .endpoint
-        .as_ref()
-        .unwrap()
-        .ports
-        .iter()
-        .map(|p| (p.published_port, p.target_port))
-        .collect();
+    let ports = port_pairs(&chosen);
     assert_eq!(ports, [(8080, 80), (0, 90), (0, 91), (0, 92)]);
 
     // A range is added and removed port by port.
@@ -169,14 +172,7 @@ fn each_option_changes_its_part_of_the_spec() {
         ..given("web")
     };
     apply(&mut spec, &range).unwrap();
-    let ports: Vec<(u32, u32)> = spec
-        .endpoint
-        .as_ref()
-        .unwrap()
-        .ports
-        .iter()
-        .map(|p| (p.published_port, p.target_port))
-        .collect();
+    let ports = port_pairs(&spec);
     assert_eq!(ports, [(9000, 90), (9001, 91)]);
     let err = apply(
         &mut spec,
@@ -491,14 +487,7 @@ fn a_variable_or_port_removed_and_added_again_keeps_its_place() {
     apply(&mut spec, &args).unwrap();
     let container = spec.task.as_ref().unwrap().container.as_ref().unwrap();
     assert_eq!(container.env, ["A=5", "B=2"]);
-    let ports: Vec<(u32, u32)> = spec
-        .endpoint
-        .as_ref()
-        .unwrap()
-        .ports
-        .iter()
-        .map(|p| (p.published_port, p.target_port))
-        .collect();
+    let ports = port_pairs(&spec);
     assert_eq!(ports, [(8080, 81), (9090, 90)]);
     // Still refused when there is nothing to remove.
     let args = ServiceUpdateArgs {
