@@ -11,6 +11,7 @@ use rtnetlink::{Handle, LinkUnspec, LinkVeth, RouteMessageBuilder};
 use sha2::{Digest, Sha256};
 use tracing::info;
 
+use super::cidr::mac_for;
 use super::netns::{create_netns, delete_netns, in_netns};
 use super::node::check_link_name;
 use super::{Ipv4Net, NetError, NodeNetwork, nl};
@@ -181,6 +182,7 @@ async fn configure_inside(
         LinkUnspec::new_with_index(link.index)
             .name(TASK_IFNAME)
             .mtu(mtu)
+            .address(mac_for(address.addr()).to_vec())
             .build(),
     )
     .await?;

@@ -109,6 +109,20 @@ impl Ipv4Net {
     }
 }
 
+/// The MAC address of the interface holding `ip` on the overlay: a locally
+/// administered unicast prefix and the four bytes of the address. Every node's
+/// bridge (by its gateway) and every task's `eth0` get theirs from it, so the
+/// MAC behind an address never changes: a bridge left to itself takes the
+/// lowest MAC of its ports (a task veth joining or leaving would move the
+/// gateway's MAC and black-hole the node's tasks for its peers until their
+/// neighbour entries expired), and a task address used again by a new task
+/// would otherwise answer with a MAC the node's neighbour entry does not know.
+/// Addresses are unique in the cluster pool, so are these.
+pub fn mac_for(ip: Ipv4Addr) -> [u8; 6] {
+    let [a, b, c, d] = ip.octets();
+    [0x02, 0x72, a, b, c, d]
+}
+
 impl fmt::Display for Ipv4Net {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "{}/{}", self.addr, self.prefix_len)
@@ -159,6 +173,15 @@ mod tests {
         assert_eq!(net("10.0.0.4/31").host(0), Some(Ipv4Addr::new(10, 0, 0, 4)));
         assert!(n.contains(Ipv4Addr::new(10, 231, 1, 77)));
         assert!(!n.contains(Ipv4Addr::new(10, 231, 2, 1)));
+    }
+
+    #[test]
+    fn an_address_gives_a_local_unicast_mac_of_its_own() {
+        let mac = mac_for(Ipv4Addr::new(10, 231, 1, 1));
+        assert_eq!(mac, [0x02, 0x72, 10, 231, 1, 1]);
+        // Locally administered (bit 1), unicast (bit 0 clear).
+        assert_eq!(mac[0] & 0b11, 0b10);
+        assert_ne!(mac, mac_for(Ipv4Addr::new(10, 231, 1, 2)));
     }
 
     #[test]

@@ -17,7 +17,8 @@
 //! route) cuts it off even though the L2 segment had been shared. A single
 //! route for the whole pool would work as well but then nodes ARP for every
 //! remote task and a removed peer's tasks stay reachable until their
-//! neighbour entries expire.
+//! neighbour entries expire. The MAC behind an address never moves: the bridge
+//! and each task's `eth0` get theirs from their address ([`cidr::mac_for`]).
 //!
 //! # Layout
 //! - [`cidr`]: [`Ipv4Net`], pools, subnets, gateways.

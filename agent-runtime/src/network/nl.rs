@@ -76,6 +76,8 @@ pub(crate) struct Link {
     pub kind: Option<InfoKind>,
     pub vxlan: Vec<InfoVxlan>,
     pub up: bool,
+    /// The hardware address, if the link has one.
+    pub mac: Option<Vec<u8>>,
 }
 
 impl Link {
@@ -88,12 +90,14 @@ impl Link {
             kind: None,
             vxlan: Vec::new(),
             up: msg.header.flags.contains(LinkFlags::Up),
+            mac: None,
         };
         for attr in msg.attributes {
             match attr {
                 LinkAttribute::IfName(n) => link.name = n,
                 LinkAttribute::Mtu(m) => link.mtu = Some(m),
                 LinkAttribute::Controller(m) => link.master = Some(m),
+                LinkAttribute::Address(a) => link.mac = Some(a),
                 LinkAttribute::LinkInfo(infos) => {
                     for info in infos {
                         match info {

@@ -8,6 +8,7 @@ use netlink_packet_route::route::RouteProtocol;
 use rtnetlink::{Handle, LinkBridge, LinkUnspec, LinkVxlan};
 use tracing::{debug, info};
 
+use super::cidr::mac_for;
 use super::netns::NETNS_DIR;
 use super::plan::{FoundRoute, check_peers, plan_peers};
 use super::{Ipv4Net, NetError, nl};
@@ -235,6 +236,20 @@ impl NodeNetwork {
             }
         };
         let want = c.gateway()?;
+        // A MAC of its own, set (not inherited from the lowest port), so
+        // tasks coming and going never move it; see [`mac_for`].
+        let mac = mac_for(want.addr()).to_vec();
+        if bridge.mac.as_ref() != Some(&mac) {
+            debug!(bridge = %c.bridge, "setting the bridge's MAC address");
+            nl::set_link(
+                h,
+                &c.bridge,
+                LinkUnspec::new_with_index(bridge.index)
+                    .address(mac)
+                    .build(),
+            )
+            .await?;
+        }
         let mut present = false;
         for (net, msg) in nl::ipv4_addrs(h, bridge.index).await? {
             if net == want {

@@ -109,6 +109,56 @@ fn apply(ns: &Path, cfg: &NodeNetworkConfig, peers: Vec<Peer>) {
     .unwrap();
 }
 
+/// Two nodes (192.0.2.1 with 10.231.1.0/24, 192.0.2.2 with 10.231.2.0/24)
+/// joined by an underlay, each with the other as its peer.
+fn two_nodes(ns: &mut Namespaces) -> [(PathBuf, NodeNetworkConfig); 2] {
+    let n1 = ns.create("node1");
+    let n2 = ns.create("node2");
+    let dir = ns.dir().to_path_buf();
+    underlay(&n1, &n2);
+    let c1 = config([192, 0, 2, 1], "10.231.1.0/24", &dir);
+    let c2 = config([192, 0, 2, 2], "10.231.2.0/24", &dir);
+    apply(&n1, &c1, vec![peer(&c2)]);
+    apply(&n2, &c2, vec![peer(&c1)]);
+    [(n1, c1), (n2, c2)]
+}
+
+fn peer(c: &NodeNetworkConfig) -> Peer {
+    Peer {
+        underlay: c.underlay,
+        subnet: c.subnet,
+    }
+}
+
+fn attach_task(node: &Path, cfg: &NodeNetworkConfig, key: &str, addr: Ipv4Addr) -> Attachment {
+    let (cfg, key) = (cfg.clone(), key.to_string());
+    run_in_netns(node, move |h| async move {
+        NodeNetwork::with_handle(cfg, h)?
+            .attach_task(&key, addr)
+            .await
+    })
+    .unwrap()
+}
+
+fn detach_task(node: &Path, cfg: &NodeNetworkConfig, a: Attachment) {
+    let cfg = cfg.clone();
+    run_in_netns(node, move |h| async move {
+        NodeNetwork::with_handle(cfg, h)?.detach(&a).await
+    })
+    .unwrap()
+}
+
+/// The hardware address of the link `name` in `ns`.
+fn mac_of(ns: &Path, name: &str) -> Option<Vec<u8>> {
+    let name = name.to_string();
+    run_in_netns(
+        ns,
+        move |h| async move { nl::link_by_name(&h, &name).await },
+    )
+    .unwrap()
+    .and_then(|l| l.mac)
+}
+
 /// A listener in `ns` greeting every connection until dropped.
 struct Server {
     stop: Arc<AtomicBool>,
@@ -193,23 +243,9 @@ fn two_nodes_reach_each_other_over_the_overlay() {
         return;
     }
     let mut ns = Namespaces::new();
-    let n1 = ns.create("node1");
-    let n2 = ns.create("node2");
     let dir = ns.dir().to_path_buf();
-    underlay(&n1, &n2);
-
-    let c1 = config([192, 0, 2, 1], "10.231.1.0/24", &dir);
-    let c2 = config([192, 0, 2, 2], "10.231.2.0/24", &dir);
-    let p1 = Peer {
-        underlay: c1.underlay,
-        subnet: c1.subnet,
-    };
-    let p2 = Peer {
-        underlay: c2.underlay,
-        subnet: c2.subnet,
-    };
-    apply(&n1, &c1, vec![p2]);
-    apply(&n2, &c2, vec![p1]);
+    let [(n1, c1), (n2, c2)] = two_nodes(&mut ns);
+    let p2 = peer(&c2);
     // Idempotent: a second apply keeps the devices it made.
     let indexes = |ns: &Path| {
         run_in_netns(ns, |h| async move {
@@ -226,20 +262,8 @@ fn two_nodes_reach_each_other_over_the_overlay() {
 
     let t1_addr = Ipv4Addr::new(10, 231, 1, 2);
     let t2_addr = Ipv4Addr::new(10, 231, 2, 2);
-    let cfg = c1.clone();
-    let a1 = run_in_netns(&n1, move |h| async move {
-        NodeNetwork::with_handle(cfg, h)?
-            .attach_task("task-one", t1_addr)
-            .await
-    })
-    .unwrap();
-    let cfg = c2.clone();
-    let a2 = run_in_netns(&n2, move |h| async move {
-        NodeNetwork::with_handle(cfg, h)?
-            .attach_task("task-two", t2_addr)
-            .await
-    })
-    .unwrap();
+    let a1 = attach_task(&n1, &c1, "task-one", t1_addr);
+    let a2 = attach_task(&n2, &c2, "task-two", t2_addr);
     assert!(a1.owns_netns && a1.netns.starts_with(&dir));
     assert_eq!(
         link_names(&a1.netns),
@@ -309,6 +333,81 @@ fn two_nodes_reach_each_other_over_the_overlay() {
     assert_eq!(link_names(&n2), vec!["lo".to_string(), "ul1".into()]);
     let routes = run_in_netns(&n1, |h| async move { nl::own_routes(&h).await }).unwrap();
     assert!(routes.is_empty());
+}
+
+/// A node's tasks stay reachable from its peers while tasks come and go on
+/// it: the gateway's MAC does not follow the bridge's lowest port, and a task
+/// that gets an address another task held answers with the same MAC, so the
+/// peers' and the node's neighbour entries stay right. Without that, either
+/// change black-holes the traffic until the neighbour entry expires (15-45 s).
+#[test]
+fn tasks_coming_and_going_keep_the_macs_behind_the_gateway_and_the_task_addresses() {
+    if !is_root() {
+        eprintln!("skipping tasks_coming_and_going_keep_the_macs...: needs root");
+        return;
+    }
+    let mut ns = Namespaces::new();
+    let [(n1, c1), (n2, c2)] = two_nodes(&mut ns);
+    let gateway2 = Ipv4Addr::new(10, 231, 2, 1);
+    assert_eq!(mac_of(&n2, "rsw0"), Some(mac_for_test(gateway2)));
+    // A port whose MAC is lower than any other joins node two's bridge, as a
+    // task veth with a random MAC may, before node one first resolves node
+    // two's gateway.
+    run_in_netns(&n2, |h| async move {
+        let veth = LinkVeth::new("low0", "low1")
+            .address(vec![0x02, 0, 0, 0, 0, 1])
+            .build();
+        nl::add_link(&h, "low0", veth).await?;
+        let bridge = nl::link_by_name(&h, "rsw0").await?.unwrap();
+        let low = nl::link_by_name(&h, "low0").await?.unwrap();
+        nl::set_link(
+            &h,
+            "low0",
+            LinkUnspec::new_with_index(low.index)
+                .controller(bridge.index)
+                .up()
+                .build(),
+        )
+        .await
+    })
+    .unwrap();
+    assert_eq!(mac_of(&n2, "rsw0"), Some(mac_for_test(gateway2)));
+    let client = attach_task(&n1, &c1, "client", Ipv4Addr::new(10, 231, 1, 2));
+    let addr = Ipv4Addr::new(10, 231, 2, 2);
+    let first = attach_task(&n2, &c2, "first", addr);
+    let server = Server::start(&first.netns, addr);
+    assert!(
+        reaches(&client.netns, addr, 5),
+        "the first task is unreachable"
+    );
+    // The port goes (its task ended): the gateway's MAC node one holds must
+    // still be node two's.
+    run_in_netns(&n2, |h| async move {
+        let low = nl::link_by_name(&h, "low0").await?.unwrap();
+        nl::del_link(&h, low.index, "low0").await
+    })
+    .unwrap();
+    assert_eq!(mac_of(&n2, "rsw0"), Some(mac_for_test(gateway2)));
+    assert!(
+        reaches(&client.netns, addr, 2),
+        "a port leaving the bridge cut its node's tasks off"
+    );
+
+    // The task goes; a new one gets its address.
+    drop(server);
+    detach_task(&n2, &c2, first);
+    let second = attach_task(&n2, &c2, "second", addr);
+    assert_eq!(mac_of(&second.netns, "eth0"), Some(mac_for_test(addr)));
+    let _server = Server::start(&second.netns, addr);
+    assert!(
+        reaches(&client.netns, addr, 2),
+        "the task that got the address again is unreachable"
+    );
+}
+
+/// [`cidr::mac_for`] as the kernel reports it.
+fn mac_for_test(ip: Ipv4Addr) -> Vec<u8> {
+    cidr::mac_for(ip).to_vec()
 }
 
 #[test]
