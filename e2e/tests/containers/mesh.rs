@@ -135,6 +135,18 @@ fn killing_a_task_and_a_node_fails_only_the_requests_in_flight_on_them() {
             "only {} requests were sent",
             run.outcomes.len()
         );
+        // The killed task's replacement (same slot, so same name) answered
+        // through the entry node before the node was lost: a new task on
+        // another node is reachable over the overlay at once.
+        let replacement = format!("web.{}", victim.slot);
+        ensure!(
+            run.outcomes
+                .iter()
+                .any(|o| o.sent > kills[0] + Duration::from_secs(1)
+                    && o.sent < kills[1]
+                    && o.reply.as_deref().ok() == Some(replacement.as_str())),
+            "{replacement}'s replacement never answered between the kills"
+        );
         // The service kept answering after the node was gone.
         let after = run
             .outcomes
