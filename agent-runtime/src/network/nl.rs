@@ -425,9 +425,24 @@ pub(crate) async fn link_with_addr(h: &Handle, ip: Ipv4Addr) -> Result<Option<u3
 /// follows the namespace of the thread that opens it): a node routes between
 /// its bridge and the overlay.
 pub(crate) fn enable_ipv4_forwarding() -> Result<(), NetError> {
-    let path = std::path::Path::new("/proc/sys/net/ipv4/ip_forward");
+    turn_on("/proc/sys/net/ipv4/ip_forward", "enable forwarding in")
+}
+
+/// Makes the kernel send a gratuitous ARP for every address of `link` when its
+/// MAC changes, so neighbours holding the old MAC learn the new one at once.
+pub(crate) fn enable_arp_notify(link: &str) -> Result<(), NetError> {
+    turn_on(
+        &format!("/proc/sys/net/ipv4/conf/{link}/arp_notify"),
+        "enable ARP notifications in",
+    )
+}
+
+/// Writes 1 to the sysctl file `path` (of the calling thread's network
+/// namespace) unless it holds 1 already.
+fn turn_on(path: &str, what: &'static str) -> Result<(), NetError> {
+    let path = std::path::Path::new(path);
     if std::fs::read_to_string(path).is_ok_and(|v| v.trim() == "1") {
         return Ok(());
     }
-    std::fs::write(path, "1").map_err(|e| NetError::io("enable forwarding in", path, e))
+    std::fs::write(path, "1").map_err(|e| NetError::io(what, path, e))
 }

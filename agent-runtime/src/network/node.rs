@@ -237,7 +237,10 @@ impl NodeNetwork {
         };
         let want = c.gateway()?;
         // A MAC of its own, set (not inherited from the lowest port), so
-        // tasks coming and going never move it; see [`mac_for`].
+        // tasks coming and going never move it; see [`mac_for`]. A bridge made
+        // before it had one gets it now, and the gratuitous ARP this turns on
+        // tells the peers, who hold whatever MAC it had when they resolved it.
+        nl::enable_arp_notify(&c.bridge)?;
         let mac = mac_for(want.addr()).to_vec();
         if bridge.mac.as_ref() != Some(&mac) {
             debug!(bridge = %c.bridge, "setting the bridge's MAC address");

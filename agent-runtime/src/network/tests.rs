@@ -159,6 +159,40 @@ fn mac_of(ns: &Path, name: &str) -> Option<Vec<u8>> {
     .and_then(|l| l.mac)
 }
 
+/// The MAC of the port [`add_low_port`] adds: lower than any random one.
+const LOW_MAC: [u8; 6] = [0x02, 0, 0, 0, 0, 1];
+
+/// Puts a veth whose MAC is [`LOW_MAC`] on the bridge of `node`, as a task
+/// veth with a random MAC may be.
+fn add_low_port(node: &Path) {
+    run_in_netns(node, |h| async move {
+        let veth = LinkVeth::new("low0", "low1")
+            .address(LOW_MAC.to_vec())
+            .build();
+        nl::add_link(&h, "low0", veth).await?;
+        let bridge = nl::link_by_name(&h, "rsw0").await?.unwrap();
+        let low = nl::link_by_name(&h, "low0").await?.unwrap();
+        nl::set_link(
+            &h,
+            "low0",
+            LinkUnspec::new_with_index(low.index)
+                .controller(bridge.index)
+                .up()
+                .build(),
+        )
+        .await
+    })
+    .unwrap();
+}
+
+fn remove_low_port(node: &Path) {
+    run_in_netns(node, |h| async move {
+        let low = nl::link_by_name(&h, "low0").await?.unwrap();
+        nl::del_link(&h, low.index, "low0").await
+    })
+    .unwrap();
+}
+
 /// A listener in `ns` greeting every connection until dropped.
 struct Server {
     stop: Arc<AtomicBool>,
@@ -353,24 +387,7 @@ fn tasks_coming_and_going_keep_the_macs_behind_the_gateway_and_the_task_addresse
     // A port whose MAC is lower than any other joins node two's bridge, as a
     // task veth with a random MAC may, before node one first resolves node
     // two's gateway.
-    run_in_netns(&n2, |h| async move {
-        let veth = LinkVeth::new("low0", "low1")
-            .address(vec![0x02, 0, 0, 0, 0, 1])
-            .build();
-        nl::add_link(&h, "low0", veth).await?;
-        let bridge = nl::link_by_name(&h, "rsw0").await?.unwrap();
-        let low = nl::link_by_name(&h, "low0").await?.unwrap();
-        nl::set_link(
-            &h,
-            "low0",
-            LinkUnspec::new_with_index(low.index)
-                .controller(bridge.index)
-                .up()
-                .build(),
-        )
-        .await
-    })
-    .unwrap();
+    add_low_port(&n2);
     assert_eq!(mac_of(&n2, "rsw0"), Some(mac_for_test(gateway2)));
     let client = attach_task(&n1, &c1, "client", Ipv4Addr::new(10, 231, 1, 2));
     let addr = Ipv4Addr::new(10, 231, 2, 2);
@@ -382,11 +399,7 @@ fn tasks_coming_and_going_keep_the_macs_behind_the_gateway_and_the_task_addresse
     );
     // The port goes (its task ended): the gateway's MAC node one holds must
     // still be node two's.
-    run_in_netns(&n2, |h| async move {
-        let low = nl::link_by_name(&h, "low0").await?.unwrap();
-        nl::del_link(&h, low.index, "low0").await
-    })
-    .unwrap();
+    remove_low_port(&n2);
     assert_eq!(mac_of(&n2, "rsw0"), Some(mac_for_test(gateway2)));
     assert!(
         reaches(&client.netns, addr, 2),
@@ -408,6 +421,49 @@ fn tasks_coming_and_going_keep_the_macs_behind_the_gateway_and_the_task_addresse
 /// [`cidr::mac_for`] as the kernel reports it.
 fn mac_for_test(ip: Ipv4Addr) -> Vec<u8> {
     cidr::mac_for(ip).to_vec()
+}
+
+/// A bridge made before bridges had a MAC of their own gets it when the node
+/// network is applied, and its peers learn it at once (gratuitous ARP): they
+/// hold the MAC it had when they resolved it, which goes with its port.
+#[test]
+fn a_bridge_whose_mac_moves_to_its_own_tells_the_peers() {
+    if !is_root() {
+        eprintln!("skipping a_bridge_whose_mac_moves_to_its_own_tells_the_peers: needs root");
+        return;
+    }
+    let mut ns = Namespaces::new();
+    let [(n1, c1), (n2, c2)] = two_nodes(&mut ns);
+    // The bridge as the kernel left it: the MAC of its lowest port.
+    add_low_port(&n2);
+    run_in_netns(&n2, |h| async move {
+        let bridge = nl::link_by_name(&h, "rsw0").await?.unwrap();
+        nl::set_link(
+            &h,
+            "rsw0",
+            LinkUnspec::new_with_index(bridge.index)
+                .address(LOW_MAC.to_vec())
+                .build(),
+        )
+        .await
+    })
+    .unwrap();
+    let client = attach_task(&n1, &c1, "client", Ipv4Addr::new(10, 231, 1, 2));
+    let addr = Ipv4Addr::new(10, 231, 2, 2);
+    let task = attach_task(&n2, &c2, "task", addr);
+    let _server = Server::start(&task.netns, addr);
+    assert!(reaches(&client.netns, addr, 5), "the task is unreachable");
+
+    apply(&n2, &c2, vec![peer(&c1)]);
+    assert_eq!(
+        mac_of(&n2, "rsw0"),
+        Some(mac_for_test(Ipv4Addr::new(10, 231, 2, 1)))
+    );
+    remove_low_port(&n2);
+    assert!(
+        reaches(&client.netns, addr, 2),
+        "the peer still sends to the bridge's old MAC"
+    );
 }
 
 #[test]
