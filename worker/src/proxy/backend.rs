@@ -29,10 +29,13 @@ pub(super) struct BackendState {
     /// counts a connect it has already chosen).
     active: AtomicUsize,
     /// Until when (milliseconds since `base`) the backend gets no new connections
-    /// after a failed connect; 0 when not paused.
+    /// after a failed connect; 0 when not paused, `u64::MAX` while held until a
+    /// probe connects.
     paused_until_ms: AtomicU64,
     /// The clock the pause is measured on.
     base: Instant,
+    /// A probe runs for this held backend (at most one does).
+    probing: AtomicBool,
     /// Cancelled when the connections must end: drain deadline passed or the proxy
     /// shuts down (it is a child of the proxy's shutdown token).
     close: CancellationToken,
@@ -49,6 +52,7 @@ impl BackendState {
             active: AtomicUsize::new(0),
             paused_until_ms: AtomicU64::new(0),
             base: Instant::now(),
+            probing: AtomicBool::new(false),
             close: shutdown.child_token(),
         }
     }
@@ -93,6 +97,42 @@ impl BackendState {
         let until = self.now_ms() + pause.as_millis() as u64;
         self.paused_until_ms.store(until, Ordering::Relaxed);
         !was_paused
+    }
+
+    /// A TCP connect (or first write) failed: no new connections until
+    /// [`resume`](Self::resume), which a probe calls once the backend accepts a
+    /// connection again. Returns whether the backend was taking connections
+    /// until now (the caller then starts the probe and logs the change).
+    pub fn hold(&self) -> bool {
+        let was_paused = self.is_paused();
+        self.paused_until_ms.store(u64::MAX, Ordering::Relaxed);
+        !was_paused
+    }
+
+    /// Whether the caller is to start the probe for this held backend: no
+    /// other one runs.
+    pub fn start_probe(&self) -> bool {
+        !self.probing.swap(true, Ordering::AcqRel)
+    }
+
+    /// The probe is about to end; returns whether it must go on instead: the
+    /// backend was held again (by a failure whose caller saw a probe running)
+    /// since the probe last looked.
+    pub fn end_probe(&self) -> bool {
+        self.probing.store(false, Ordering::Release);
+        self.is_paused() && !self.is_closed() && self.start_probe()
+    }
+
+    /// The backend accepted a connection: it takes new ones again. Returns
+    /// whether it was paused or held.
+    pub fn resume(&self) -> bool {
+        // Read first: the success path of every connect calls this.
+        if self.paused_until_ms.load(Ordering::Relaxed) == 0 {
+            return false;
+        }
+        let was_paused = self.is_paused();
+        self.paused_until_ms.store(0, Ordering::Relaxed);
+        was_paused
     }
 
     fn now_ms(&self) -> u64 {

@@ -113,8 +113,9 @@ pub struct ListenerSpec {
     /// How long connections to a draining or removed backend (or a removed
     /// listener) may still run before they are closed.
     pub drain_deadline: Duration,
-    /// How long a backend whose connect was refused or timed out gets no new
-    /// connections (passive health check).
+    /// A TCP backend whose connect (or first write) failed gets no new
+    /// connections until a probe, sent every `failure_pause`, connects to it;
+    /// a UDP backend whose send failed gets none for this long.
     pub failure_pause: Duration,
     /// UDP only: a session with no datagram either way for this long is closed.
     pub udp_idle_timeout: Duration,

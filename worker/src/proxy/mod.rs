@@ -8,8 +8,11 @@
 //! connections are not disturbed.
 //!
 //! Per listener: round-robin or least-conn; a backend that refuses or times out a
-//! connect is paused for `failure_pause` and the client is retried on the next one
-//! (it sees no error); a draining or removed backend gets no new connections and
+//! connect is held out of the balancing and the client is retried on the next one
+//! (it sees no error); a probe connects to the held backend every
+//! `failure_pause` and ends the hold once one succeeds (no client's connection
+//! is spent on finding out; UDP backends, which a probe cannot check, are
+//! paused for `failure_pause` instead); a draining or removed backend gets no new connections and
 //! its open ones are closed at `drain_deadline`; optional PROXY protocol v1/v2
 //! header towards the backends.
 //!
@@ -20,7 +23,7 @@
 //! - `pool`: a listener's backend snapshot and the balancing.
 //! - `routes`: specific TCP listeners served by the wildcard listener's socket
 //!   on their port.
-//! - `backend`: one backend's counters, pause and drain.
+//! - `backend`: one backend's counters, hold (or pause) and drain.
 //! - `tcp`, `udp`: the relaying; `buffers`: relay buffers reused across connections.
 //! - `header`: PROXY protocol encoding.
 //! - [`connector`]: the connect seam ([`Connector`]), for tests that need a

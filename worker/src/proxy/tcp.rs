@@ -4,8 +4,8 @@
 
 use std::io::{self, Read, Write};
 use std::net::SocketAddr;
-use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Weak};
 use std::time::Duration;
 
 use socket2::SockRef;
@@ -13,7 +13,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::tcp::{ReadHalf, WriteHalf};
 use tokio::net::{TcpListener, TcpStream};
 use tokio_util::sync::CancellationToken;
-use tracing::{debug, warn};
+use tracing::{debug, info, warn};
 
 use super::backend::{ActiveGuard, BackendState};
 use super::buffers::{BUFFER_SIZE, Buffer};
@@ -49,7 +49,7 @@ pub(super) async fn serve(
                 let shared = routes.route(&client).unwrap_or_else(|| shared.clone());
                 let connector = connector.clone();
                 tokio::spawn(async move {
-                    match relay(client, peer, &shared, connector.as_ref()).await {
+                    match relay(client, peer, &shared, &connector).await {
                         Ok(()) => {}
                         Err(RelayError::NoBackend(err)) => {
                             // Per client: the failed backends were logged when paused.
@@ -84,7 +84,7 @@ async fn relay(
     mut client: TcpStream,
     peer: SocketAddr,
     shared: &ListenerShared,
-    connector: &dyn Connector,
+    connector: &Arc<dyn Connector>,
 ) -> Result<(), RelayError> {
     let snapshot = shared.snapshot();
     // Latency matters more than packet count for relayed traffic.
@@ -108,7 +108,9 @@ async fn relay(
             // Nothing reached the backend (it reset the connection before its
             // first byte, as a task that stops with connections still in its
             // accept queue does): the client's bytes go to another one.
-            Err(First::Upstream(err)) => failed(shared, &snapshot, &backend, &err.to_string()),
+            Err(First::Upstream(err)) => {
+                failed(shared, &snapshot, &backend, connector, &err.to_string())
+            }
         }
     };
     let io_error = |source| RelayError::Io {
@@ -225,12 +227,12 @@ async fn one_way(
 /// Connects to a backend chosen by the listener's balancing, among those not
 /// in `tried` (indexes into the snapshot's backends, to which each attempt is
 /// added); a backend that refuses or does not answer within the connect
-/// timeout is paused and the next one is tried, until every backend has been
-/// tried once.
+/// timeout is held out of the balancing and the next one is tried, until every
+/// backend has been tried once.
 async fn connect_any(
     shared: &ListenerShared,
     snapshot: &Snapshot,
-    connector: &dyn Connector,
+    connector: &Arc<dyn Connector>,
     tried: &mut Vec<usize>,
 ) -> Result<(Arc<BackendState>, ActiveGuard, TcpStream), ProxyError> {
     let settings = &snapshot.settings;
@@ -238,18 +240,27 @@ async fn connect_any(
         tried.push(index);
         let backend = &snapshot.backends[index];
         let guard = backend.acquire();
-        let failure =
-            match tokio::time::timeout(settings.connect_timeout, connector.connect(backend.addr))
-                .await
-            {
-                Ok(Ok(stream)) => return Ok((backend.clone(), guard, stream)),
-                Ok(Err(err)) => err.to_string(),
-                Err(_) => format!(
-                    "no answer within {} ms",
-                    settings.connect_timeout.as_millis()
-                ),
-            };
-        failed(shared, snapshot, backend, &failure);
+        let failure = match tokio::time::timeout(
+            settings.connect_timeout,
+            connector.connect(backend.addr),
+        )
+        .await
+        {
+            Ok(Ok(stream)) => {
+                // A held backend is still chosen when every other one is
+                // held too; a connect that works ends its hold at once.
+                if backend.resume() {
+                    info!(listener = %shared.bind, backend = %backend.id, "backend accepts connections again");
+                }
+                return Ok((backend.clone(), guard, stream));
+            }
+            Ok(Err(err)) => err.to_string(),
+            Err(_) => format!(
+                "no answer within {} ms",
+                settings.connect_timeout.as_millis()
+            ),
+        };
+        failed(shared, snapshot, backend, connector, &failure);
     }
     Err(ProxyError::NoBackend {
         listener: shared.bind,
@@ -257,21 +268,93 @@ async fn connect_any(
     })
 }
 
-/// Pauses a backend whose connect (or first write) failed; logs it when it was
-/// taking connections until now.
-fn failed(shared: &ListenerShared, snapshot: &Snapshot, backend: &BackendState, failure: &str) {
-    let pause = snapshot.settings.failure_pause;
-    if backend.pause(pause) {
+/// Holds a backend whose connect (or first write) failed out of the
+/// balancing and, when it was taking connections until now, logs it and starts
+/// the probe that brings it back. No client's connection is spent on finding
+/// out whether it works again: a dead task costs one client a retry (and, if
+/// it did not answer, the connect timeout), not one per pause.
+fn failed(
+    shared: &ListenerShared,
+    snapshot: &Snapshot,
+    backend: &Arc<BackendState>,
+    connector: &Arc<dyn Connector>,
+    failure: &str,
+) {
+    let settings = &snapshot.settings;
+    let newly = backend.hold();
+    if newly {
         warn!(
             listener = %shared.bind,
             backend = %backend.id,
             addr = %backend.addr,
             error = %failure,
-            pause_ms = pause.as_millis() as u64,
-            "backend connect or first write failed; pausing it and trying another"
+            probe_every_ms = settings.failure_pause.as_millis() as u64,
+            "backend connect or first write failed; holding it out and trying another"
         );
     } else {
-        debug!(listener = %shared.bind, backend = %backend.id, error = %failure, "paused backend failed again");
+        debug!(listener = %shared.bind, backend = %backend.id, error = %failure, "held backend failed again");
+    }
+    if backend.start_probe() {
+        tokio::spawn(probe(
+            Arc::downgrade(backend),
+            connector.clone(),
+            settings.failure_pause,
+            settings.connect_timeout,
+            shared.bind,
+        ));
+    }
+}
+
+/// Every `every`, tries a connection to a held backend (closed at once, as a
+/// TCP health check does) and ends the hold once one succeeds; a draining
+/// backend is not tried. Stops when the backend is gone (removed from the
+/// configuration and its connections ended), closed (drain deadline passed,
+/// proxy shut down), or taking connections again anyway (a client's connect
+/// to it worked).
+async fn probe(
+    backend: Weak<BackendState>,
+    connector: Arc<dyn Connector>,
+    every: Duration,
+    timeout: Duration,
+    listener: SocketAddr,
+) {
+    loop {
+        tokio::time::sleep(every).await;
+        let Some(state) = backend.upgrade() else {
+            return;
+        };
+        if (state.is_closed() || !state.is_paused()) && !state.end_probe() {
+            return;
+        }
+        if !state.accepts_new() {
+            // Draining (stopping, or removed until its deadline): no client
+            // goes there whatever a probe says; the hold stays for the case
+            // the stop is called off, and the probe ends with the drain.
+            continue;
+        }
+        let addr = state.addr;
+        // Not held during the connect: a removed backend may go meanwhile.
+        drop(state);
+        let outcome = tokio::time::timeout(timeout, connector.connect(addr)).await;
+        let Some(state) = backend.upgrade() else {
+            return;
+        };
+        match outcome {
+            Ok(Ok(_stream)) => {
+                if state.resume() {
+                    info!(%listener, backend = %state.id, %addr, "probe connected; backend takes connections again");
+                }
+                if !state.end_probe() {
+                    return;
+                }
+            }
+            Ok(Err(err)) => {
+                debug!(%listener, backend = %state.id, %addr, %err, "probe failed; backend stays held");
+            }
+            Err(_) => {
+                debug!(%listener, backend = %state.id, %addr, timeout_ms = timeout.as_millis() as u64, "probe got no answer; backend stays held");
+            }
+        }
     }
 }
 

@@ -1,6 +1,7 @@
 //! Passive health: failed connects are retried elsewhere and the backend paused.
 
 use std::sync::Arc;
+use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -44,9 +45,17 @@ async fn refused_backend_is_skipped_paused_and_comes_back() {
     assert_eq!(names, ["alive"; 4]);
     assert_eq!(connector.attempts_to(dead), 1);
 
-    // The task comes up on the same address; after the pause it gets its turn.
+    // The task comes up on the same address; the probe after the pause finds
+    // it, and it gets its turn again.
     let revived = EchoBackend::start_at("dead", dead).await;
-    tokio::time::sleep(Duration::from_millis(1600)).await;
+    within("the probe", async {
+        while revived.accepted.load(Ordering::SeqCst) == 0 {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    })
+    .await;
+    assert_eq!(connector.attempts_to(dead), 2, "one probe");
+    tokio::time::sleep(Duration::from_millis(50)).await;
     let names = greetings(bind, 4).await;
     assert_eq!(
         names.iter().filter(|name| *name == "dead").count(),
@@ -54,6 +63,87 @@ async fn refused_backend_is_skipped_paused_and_comes_back() {
         "{names:?}"
     );
     drop(revived);
+    proxy.stop().await;
+}
+
+/// Only probes find out whether a held backend works again: no client waits
+/// on a backend that still does not answer, however long it has been held.
+#[tokio::test]
+async fn a_held_backend_gets_no_client_until_a_probe_connects() {
+    let slow = EchoBackend::start("slow").await;
+    let fast = EchoBackend::start("fast").await;
+    let connector = Arc::new(ScriptedConnector::default());
+    connector.hang.lock().unwrap().push(slow.addr);
+    let bind = free_tcp_addr();
+    let mut spec = tcp_spec(bind, vec![slow.backend("slow"), fast.backend("fast")]);
+    let timeout = Duration::from_secs(1);
+    spec.connect_timeout = timeout;
+    spec.failure_pause = Duration::from_millis(100);
+    let proxy = start_one(&connector, spec).await;
+
+    // The first client pays the connect timeout and gets the other backend.
+    assert_eq!(greetings(bind, 1).await, ["fast"]);
+    assert_eq!(connector.attempts_to(slow.addr), 1);
+    // Well past the pause, the backend is still held: a probe waits on it,
+    // the clients do not (a client sent there would wait the whole timeout).
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let started = tokio::time::Instant::now();
+    assert_eq!(greetings(bind, 4).await, ["fast"; 4]);
+    let took = started.elapsed();
+    assert!(
+        took < timeout,
+        "a client waited on the held backend: {took:?}"
+    );
+    assert_eq!(
+        connector.attempts_to(slow.addr),
+        2,
+        "the client and one probe"
+    );
+
+    // It answers again: a later probe connects and it takes its turns.
+    connector.hang.lock().unwrap().clear();
+    within("the backend back in the balancing", async {
+        while !greetings(bind, 2).await.iter().any(|name| name == "slow") {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    })
+    .await;
+    assert!(connector.attempts_to(slow.addr) >= 3);
+    proxy.stop().await;
+}
+
+/// A removed backend is not probed any more.
+#[tokio::test]
+async fn a_removed_backend_is_not_probed() {
+    let dead = free_tcp_addr();
+    let alive = EchoBackend::start("alive").await;
+    let bind = free_tcp_addr();
+    let mut spec = tcp_spec(
+        bind,
+        vec![Backend::new("dead", dead), alive.backend("alive")],
+    );
+    spec.failure_pause = Duration::from_millis(50);
+    let connector = Arc::new(ScriptedConnector::default());
+    let mut proxy = start_one(&connector, spec.clone()).await;
+    assert_eq!(greetings(bind, 1).await, ["alive"]);
+    within("probes", async {
+        while connector.attempts_to(dead) < 3 {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    })
+    .await;
+
+    spec.backends.retain(|backend| backend.id != "dead");
+    proxy
+        .apply(ProxyConfig {
+            listeners: vec![spec],
+        })
+        .await;
+    // A probe already connecting may still count; none after it.
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let probed = connector.attempts_to(dead);
+    tokio::time::sleep(Duration::from_millis(400)).await;
+    assert_eq!(connector.attempts_to(dead), probed);
     proxy.stop().await;
 }
 
