@@ -83,6 +83,12 @@ impl BackendState {
         self.close.cancelled().await
     }
 
+    /// The token [`closed`](Self::closed) waits for, for a copy that runs
+    /// elsewhere (the io_uring copier).
+    pub fn close_token(&self) -> CancellationToken {
+        self.close.clone()
+    }
+
     /// Counts a connection (or a connect in progress) until the guard is dropped.
     pub fn acquire(self: &Arc<Self>) -> ActiveGuard {
         self.active.fetch_add(1, Ordering::Relaxed);

@@ -42,6 +42,7 @@ mod routes;
 mod runner;
 mod tcp;
 mod udp;
+mod uring;
 
 #[cfg(test)]
 mod tests;
@@ -51,5 +52,5 @@ pub use config::{
 };
 pub use connector::{Connector, TcpConnector};
 pub use error::ProxyError;
-pub use runner::Proxy;
+pub use runner::{Engine, Proxy, ProxyThread};
 pub use status::{ListenerState, ListenerStatus, ProxyStatus};

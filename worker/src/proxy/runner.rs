@@ -17,6 +17,7 @@ use super::error::ProxyError;
 use super::pool::ListenerShared;
 use super::routes::{self, Routes};
 use super::status::{ListenerState, ListenerStatus, ProxyStatus};
+use super::uring::Copier;
 use super::{tcp, udp};
 use crate::sockets::holders;
 
@@ -32,6 +33,54 @@ pub struct Proxy {
     status: watch::Sender<ProxyStatus>,
     /// The port the node's daemon listens on, which VIP listeners share.
     daemon_port: Option<u16>,
+    /// Copies relayed connections on io_uring; `None` on the epoll path.
+    copier: Option<Copier>,
+}
+
+/// The I/O the proxy's thread relays connections with.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Engine {
+    /// io_uring when the kernel lets this process make a ring, else epoll:
+    /// what the daemon runs.
+    Auto,
+    /// Readiness (epoll) only.
+    Epoll,
+    /// io_uring for the copy loops; the thread does not start without it.
+    IoUring,
+}
+
+impl std::fmt::Display for Engine {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Engine::Auto => "auto",
+            Engine::Epoll => "epoll",
+            Engine::IoUring => "io_uring",
+        })
+    }
+}
+
+impl std::str::FromStr for Engine {
+    type Err = String;
+
+    fn from_str(text: &str) -> Result<Self, Self::Err> {
+        match text {
+            "auto" => Ok(Engine::Auto),
+            "epoll" => Ok(Engine::Epoll),
+            "io_uring" => Ok(Engine::IoUring),
+            other => Err(format!(
+                "unknown proxy engine {other:?}: expected auto, epoll or io_uring"
+            )),
+        }
+    }
+}
+
+/// The proxy's thread, from [`Proxy::spawn_thread_on`].
+#[derive(Debug)]
+pub struct ProxyThread {
+    /// Ends when the proxy has shut down.
+    pub handle: std::thread::JoinHandle<()>,
+    /// The engine it relays with ([`Engine::Epoll`] or [`Engine::IoUring`]).
+    pub engine: Engine,
 }
 
 impl Default for Proxy {
@@ -105,6 +154,7 @@ impl Proxy {
             connector,
             status,
             daemon_port: None,
+            copier: None,
         }
     }
 
@@ -120,22 +170,93 @@ impl Proxy {
         self.status.subscribe()
     }
 
-    /// Runs [`Proxy::run`] on a thread of its own, on a single-threaded runtime:
-    /// the node's data plane. Relaying stays off the runtime the control plane
-    /// (Raft, gRPC, task runners) uses, so neither delays the other, and, as in
-    /// HAProxy's single event loop, one core serves every connection without
-    /// cross-thread wakeups.
+    /// Runs [`Proxy::run`] on a thread of its own, on a single-threaded runtime
+    /// with [`Engine::Auto`]: the node's data plane. Relaying stays off the
+    /// runtime the control plane (Raft, gRPC, task runners) uses, so neither
+    /// delays the other, and, as in HAProxy's single event loop, one core serves
+    /// every connection without cross-thread wakeups.
     pub fn spawn_thread(
         self,
         config: watch::Receiver<ProxyConfig>,
         shutdown: CancellationToken,
-    ) -> std::io::Result<std::thread::JoinHandle<()>> {
-        let runtime = tokio::runtime::Builder::new_current_thread()
+    ) -> std::io::Result<ProxyThread> {
+        self.spawn_thread_on(Engine::Auto, config, shutdown)
+    }
+
+    /// [`Proxy::spawn_thread`] with a chosen engine. With io_uring the
+    /// thread's runtime is tokio-uring's (a current-thread tokio runtime whose
+    /// `LocalSet` also drives the ring); the copy loops run there
+    /// ([`super::uring`]) and everything else as on epoll. A ring the kernel
+    /// refuses fails [`Engine::IoUring`] and makes [`Engine::Auto`] fall back
+    /// to epoll, with the reason logged.
+    pub fn spawn_thread_on(
+        self,
+        engine: Engine,
+        config: watch::Receiver<ProxyConfig>,
+        shutdown: CancellationToken,
+    ) -> std::io::Result<ProxyThread> {
+        // Built here so a failure is the caller's error; unused on io_uring.
+        let epoll = tokio::runtime::Builder::new_current_thread()
             .enable_all()
             .build()?;
-        std::thread::Builder::new()
+        let (started, chosen) = std::sync::mpsc::sync_channel(1);
+        let handle = std::thread::Builder::new()
             .name("rswarm-proxy".into())
-            .spawn(move || runtime.block_on(self.run(config, shutdown)))
+            .spawn(move || {
+                let ring = match engine {
+                    Engine::Epoll => None,
+                    Engine::Auto | Engine::IoUring => {
+                        match tokio_uring::Runtime::new(&tokio_uring::builder()) {
+                            Ok(ring) => Some(ring),
+                            Err(err) if engine == Engine::IoUring => {
+                                let _ = started.send(Err(err));
+                                return;
+                            }
+                            Err(err) => {
+                                warn!(%err, "the kernel refuses io_uring; the proxy relays with epoll");
+                                None
+                            }
+                        }
+                    }
+                };
+                match ring {
+                    Some(ring) => {
+                        drop(epoll);
+                        let _ = started.send(Ok(Engine::IoUring));
+                        ring.block_on(async move {
+                            let (copier, jobs) = Copier::new();
+                            tokio_uring::spawn(jobs);
+                            let proxy = Proxy {
+                                copier: Some(copier),
+                                ..self
+                            };
+                            proxy.run(config, shutdown).await;
+                        });
+                    }
+                    None => {
+                        let _ = started.send(Ok(Engine::Epoll));
+                        epoll.block_on(self.run(config, shutdown));
+                    }
+                }
+            })?;
+        let engine = match chosen.recv() {
+            Ok(Ok(engine)) => engine,
+            Ok(Err(err)) => {
+                let _ = handle.join();
+                return Err(std::io::Error::new(
+                    err.kind(),
+                    format!("cannot make an io_uring for the proxy: {err}"),
+                ));
+            }
+            Err(_) => {
+                let _ = handle.join();
+                return Err(std::io::Error::other(
+                    "the proxy thread ended before it started",
+                ));
+            }
+        };
+        info!(%engine, "proxy thread started");
+        Ok(ProxyThread { handle, engine })
     }
 
     /// Serves `config` until `shutdown` is cancelled, applying each new value as
@@ -422,6 +543,7 @@ impl Proxy {
                     shared.clone(),
                     routes.clone(),
                     self.connector.clone(),
+                    self.copier.clone(),
                     stop.clone(),
                 ));
                 (task, local)

@@ -23,6 +23,7 @@ use super::error::ProxyError;
 use super::header;
 use super::pool::{ListenerShared, Snapshot};
 use super::routes::Routes;
+use super::uring::{Copied, Copier};
 
 /// Pause after a failed accept (out of file descriptors, mostly), so the loop does
 /// not spin while the condition lasts.
@@ -36,6 +37,7 @@ pub(super) async fn serve(
     shared: Arc<ListenerShared>,
     routes: Arc<Routes>,
     connector: Arc<dyn Connector>,
+    copier: Option<Copier>,
     stop: CancellationToken,
 ) {
     loop {
@@ -48,8 +50,9 @@ pub(super) async fn serve(
             Ok((client, peer)) => {
                 let shared = routes.route(&client).unwrap_or_else(|| shared.clone());
                 let connector = connector.clone();
+                let copier = copier.clone();
                 tokio::spawn(async move {
-                    match relay(client, peer, &shared, &connector).await {
+                    match relay(client, peer, &shared, &connector, copier.as_ref()).await {
                         Ok(()) => {}
                         Err(RelayError::NoBackend(err)) => {
                             // Per client: the failed backends were logged when paused.
@@ -85,6 +88,7 @@ async fn relay(
     peer: SocketAddr,
     shared: &ListenerShared,
     connector: &Arc<dyn Connector>,
+    copier: Option<&Copier>,
 ) -> Result<(), RelayError> {
     let snapshot = shared.snapshot();
     // Latency matters more than packet count for relayed traffic.
@@ -98,7 +102,7 @@ async fn relay(
     }
     let mut tried = Vec::new();
     let mut first = Vec::new();
-    let (backend, _guard, mut upstream, unsent) = loop {
+    let (backend, _guard, mut upstream, (unsent, client_bytes_sent)) = loop {
         let (backend, guard, upstream) =
             connect_any(shared, &snapshot, connector, &mut tried).await?;
         let header = header.as_deref().unwrap_or_default();
@@ -120,12 +124,26 @@ async fn relay(
     if !unsent.is_empty() {
         upstream.write_all(&unsent).await.map_err(io_error)?;
     }
-    tokio::select! {
-        copied = copy_both_ways(&mut client, &mut upstream) => {
-            copied.map_err(io_error)?;
+    let closed = || debug!(listener = %shared.bind, backend = %backend.id, client = %peer, "closed at drain deadline");
+    let ended = tokio::select! {
+        // The client's bytes the first write carried count as its first chunk.
+        copied = copy_both_ways(&mut client, &mut upstream, copier.map(|_| if client_bytes_sent { 1 } else { 2 })) => {
+            copied.map_err(io_error)?
         }
         _ = backend.closed() => {
-            debug!(listener = %shared.bind, backend = %backend.id, client = %peer, "closed at drain deadline");
+            closed();
+            return Ok(());
+        }
+    };
+    if let (Ended::HandOver, Some(copier)) = (ended, copier) {
+        let client = client.into_std().map_err(RelayError::Client)?;
+        let upstream = upstream.into_std().map_err(io_error)?;
+        if let Copied::Closed = copier
+            .copy(client, upstream, backend.close_token())
+            .await
+            .map_err(io_error)?
+        {
+            closed();
         }
     }
     Ok(())
@@ -145,9 +163,9 @@ enum First {
 /// ready: a client's request has mostly arrived by the time it is accepted, and
 /// the connector returns the upstream connected, so the backend starts on the
 /// request one event-loop turn sooner (HAProxy reads and sends speculatively
-/// too). Returns the bytes the upstream's send buffer did not take; the copy
-/// loop takes over from there, and a client that has sent nothing yet (or only
-/// its end of data) is left to it.
+/// too). Returns the bytes the upstream's send buffer did not take (the copy
+/// loop takes over from there; a client that has sent nothing yet, or only its
+/// end of data, is left to it) and whether the write carried client bytes.
 ///
 /// `earlier` holds the client's bytes read for an upstream whose write failed;
 /// they are sent instead of reading the client again (and kept in it if this
@@ -157,7 +175,7 @@ fn forward_first(
     upstream: &TcpStream,
     header: &[u8],
     earlier: &mut Vec<u8>,
-) -> Result<Vec<u8>, First> {
+) -> Result<(Vec<u8>, bool), First> {
     // On the stack of this (synchronous) function, not in the connection's future.
     let mut bytes = [0u8; BUFFER_SIZE];
     let mut len = header.len();
@@ -174,7 +192,7 @@ fn forward_first(
     };
     len += from_client;
     if len == 0 {
-        return Ok(Vec::new());
+        return Ok((Vec::new(), false));
     }
     let sent = match (&*SockRef::from(upstream)).write(&bytes[..len]) {
         Ok(sent) => sent,
@@ -184,7 +202,29 @@ fn forward_first(
             return Err(First::Upstream(err));
         }
     };
-    Ok(bytes[sent..len].to_vec())
+    Ok((bytes[sent..len].to_vec(), from_client > 0))
+}
+
+/// How [`copy_both_ways`] ended.
+#[derive(Debug, PartialEq, Eq)]
+enum Ended {
+    /// Both directions ended.
+    Done,
+    /// The client sent more after its first bytes (a connection that carries
+    /// more than one exchange), and neither direction holds bytes it has read
+    /// but not written: the copy can go on elsewhere (io_uring).
+    HandOver,
+}
+
+/// A copy's request to stop at the next chunk boundary, for the hand-over.
+#[derive(Default)]
+struct HandOver {
+    /// Set by the client's direction once it has written its chunks.
+    wanted: AtomicBool,
+    /// The client's chunks still to relay before the hand-over.
+    client_chunks: std::sync::atomic::AtomicUsize,
+    /// Wakes the other direction if it waits for bytes.
+    notify: tokio::sync::Notify,
 }
 
 /// Copies client to upstream and upstream to client until both are done, as
@@ -192,36 +232,103 @@ fn forward_first(
 /// the other with a half close (`shutdown(SHUT_WR)`), except for the side that
 /// ends last: both sockets are closed right after, and the close sends that
 /// FIN (nothing is left unread), so the system call is saved.
-async fn copy_both_ways(client: &mut TcpStream, upstream: &mut TcpStream) -> io::Result<()> {
+///
+/// With `hand_over`, stops with [`Ended::HandOver`] once the client's
+/// direction has relayed a chunk and both directions are between chunks: a
+/// connection that ends after its first exchange (a new connection per
+/// request) stays here, where its few system calls cost least, and one that
+/// goes on moves to io_uring, where many exchanges cost least.
+async fn copy_both_ways(
+    client: &mut TcpStream,
+    upstream: &mut TcpStream,
+    hand_over_after: Option<usize>,
+) -> io::Result<Ended> {
     let finished = AtomicBool::new(false);
+    let request = HandOver::default();
+    let request = hand_over_after.map(|chunks| {
+        request.client_chunks.store(chunks, Ordering::Relaxed);
+        &request
+    });
     let (mut client_read, mut client_write) = client.split();
     let (mut upstream_read, mut upstream_write) = upstream.split();
-    tokio::try_join!(
-        one_way(&mut client_read, &mut upstream_write, &finished),
-        one_way(&mut upstream_read, &mut client_write, &finished),
+    let (mut up, mut down) = tokio::try_join!(
+        one_way(
+            &mut client_read,
+            &mut upstream_write,
+            &finished,
+            request,
+            true
+        ),
+        one_way(
+            &mut upstream_read,
+            &mut client_write,
+            &finished,
+            request,
+            false
+        ),
     )?;
-    Ok(())
+    if up == Ended::HandOver && down == Ended::HandOver {
+        return Ok(Ended::HandOver);
+    }
+    // One direction had ended: the other one finishes here.
+    if up == Ended::HandOver {
+        up = one_way(&mut client_read, &mut upstream_write, &finished, None, true).await?;
+    }
+    if down == Ended::HandOver {
+        down = one_way(
+            &mut upstream_read,
+            &mut client_write,
+            &finished,
+            None,
+            false,
+        )
+        .await?;
+    }
+    debug_assert!(up == Ended::Done && down == Ended::Done);
+    Ok(Ended::Done)
 }
 
 /// One direction of [`copy_both_ways`]; `finished` tells whether the other
-/// direction has ended already.
+/// direction has ended already. With `hand_over`, the client's direction
+/// (`client_side`) asks for the hand-over after its first chunk, and both
+/// return [`Ended::HandOver`] at their next chunk boundary (a wait for bytes
+/// is cancelled, which loses none; a write is never cut).
 async fn one_way(
     from: &mut ReadHalf<'_>,
     to: &mut WriteHalf<'_>,
     finished: &AtomicBool,
-) -> io::Result<()> {
+    hand_over: Option<&HandOver>,
+    client_side: bool,
+) -> io::Result<Ended> {
     let mut buffer = Buffer::take();
     loop {
-        let read = from.read(&mut buffer).await?;
+        let read = match hand_over {
+            Some(request) if !client_side => tokio::select! {
+                biased;
+                read = from.read(&mut buffer) => read?,
+                () = request.notify.notified() => return Ok(Ended::HandOver),
+            },
+            _ => from.read(&mut buffer).await?,
+        };
         if read == 0 {
             break;
         }
         to.write_all(&buffer[..read]).await?;
+        if let Some(request) = hand_over {
+            if client_side && request.client_chunks.fetch_sub(1, Ordering::Relaxed) == 1 {
+                request.wanted.store(true, Ordering::Relaxed);
+                request.notify.notify_one();
+                return Ok(Ended::HandOver);
+            }
+            if request.wanted.load(Ordering::Relaxed) {
+                return Ok(Ended::HandOver);
+            }
+        }
     }
     if !finished.swap(true, Ordering::Relaxed) {
         to.shutdown().await?;
     }
-    Ok(())
+    Ok(Ended::Done)
 }
 
 /// Connects to a backend chosen by the listener's balancing, among those not
@@ -378,9 +485,9 @@ mod tests {
         let (upstream, mut backend) = pair().await;
         client.write_all(b"GET / HTTP/1.1\r\n\r\n").await.unwrap();
         accepted.readable().await.unwrap();
-        let unsent =
+        let sent =
             forward_first(&accepted, &upstream, b"PROXY header\r\n", &mut Vec::new()).unwrap();
-        assert!(unsent.is_empty());
+        assert_eq!(sent, (Vec::new(), true));
         let mut got = vec![0u8; 14 + 18];
         backend.read_exact(&mut got).await.unwrap();
         assert_eq!(got, b"PROXY header\r\nGET / HTTP/1.1\r\n\r\n");
@@ -390,23 +497,21 @@ mod tests {
     async fn a_quiet_client_leaves_only_the_header_or_nothing() {
         let (client, accepted) = pair().await;
         let (upstream, mut backend) = pair().await;
-        assert!(
-            forward_first(&accepted, &upstream, b"", &mut Vec::new())
-                .unwrap()
-                .is_empty()
+        let nothing = (Vec::new(), false);
+        assert_eq!(
+            forward_first(&accepted, &upstream, b"", &mut Vec::new()).unwrap(),
+            nothing
         );
-        assert!(
-            forward_first(&accepted, &upstream, b"H", &mut Vec::new())
-                .unwrap()
-                .is_empty()
+        assert_eq!(
+            forward_first(&accepted, &upstream, b"H", &mut Vec::new()).unwrap(),
+            nothing
         );
         // The client's end of data is left to the copy loop: nothing is sent for it.
         drop(client);
         accepted.readable().await.unwrap();
-        assert!(
-            forward_first(&accepted, &upstream, b"", &mut Vec::new())
-                .unwrap()
-                .is_empty()
+        assert_eq!(
+            forward_first(&accepted, &upstream, b"", &mut Vec::new()).unwrap(),
+            nothing
         );
         drop(upstream);
         let mut got = Vec::new();
@@ -424,10 +529,12 @@ mod tests {
         client.write_all(&request).await.unwrap();
         client.shutdown().await.unwrap();
         accepted.readable().await.unwrap();
-        let unsent = forward_first(&accepted, &upstream, b"", &mut Vec::new()).unwrap();
+        let (unsent, _) = forward_first(&accepted, &upstream, b"", &mut Vec::new()).unwrap();
         let relay = async move {
             upstream.write_all(&unsent).await.unwrap();
-            copy_both_ways(&mut accepted, &mut upstream).await.unwrap();
+            copy_both_ways(&mut accepted, &mut upstream, None)
+                .await
+                .unwrap();
             // As in `relay`: closing both sends the last FIN.
             drop((accepted, upstream));
         };

@@ -8,10 +8,12 @@
 //! Target from the issue: at least HAProxy's requests/s with a p99 no worse.
 //!
 //! `cargo run --release -p rswarm-e2e --bin bench-proxy [-- --seconds S
-//! --connections N --rounds N --proxy-threads N --wrk-threads N]` (defaults: 10 s,
-//! 50 connections, 1 round, the proxy on one thread with a current-thread runtime
-//! as the daemon runs it (N > 0: a multi-thread runtime with N workers instead),
-//! 1 wrk thread).
+//! --connections N --rounds N --proxy-engine auto|epoll|io_uring --proxy-threads N
+//! --wrk-threads N]` (defaults: 10 s, 50 connections, 1 round, the proxy on its
+//! own thread with the engine the daemon uses (auto: io_uring when the kernel
+//! allows it, else epoll; the report names the one used), 1 wrk thread;
+//! `--proxy-threads N` > 0 runs it on a multi-thread runtime of N workers with
+//! epoll instead).
 //! Needs wrk, haproxy, nginx and its stream module (Debian packages wrk haproxy
 //! nginx-light libnginx-mod-stream); installs nothing. Everything listens on
 //! 127.0.0.1; every process it starts is killed when it ends.
@@ -26,6 +28,7 @@ use std::time::Duration;
 
 use anyhow::{Context, bail};
 use peers::Process;
+use rswarm_worker::proxy::Engine;
 use wrk::{Figures, Load, Mode};
 
 /// Command-line settings.
@@ -38,8 +41,11 @@ struct Settings {
     wrk_threads: usize,
     /// Rounds over every peer and mode; medians are reported.
     rounds: usize,
-    /// Runtime threads of rswarm's proxy; 0 runs it on a current-thread runtime.
+    /// Runtime threads of rswarm's proxy; 0 runs it on its own thread with
+    /// `proxy_engine`, as the daemon does.
     proxy_threads: usize,
+    /// The I/O of the proxy's own thread.
+    proxy_engine: Engine,
 }
 
 /// Warm-up before the measured runs of each peer (not counted).
@@ -93,6 +99,7 @@ fn parse(args: &[String]) -> anyhow::Result<Settings> {
         wrk_threads: 1,
         rounds: 1,
         proxy_threads: 0,
+        proxy_engine: Engine::Auto,
     };
     let mut args = args.iter();
     while let Some(flag) = args.next() {
@@ -118,6 +125,9 @@ fn parse(args: &[String]) -> anyhow::Result<Settings> {
                     .parse()
                     .with_context(|| format!("{flag}: not a number: {value}"))?
             }
+            "--proxy-engine" => {
+                settings.proxy_engine = value.parse().map_err(anyhow::Error::msg)?;
+            }
             _ => bail!("unknown flag {flag}"),
         }
     }
@@ -141,7 +151,10 @@ fn run(settings: &Settings) -> anyhow::Result<String> {
             dir.path(),
             peers::free_port()?,
             &backend_addrs,
-            settings.proxy_threads,
+            &match settings.proxy_threads {
+                0 => settings.proxy_engine.to_string(),
+                threads => threads.to_string(),
+            },
         )?,
         peers::haproxy(dir.path(), peers::free_port()?, &backend_addrs)?,
         peers::nginx_stream(dir.path(), peers::free_port()?, &backend_addrs)?,
@@ -197,7 +210,16 @@ fn run(settings: &Settings) -> anyhow::Result<String> {
         .iter()
         .map(Process::memory_kib)
         .collect::<anyhow::Result<Vec<_>>>()?;
-    Ok(report(settings, &results, &memory, &backend_addrs))
+    let runtime = started[0]
+        .output_line("engine ")
+        .unwrap_or_else(|| "engine not reported".to_string());
+    Ok(report(
+        &results,
+        &memory,
+        &backend_addrs,
+        settings,
+        &runtime,
+    ))
 }
 
 /// The median of each figure over the rounds.
@@ -236,16 +258,17 @@ fn show(duration: Duration) -> String {
 }
 
 fn report(
-    settings: &Settings,
     results: &[Vec<Vec<Figures>>],
     memory: &[(u64, u64)],
     backends: &[SocketAddr],
+    settings: &Settings,
+    runtime: &str,
 ) -> String {
     let mut out = String::new();
     let _ = writeln!(
         out,
         "proxy benchmark: wrk -t{} -c{} -d{}s, {} round(s) (medians), nginx backends {}; \
-         rswarm proxy runtime {}, haproxy nbthread 1, nginx 1 worker",
+         rswarm proxy {}, haproxy nbthread 1, nginx 1 worker",
         settings.wrk_threads,
         settings.connections,
         settings.duration.as_secs(),
@@ -255,10 +278,7 @@ fn report(
             .map(ToString::to_string)
             .collect::<Vec<_>>()
             .join(" "),
-        match settings.proxy_threads {
-            0 => "current-thread (as the daemon runs it)".to_string(),
-            threads => format!("multi-thread with {threads} worker(s)"),
-        }
+        runtime
     );
     let _ = writeln!(
         out,
@@ -339,8 +359,8 @@ fn report(
 /// The child mode: rswarm's proxy on `listen` over the given backends until stdin
 /// closes.
 fn serve_proxy(args: &[String]) -> anyhow::Result<()> {
-    let [listen, backends, threads] = args else {
-        bail!("usage: serve-proxy LISTEN BACKEND[,BACKEND...] THREADS");
+    let [listen, backends, runtime] = args else {
+        bail!("usage: serve-proxy LISTEN BACKEND[,BACKEND...] THREADS|auto|epoll|io_uring");
     };
     let listen: SocketAddr = listen.parse().context("listen address")?;
     let backends = backends
@@ -354,44 +374,58 @@ fn serve_proxy(args: &[String]) -> anyhow::Result<()> {
             ))
         })
         .collect::<anyhow::Result<Vec<_>>>()?;
-    let threads: usize = threads.parse().context("threads")?;
-    let runtime = if threads == 0 {
-        tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()?
-    } else {
-        tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(threads)
-            .enable_all()
-            .build()?
+    use rswarm_worker::proxy::{Engine, ListenerSpec, ListenerState, Protocol, Proxy, ProxyConfig};
+    let config = ProxyConfig {
+        listeners: vec![ListenerSpec::new(listen, Protocol::Tcp, backends)],
+    };
+    let (_config_tx, config_rx) = tokio::sync::watch::channel(config);
+    let shutdown = tokio_util::sync::CancellationToken::new();
+    let proxy = Proxy::new();
+    let mut status = proxy.status();
+    // A number: a multi-thread runtime of that many workers (epoll); an engine:
+    // the proxy's own thread, as the daemon runs it.
+    let (thread, runtime) = match runtime.parse::<usize>() {
+        Ok(threads) => {
+            let runtime = tokio::runtime::Builder::new_multi_thread()
+                .worker_threads(threads)
+                .enable_all()
+                .build()?;
+            let serving = runtime.spawn(proxy.run(config_rx, shutdown.clone()));
+            println!("engine epoll, multi-thread runtime of {threads} worker(s)");
+            (Err(serving), runtime)
+        }
+        Err(_) => {
+            let engine: Engine = runtime.parse().map_err(anyhow::Error::msg)?;
+            let thread = proxy.spawn_thread_on(engine, config_rx, shutdown.clone())?;
+            println!("engine {}, its own thread", thread.engine);
+            let runtime = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()?;
+            (Ok(thread), runtime)
+        }
     };
     runtime.block_on(async move {
-        use rswarm_worker::proxy::{ListenerSpec, Protocol, Proxy, ProxyConfig};
-        let config = ProxyConfig {
-            listeners: vec![ListenerSpec::new(listen, Protocol::Tcp, backends)],
-        };
-        let (_config_tx, config_rx) = tokio::sync::watch::channel(config);
-        let shutdown = tokio_util::sync::CancellationToken::new();
-        let proxy = Proxy::new();
-        let mut status = proxy.status();
-        let serving = tokio::spawn(proxy.run(config_rx, shutdown.clone()));
         let applied = status
             .wait_for(|status| status.generation >= 1)
             .await?
             .clone();
-        if let Some(failed) = applied.listeners.iter().find(|l| {
-            !matches!(
-                l.state,
-                rswarm_worker::proxy::ListenerState::Listening { .. }
-            )
-        }) {
+        if let Some(failed) = applied
+            .listeners
+            .iter()
+            .find(|l| !matches!(l.state, ListenerState::Listening { .. }))
+        {
             bail!("listener not serving: {failed:?}");
         }
         // The benchmark holds our stdin; it closes when the benchmark ends.
         let mut sink = Vec::new();
         let _ = tokio::io::AsyncReadExt::read_to_end(&mut tokio::io::stdin(), &mut sink).await;
         shutdown.cancel();
-        serving.await?;
+        match thread {
+            Ok(thread) => tokio::task::spawn_blocking(move || thread.handle.join())
+                .await?
+                .map_err(|_| anyhow::anyhow!("the proxy thread panicked"))?,
+            Err(serving) => serving.await?,
+        }
         Ok(())
     })
 }

@@ -112,6 +112,15 @@ impl Process {
         }
     }
 
+    /// The first line of the process's output that starts with `prefix`.
+    pub fn output_line(&self, prefix: &str) -> Option<String> {
+        fs::read_to_string(&self.log)
+            .ok()?
+            .lines()
+            .find(|line| line.starts_with(prefix))
+            .map(str::to_string)
+    }
+
     /// The end of the process's output, for error messages.
     pub fn log_tail(&self) -> String {
         let text = fs::read_to_string(&self.log).unwrap_or_default();
@@ -239,11 +248,13 @@ pub fn haproxy(dir: &Path, listen: SocketAddr, backends: &[SocketAddr]) -> anyho
 
 /// rswarm's proxy in a child process (this binary in `serve-proxy` mode), so its
 /// memory is its own; it also exits when its stdin closes (the benchmark is gone).
+/// `runtime`: a number of multi-thread runtime workers, or the engine of the
+/// proxy's own thread (auto, epoll, io_uring).
 pub fn rswarm_proxy(
     dir: &Path,
     listen: SocketAddr,
     backends: &[SocketAddr],
-    threads: usize,
+    runtime: &str,
 ) -> anyhow::Result<Process> {
     let exe = std::env::current_exe().context("cannot find this benchmark's binary")?;
     let mut command = Command::new(exe);
@@ -252,7 +263,7 @@ pub fn rswarm_proxy(
         .arg("serve-proxy")
         .arg(listen.to_string())
         .arg(list.join(","))
-        .arg(threads.to_string());
+        .arg(runtime);
     Process::start(
         "rswarm proxy",
         command,

@@ -1,6 +1,7 @@
 //! The proxy end to end on loopback: real listeners, real backends, real clients.
 
 mod config_updates;
+mod engines;
 mod health;
 mod listeners;
 mod support;

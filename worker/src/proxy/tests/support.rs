@@ -15,8 +15,8 @@ use tokio::task::{JoinHandle, JoinSet};
 use tokio_util::sync::CancellationToken;
 
 use crate::proxy::{
-    Backend, Connector, ListenerSpec, ListenerState, Protocol, Proxy, ProxyConfig, ProxyStatus,
-    TcpConnector,
+    Backend, Connector, Engine, ListenerSpec, ListenerState, Protocol, Proxy, ProxyConfig,
+    ProxyStatus, TcpConnector,
 };
 
 /// Longest any single step of a test may take.
@@ -189,7 +189,9 @@ pub struct Running {
     status: watch::Receiver<ProxyStatus>,
     generation: u64,
     shutdown: CancellationToken,
-    task: Option<JoinHandle<()>>,
+    thread: Option<std::thread::JoinHandle<()>>,
+    /// The engine the proxy's thread relays with.
+    pub engine: Engine,
 }
 
 impl Running {
@@ -200,17 +202,30 @@ impl Running {
 
     /// Starts a proxy with `connector` and waits until `config` is applied.
     pub async fn start_with(connector: Arc<dyn Connector>, config: ProxyConfig) -> Self {
+        Self::start_on(Engine::Auto, connector, config).await
+    }
+
+    /// Starts a proxy on its own thread with `engine`, as the daemon does
+    /// (with [`Engine::Auto`]), and waits until `config` is applied.
+    pub async fn start_on(
+        engine: Engine,
+        connector: Arc<dyn Connector>,
+        config: ProxyConfig,
+    ) -> Self {
         let proxy = Proxy::with_connector(connector);
         let status = proxy.status();
         let (tx, rx) = watch::channel(config);
         let shutdown = CancellationToken::new();
-        let task = tokio::spawn(proxy.run(rx, shutdown.clone()));
+        let thread = proxy
+            .spawn_thread_on(engine, rx, shutdown.clone())
+            .expect("proxy thread");
         let mut running = Running {
             config: tx,
             status,
             generation: 1,
             shutdown,
-            task: Some(task),
+            thread: Some(thread.handle),
+            engine: thread.engine,
         };
         running.wait_applied().await;
         running
@@ -258,8 +273,14 @@ impl Running {
     /// Shuts the proxy down and waits for its loop to end.
     pub async fn stop(mut self) {
         self.shutdown.cancel();
-        if let Some(task) = self.task.take() {
-            within("proxy shutdown", task).await.unwrap();
+        if let Some(thread) = self.thread.take() {
+            within(
+                "proxy shutdown",
+                tokio::task::spawn_blocking(move || thread.join()),
+            )
+            .await
+            .unwrap()
+            .expect("the proxy thread panicked");
         }
     }
 }

@@ -1,0 +1,253 @@
+//! The relaying on each engine: the other tests run the proxy as the daemon
+//! does ([`Engine::Auto`]: io_uring where the kernel allows it); these run the
+//! copy-loop behaviours on epoll and on io_uring explicitly, after the
+//! exchanges that move a connection's copy to io_uring there.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+
+use super::support::{Client, EchoBackend, Running, free_tcp_addr, tcp_spec, within};
+use crate::proxy::{Backend, Engine, ListenerSpec, ProxyConfig, TcpConnector};
+
+/// Whether this process may make an io_uring (the kernel, its settings and a
+/// seccomp profile decide).
+fn io_uring_allowed() -> bool {
+    // On a thread of its own: a runtime may not be dropped inside another.
+    let made = std::thread::spawn(|| tokio_uring::Runtime::new(&tokio_uring::builder()).map(drop))
+        .join()
+        .expect("io_uring probe thread");
+    match made {
+        Ok(()) => true,
+        Err(err) => {
+            eprintln!("io_uring refused here ({err}): its engine is not tested");
+            false
+        }
+    }
+}
+
+/// The engines to test on this host.
+fn engines() -> Vec<Engine> {
+    let mut engines = vec![Engine::Epoll];
+    if io_uring_allowed() {
+        engines.push(Engine::IoUring);
+    }
+    engines
+}
+
+async fn start(engine: Engine, spec: ListenerSpec) -> Running {
+    let proxy = Running::start_on(
+        engine,
+        Arc::new(TcpConnector),
+        ProxyConfig {
+            listeners: vec![spec],
+        },
+    )
+    .await;
+    assert_eq!(proxy.engine, engine);
+    proxy
+}
+
+#[tokio::test]
+async fn the_daemons_engine_is_io_uring_where_the_kernel_allows_it() {
+    let backend = EchoBackend::start("a").await;
+    let bind = free_tcp_addr();
+    let proxy = Running::start(ProxyConfig {
+        listeners: vec![tcp_spec(bind, vec![backend.backend("a")])],
+    })
+    .await;
+    let expected = if io_uring_allowed() {
+        Engine::IoUring
+    } else {
+        Engine::Epoll
+    };
+    assert_eq!(proxy.engine, expected);
+    Client::connect(bind).await.echo("hello").await;
+    proxy.stop().await;
+}
+
+/// Bytes that differ at every offset for a long while, so a reordered,
+/// dropped or repeated chunk shows.
+fn pattern(len: usize, seed: u8) -> Vec<u8> {
+    (0..len)
+        .map(|i| (i as u32).wrapping_mul(2_654_435_761).to_le_bytes()[3] ^ seed)
+        .collect()
+}
+
+#[tokio::test]
+async fn each_engine_relays_large_transfers_both_ways_at_once_and_many_small_exchanges() {
+    for engine in engines() {
+        let backend = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let bind = free_tcp_addr();
+        let proxy = start(
+            engine,
+            tcp_spec(
+                bind,
+                vec![Backend::new("raw", backend.local_addr().unwrap())],
+            ),
+        )
+        .await;
+        let up = pattern(3 << 20, 0x5a);
+        let down = pattern(2 << 20, 0xa5);
+        let client = TcpStream::connect(bind).await.unwrap();
+        let (mut server, _) = within("accept", backend.accept()).await.unwrap();
+
+        // Small exchanges first, as a keep-alive client makes them.
+        let (mut client_read, mut client_write) = client.into_split();
+        for round in 0..200u32 {
+            let request = format!("request {round}\n");
+            client_write.write_all(request.as_bytes()).await.unwrap();
+            let mut got = vec![0u8; request.len()];
+            within("request", server.read_exact(&mut got))
+                .await
+                .unwrap();
+            assert_eq!(got, request.as_bytes(), "{engine}");
+            server.write_all(b"ok\n").await.unwrap();
+            let mut reply = [0u8; 3];
+            within("reply", client_read.read_exact(&mut reply))
+                .await
+                .unwrap();
+            assert_eq!(&reply, b"ok\n", "{engine}");
+        }
+
+        // Then megabytes both ways at once, each side ending with a half close.
+        let (mut server_read, mut server_write) = server.into_split();
+        let sent_up = up.clone();
+        let client_sends = tokio::spawn(async move {
+            client_write.write_all(&sent_up).await.unwrap();
+            client_write.shutdown().await.unwrap();
+        });
+        let sent_down = down.clone();
+        let server_sends = tokio::spawn(async move {
+            server_write.write_all(&sent_down).await.unwrap();
+            server_write.shutdown().await.unwrap();
+        });
+        let mut got_up = Vec::new();
+        let mut got_down = Vec::new();
+        within("both transfers", async {
+            tokio::try_join!(
+                server_read.read_to_end(&mut got_up),
+                client_read.read_to_end(&mut got_down),
+            )
+        })
+        .await
+        .unwrap();
+        client_sends.await.unwrap();
+        server_sends.await.unwrap();
+        assert!(got_up == up, "{engine}: client to backend differs");
+        assert!(got_down == down, "{engine}: backend to client differs");
+        proxy.stop().await;
+    }
+}
+
+/// Two request-reply exchanges, so that the copy has moved to io_uring on that
+/// engine (it moves once the client sends after its first bytes).
+async fn exchanges(client: &mut TcpStream, server: &mut TcpStream) {
+    for round in 0..2 {
+        client.write_all(b"ping").await.unwrap();
+        let mut got = [0u8; 4];
+        within("ping", server.read_exact(&mut got)).await.unwrap();
+        assert_eq!(&got, b"ping", "exchange {round}");
+        server.write_all(b"pong").await.unwrap();
+        within("pong", client.read_exact(&mut got)).await.unwrap();
+        assert_eq!(&got, b"pong", "exchange {round}");
+    }
+}
+
+#[tokio::test]
+async fn each_engine_passes_each_sides_half_close_on() {
+    for engine in engines() {
+        let backend = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let bind = free_tcp_addr();
+        let proxy = start(
+            engine,
+            tcp_spec(
+                bind,
+                vec![Backend::new("raw", backend.local_addr().unwrap())],
+            ),
+        )
+        .await;
+
+        // The client ends first; the reply still comes back.
+        let mut client = TcpStream::connect(bind).await.unwrap();
+        let (mut server, _) = within("accept", backend.accept()).await.unwrap();
+        exchanges(&mut client, &mut server).await;
+        client.write_all(b"request").await.unwrap();
+        client.shutdown().await.unwrap();
+        let mut got = Vec::new();
+        within("request and EOF", server.read_to_end(&mut got))
+            .await
+            .unwrap();
+        assert_eq!(got, b"request", "{engine}");
+        server.write_all(b"reply").await.unwrap();
+        drop(server);
+        let mut reply = Vec::new();
+        within("reply and EOF", client.read_to_end(&mut reply))
+            .await
+            .unwrap();
+        assert_eq!(reply, b"reply", "{engine}");
+
+        // The backend ends first; the client can still send.
+        let mut client = TcpStream::connect(bind).await.unwrap();
+        let (mut server, _) = within("accept", backend.accept()).await.unwrap();
+        exchanges(&mut client, &mut server).await;
+        server.write_all(b"banner").await.unwrap();
+        server.shutdown().await.unwrap();
+        let mut got = Vec::new();
+        within("banner and EOF", client.read_to_end(&mut got))
+            .await
+            .unwrap();
+        assert_eq!(got, b"banner", "{engine}");
+        client.write_all(b"after").await.unwrap();
+        drop(client);
+        let mut tail = Vec::new();
+        within("data after the half close", server.read_to_end(&mut tail))
+            .await
+            .unwrap();
+        assert_eq!(tail, b"after", "{engine}");
+        proxy.stop().await;
+    }
+}
+
+#[tokio::test]
+async fn each_engine_closes_a_drained_connection_at_the_deadline_and_all_at_shutdown() {
+    for engine in engines() {
+        let a = EchoBackend::start("a").await;
+        let bind = free_tcp_addr();
+        let mut spec = tcp_spec(bind, vec![a.backend("a")]);
+        spec.drain_deadline = Duration::from_millis(500);
+        let mut proxy = start(engine, spec.clone()).await;
+        let mut drained = Client::connect(bind).await;
+        drained.echo("before").await;
+
+        spec.backends[0].draining = true;
+        let drained_at = tokio::time::Instant::now();
+        proxy
+            .apply(ProxyConfig {
+                listeners: vec![spec.clone()],
+            })
+            .await;
+        drained.echo("still open while draining").await;
+        drained.closed_within(Duration::from_secs(3)).await;
+        let open_for = drained_at.elapsed();
+        assert!(
+            open_for >= Duration::from_millis(500),
+            "{engine}: closed before the drain deadline: {open_for:?}"
+        );
+
+        // A backend taking connections again; shutdown ends its connection.
+        spec.backends[0].draining = false;
+        spec.backends[0].id = "a-again".into();
+        proxy
+            .apply(ProxyConfig {
+                listeners: vec![spec],
+            })
+            .await;
+        let mut open = Client::connect(bind).await;
+        open.echo("hello").await;
+        proxy.stop().await;
+        open.closed_within(Duration::from_secs(2)).await;
+    }
+}

@@ -1,0 +1,149 @@
+//! The relay's copy loop on io_uring, when the kernel offers it.
+//!
+//! On loopback and the node bridge most of a relayed request's cost is the
+//! kernel's, and much of that is entering and leaving it: with readiness
+//! (epoll) every request costs four system calls (read the client, write the
+//! backend, read the backend, write the client). On io_uring the same reads
+//! and writes are queued and the ring is entered once per event-loop turn for
+//! all the connections that have work, which is what puts a keep-alive
+//! connection's request rate past HAProxy's (docs/design/networking.md,
+//! "Measured").
+//!
+//! Only the copy runs here. Accepting, connecting, the PROXY header and the
+//! client's first bytes stay on the epoll path ([`super::tcp`]), whose first
+//! write goes out before the event loop has looked at either socket; the
+//! connected pair is then handed over ([`Copier::copy`]) as plain sockets.
+//! Their epoll registration ends at the handover, which is the system call the
+//! connection's close would make anyway.
+//!
+//! tokio-uring's streams are not `Send`, so the copies run as local tasks of
+//! the proxy thread's `LocalSet`, spawned by one task ([`serve_jobs`]) that
+//! takes the pairs from the relays through a channel: the relays (and all the
+//! rest of the proxy) stay ordinary `Send` tasks, and the proxy runs the same
+//! on a plain tokio runtime, with the epoll copy, when the ring cannot be
+//! made (an old kernel, `kernel.io_uring_disabled`, a seccomp profile that
+//! refuses it, as Docker's default one does).
+
+use std::cell::Cell;
+use std::io;
+use std::net::Shutdown;
+
+use tokio::sync::{mpsc, oneshot};
+use tokio_uring::buf::BoundedBuf;
+use tokio_uring::net::TcpStream;
+use tokio_util::sync::CancellationToken;
+
+use super::buffers::BUFFER_SIZE;
+
+/// How a handed-over copy ended.
+#[derive(Debug)]
+pub(super) enum Copied {
+    /// Both directions ended (each side's end of data passed on).
+    Done,
+    /// Cut short by the backend's close token (drain deadline, shutdown).
+    Closed,
+}
+
+/// One connected pair to copy between.
+struct Job {
+    /// The client's socket.
+    client: std::net::TcpStream,
+    /// The backend's socket.
+    upstream: std::net::TcpStream,
+    /// Ends the copy when cancelled.
+    close: CancellationToken,
+    /// Receives how the copy ended.
+    done: oneshot::Sender<io::Result<Copied>>,
+}
+
+/// Hands connected pairs to the copy tasks of the proxy thread's io_uring
+/// runtime; cloned into every TCP listener.
+#[derive(Clone, Debug)]
+pub(super) struct Copier {
+    /// To [`serve_jobs`].
+    jobs: mpsc::UnboundedSender<Job>,
+}
+
+impl Copier {
+    /// A copier and the task that must run on the io_uring runtime's
+    /// `LocalSet` (spawned with `tokio_uring::spawn`) to serve it.
+    pub(super) fn new() -> (Self, impl std::future::Future<Output = ()>) {
+        let (jobs, rx) = mpsc::unbounded_channel();
+        (Copier { jobs }, serve_jobs(rx))
+    }
+
+    /// Copies between `client` and `upstream` (both non-blocking, taken off
+    /// the epoll reactor) until both directions end or `close` is cancelled.
+    pub(super) async fn copy(
+        &self,
+        client: std::net::TcpStream,
+        upstream: std::net::TcpStream,
+        close: CancellationToken,
+    ) -> io::Result<Copied> {
+        let (done, result) = oneshot::channel();
+        let job = Job {
+            client,
+            upstream,
+            close,
+            done,
+        };
+        if self.jobs.send(job).is_err() {
+            // Only while the proxy thread shuts down: the sockets close here.
+            return Err(io::Error::other("the proxy's io_uring copier has stopped"));
+        }
+        result
+            .await
+            .unwrap_or_else(|_| Err(io::Error::other("the proxy's io_uring copier has stopped")))
+    }
+}
+
+/// Runs every handed-over pair as a local task until the channel closes.
+async fn serve_jobs(mut jobs: mpsc::UnboundedReceiver<Job>) {
+    while let Some(job) = jobs.recv().await {
+        tokio_uring::spawn(copy(job));
+    }
+}
+
+async fn copy(job: Job) {
+    let client = TcpStream::from_std(job.client);
+    let upstream = TcpStream::from_std(job.upstream);
+    let finished = Cell::new(false);
+    let result = tokio::select! {
+        copied = async {
+            tokio::try_join!(
+                one_way(&client, &upstream, &finished),
+                one_way(&upstream, &client, &finished),
+            )
+        } => copied.map(|_| Copied::Done),
+        _ = job.close.cancelled() => Ok(Copied::Closed),
+    };
+    if !matches!(result, Ok(Copied::Done)) {
+        // A read still queued holds its socket open (the ring keeps the file
+        // until the operation completes), so dropping the streams would not
+        // close them: the shutdown completes the reads, and the close follows.
+        let _ = client.shutdown(Shutdown::Both);
+        let _ = upstream.shutdown(Shutdown::Both);
+    }
+    let _ = job.done.send(result);
+}
+
+/// One direction: as the epoll path's `one_way`, each side's end of data is
+/// passed on with a half close, except the last one, which the close sends.
+async fn one_way(from: &TcpStream, to: &TcpStream, finished: &Cell<bool>) -> io::Result<()> {
+    let mut buffer = Vec::with_capacity(BUFFER_SIZE);
+    loop {
+        let (read, returned) = from.read(buffer).await;
+        buffer = returned;
+        let read = read?;
+        if read == 0 {
+            break;
+        }
+        let (written, returned) = to.write_all(buffer.slice(..read)).await;
+        buffer = returned.into_inner();
+        written?;
+    }
+    if !finished.replace(true) {
+        to.shutdown(Shutdown::Write)?;
+    }
+    Ok(())
+}
