@@ -53,4 +53,4 @@ pub use config::{
 pub use connector::{Connector, TcpConnector};
 pub use error::ProxyError;
 pub use runner::{Engine, Proxy, ProxyThread};
-pub use status::{ListenerState, ListenerStatus, ProxyStatus};
+pub use status::{ListenerState, ListenerStatus, ProxyStats, ProxyStatus};

@@ -16,7 +16,7 @@ use super::connector::{Connector, TcpConnector};
 use super::error::ProxyError;
 use super::pool::ListenerShared;
 use super::routes::{self, Routes};
-use super::status::{ListenerState, ListenerStatus, ProxyStatus};
+use super::status::{ListenerState, ListenerStatus, ProxyStats, ProxyStatus};
 use super::uring::Copier;
 use super::{tcp, udp};
 use crate::sockets::holders;
@@ -35,6 +35,8 @@ pub struct Proxy {
     daemon_port: Option<u16>,
     /// Copies relayed connections on io_uring; `None` on the epoll path.
     copier: Option<Copier>,
+    /// Relaying counters.
+    stats: Arc<ProxyStats>,
 }
 
 /// The I/O the proxy's thread relays connections with.
@@ -155,6 +157,7 @@ impl Proxy {
             status,
             daemon_port: None,
             copier: None,
+            stats: Arc::default(),
         }
     }
 
@@ -163,6 +166,11 @@ impl Proxy {
     pub fn beside_daemon(mut self, port: u16) -> Self {
         self.daemon_port = Some(port);
         self
+    }
+
+    /// The relaying counters.
+    pub fn stats(&self) -> Arc<ProxyStats> {
+        self.stats.clone()
     }
 
     /// The listeners' state, updated after every configuration and bind retry.
@@ -224,7 +232,7 @@ impl Proxy {
                         drop(epoll);
                         let _ = started.send(Ok(Engine::IoUring));
                         ring.block_on(async move {
-                            let (copier, jobs) = Copier::new();
+                            let (copier, jobs) = Copier::new(self.stats.clone());
                             tokio_uring::spawn(jobs);
                             let proxy = Proxy {
                                 copier: Some(copier),

@@ -1,6 +1,7 @@
 //! What the proxy reports about its listeners after every configuration change.
 
 use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use super::config::Protocol;
 
@@ -58,4 +59,23 @@ pub enum ListenerState {
         /// The error, naming the address.
         error: String,
     },
+}
+
+/// Counters of the proxy's relaying, readable at any time
+/// ([`Proxy::stats`](super::Proxy::stats)).
+#[derive(Debug, Default)]
+pub struct ProxyStats {
+    /// TCP connections whose copy moved to io_uring after their first exchange.
+    io_uring_copies: AtomicU64,
+}
+
+impl ProxyStats {
+    /// TCP connections whose copy moved to io_uring so far.
+    pub fn io_uring_copies(&self) -> u64 {
+        self.io_uring_copies.load(Ordering::Relaxed)
+    }
+
+    pub(super) fn count_io_uring_copy(&self) {
+        self.io_uring_copies.fetch_add(1, Ordering::Relaxed);
+    }
 }

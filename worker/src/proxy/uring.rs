@@ -27,6 +27,7 @@
 use std::cell::Cell;
 use std::io;
 use std::net::Shutdown;
+use std::sync::Arc;
 
 use tokio::sync::{mpsc, oneshot};
 use tokio_uring::buf::BoundedBuf;
@@ -34,6 +35,7 @@ use tokio_uring::net::TcpStream;
 use tokio_util::sync::CancellationToken;
 
 use super::buffers::BUFFER_SIZE;
+use super::status::ProxyStats;
 
 /// How a handed-over copy ended.
 #[derive(Debug)]
@@ -62,14 +64,16 @@ struct Job {
 pub(super) struct Copier {
     /// To [`serve_jobs`].
     jobs: mpsc::UnboundedSender<Job>,
+    /// Counts the copies handed over.
+    stats: Arc<ProxyStats>,
 }
 
 impl Copier {
     /// A copier and the task that must run on the io_uring runtime's
     /// `LocalSet` (spawned with `tokio_uring::spawn`) to serve it.
-    pub(super) fn new() -> (Self, impl std::future::Future<Output = ()>) {
+    pub(super) fn new(stats: Arc<ProxyStats>) -> (Self, impl std::future::Future<Output = ()>) {
         let (jobs, rx) = mpsc::unbounded_channel();
-        (Copier { jobs }, serve_jobs(rx))
+        (Copier { jobs, stats }, serve_jobs(rx))
     }
 
     /// Copies between `client` and `upstream` (both non-blocking, taken off
@@ -91,6 +95,7 @@ impl Copier {
             // Only while the proxy thread shuts down: the sockets close here.
             return Err(io::Error::other("the proxy's io_uring copier has stopped"));
         }
+        self.stats.count_io_uring_copy();
         result
             .await
             .unwrap_or_else(|_| Err(io::Error::other("the proxy's io_uring copier has stopped")))

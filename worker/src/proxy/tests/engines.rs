@@ -50,6 +50,27 @@ async fn start(engine: Engine, spec: ListenerSpec) -> Running {
     proxy
 }
 
+/// Checks how many connections moved to io_uring: `moved` on that engine,
+/// none on epoll. The relay counts a move just after its last epoll write, so
+/// the count may trail the client's read of that write by a moment.
+async fn assert_moved(proxy: &Running, moved: u64) {
+    let expected = if proxy.engine == Engine::IoUring {
+        moved
+    } else {
+        0
+    };
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(1);
+    while proxy.stats.io_uring_copies() < expected && tokio::time::Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    assert_eq!(
+        proxy.stats.io_uring_copies(),
+        expected,
+        "{}: connections moved to io_uring",
+        proxy.engine
+    );
+}
+
 #[tokio::test]
 async fn the_daemons_engine_is_io_uring_where_the_kernel_allows_it() {
     let backend = EchoBackend::start("a").await;
@@ -138,6 +159,7 @@ async fn each_engine_relays_large_transfers_both_ways_at_once_and_many_small_exc
         server_sends.await.unwrap();
         assert!(got_up == up, "{engine}: client to backend differs");
         assert!(got_down == down, "{engine}: backend to client differs");
+        assert_moved(&proxy, 1).await;
         proxy.stop().await;
     }
 }
@@ -207,6 +229,7 @@ async fn each_engine_passes_each_sides_half_close_on() {
             .await
             .unwrap();
         assert_eq!(tail, b"after", "{engine}");
+        assert_moved(&proxy, 2).await;
         proxy.stop().await;
     }
 }
@@ -220,7 +243,10 @@ async fn each_engine_closes_a_drained_connection_at_the_deadline_and_all_at_shut
         spec.drain_deadline = Duration::from_millis(500);
         let mut proxy = start(engine, spec.clone()).await;
         let mut drained = Client::connect(bind).await;
+        // The greeting came first, so the client's second chunk moves it.
         drained.echo("before").await;
+        drained.echo("before again").await;
+        assert_moved(&proxy, 1).await;
 
         spec.backends[0].draining = true;
         let drained_at = tokio::time::Instant::now();
@@ -249,5 +275,46 @@ async fn each_engine_closes_a_drained_connection_at_the_deadline_and_all_at_shut
         open.echo("hello").await;
         proxy.stop().await;
         open.closed_within(Duration::from_secs(2)).await;
+    }
+}
+
+#[tokio::test]
+async fn a_connection_with_one_exchange_stays_on_epoll_and_the_next_request_moves_it() {
+    for engine in engines() {
+        let backend = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let bind = free_tcp_addr();
+        let proxy = start(
+            engine,
+            tcp_spec(
+                bind,
+                vec![Backend::new("raw", backend.local_addr().unwrap())],
+            ),
+        )
+        .await;
+        // A new connection per request: request, reply, the backend closes.
+        let mut client = TcpStream::connect(bind).await.unwrap();
+        client.write_all(b"GET / HTTP/1.0\r\n\r\n").await.unwrap();
+        let (mut server, _) = within("accept", backend.accept()).await.unwrap();
+        let mut request = [0u8; 18];
+        within("request", server.read_exact(&mut request))
+            .await
+            .unwrap();
+        server.write_all(b"HTTP/1.0 200 OK\r\n\r\n").await.unwrap();
+        drop(server);
+        let mut reply = Vec::new();
+        within("reply", client.read_to_end(&mut reply))
+            .await
+            .unwrap();
+        assert_eq!(reply, b"HTTP/1.0 200 OK\r\n\r\n", "{engine}");
+        drop(client);
+        assert_moved(&proxy, 0).await;
+
+        // A second request on a connection moves it.
+        let mut client = TcpStream::connect(bind).await.unwrap();
+        let (mut server, _) = within("accept", backend.accept()).await.unwrap();
+        exchanges(&mut client, &mut server).await;
+        assert_moved(&proxy, 1).await;
+        exchanges(&mut client, &mut server).await;
+        proxy.stop().await;
     }
 }

@@ -16,7 +16,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::proxy::{
     Backend, Connector, Engine, ListenerSpec, ListenerState, Protocol, Proxy, ProxyConfig,
-    ProxyStatus, TcpConnector,
+    ProxyStats, ProxyStatus, TcpConnector,
 };
 
 /// Longest any single step of a test may take.
@@ -192,6 +192,8 @@ pub struct Running {
     thread: Option<std::thread::JoinHandle<()>>,
     /// The engine the proxy's thread relays with.
     pub engine: Engine,
+    /// The proxy's relaying counters.
+    pub stats: Arc<ProxyStats>,
 }
 
 impl Running {
@@ -214,6 +216,7 @@ impl Running {
     ) -> Self {
         let proxy = Proxy::with_connector(connector);
         let status = proxy.status();
+        let stats = proxy.stats();
         let (tx, rx) = watch::channel(config);
         let shutdown = CancellationToken::new();
         let thread = proxy
@@ -226,6 +229,7 @@ impl Running {
             shutdown,
             thread: Some(thread.handle),
             engine: thread.engine,
+            stats,
         };
         running.wait_applied().await;
         running
