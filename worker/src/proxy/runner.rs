@@ -194,7 +194,7 @@ impl Proxy {
     /// [`Proxy::spawn_thread`] with a chosen engine. With io_uring the
     /// thread's runtime is tokio-uring's (a current-thread tokio runtime whose
     /// `LocalSet` also drives the ring); the copy loops run there
-    /// ([`super::uring`]) and everything else as on epoll. A ring the kernel
+    /// (`proxy::uring`) and everything else as on epoll. A ring the kernel
     /// refuses fails [`Engine::IoUring`] and makes [`Engine::Auto`] fall back
     /// to epoll, with the reason logged.
     pub fn spawn_thread_on(
