@@ -14,7 +14,7 @@ use rswarm_proto::api::EndpointsMessage;
 use rswarm_proto::tls::Identity;
 use rswarm_worker::dns::{DnsConfig, DnsServer, Records, upstreams_from_resolv_conf};
 use rswarm_worker::mesh;
-use rswarm_worker::proxy::{Proxy, ProxyConfig, ProxyStatus};
+use rswarm_worker::proxy::{Engine, Proxy, ProxyConfig, ProxyStatus};
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
@@ -22,6 +22,9 @@ use tracing::{debug, info, warn};
 
 /// The DNS port on the bridge gateway.
 const DNS_PORT: u16 = rswarm_worker::sockets::DNS_PORT;
+/// The environment variable that chooses the proxy's engine (`auto`, the
+/// default: io_uring where the kernel allows it; `epoll`; `io_uring`).
+pub const ENGINE_VAR: &str = "RSWARM_PROXY_ENGINE";
 /// How soon a DNS server that could not bind is tried again.
 const DNS_BIND_RETRY: Duration = Duration::from_secs(2);
 /// How soon VIPs that could not be put on the bridge are tried again, when no
@@ -163,6 +166,7 @@ pub fn start(
     identity: Identity,
     node_id: String,
     daemon_port: u16,
+    engine: Engine,
     leader: watch::Receiver<Option<String>>,
     mut network: watch::Receiver<Option<Arc<TaskNetwork>>>,
     shutdown: CancellationToken,
@@ -177,7 +181,7 @@ pub fn start(
     let (config_tx, config_rx) = watch::channel(ProxyConfig::default());
     let proxy = Proxy::new().beside_daemon(daemon_port);
     let status = proxy.status();
-    if let Err(err) = proxy.spawn_thread(config_rx, shutdown.clone()) {
+    if let Err(err) = proxy.spawn_thread_on(engine, config_rx, shutdown.clone()) {
         warn!(%err, "cannot start the proxy thread: published ports and VIPs are not served");
     }
     let (records_tx, records_rx) = watch::channel(Arc::new(Records::default()));
@@ -233,11 +237,40 @@ pub fn start(
     status
 }
 
+/// The proxy engine the environment asks for; checked before a node is
+/// created, so a bad name leaves nothing behind.
+pub fn engine_from_env() -> anyhow::Result<Engine> {
+    engine_from(std::env::var(ENGINE_VAR).ok().as_deref())
+}
+
+/// The proxy engine [`ENGINE_VAR`] asks for (`None`: unset).
+pub fn engine_from(value: Option<&str>) -> anyhow::Result<Engine> {
+    match value {
+        None | Some("") => Ok(Engine::Auto),
+        Some(value) => value
+            .parse()
+            .map_err(|err: String| anyhow::anyhow!("{ENGINE_VAR}: {err}")),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use rswarm_proto::api::{EndpointSpec, EndpointTask, PortConfig, ServiceEndpoints};
 
     use super::*;
+
+    #[test]
+    fn the_proxy_engine_comes_from_the_environment_and_a_bad_name_is_refused() {
+        assert_eq!(engine_from(None).unwrap(), Engine::Auto);
+        assert_eq!(engine_from(Some("")).unwrap(), Engine::Auto);
+        assert_eq!(engine_from(Some("epoll")).unwrap(), Engine::Epoll);
+        assert_eq!(engine_from(Some("io_uring")).unwrap(), Engine::IoUring);
+        let err = engine_from(Some("uring")).unwrap_err().to_string();
+        assert_eq!(
+            err,
+            "RSWARM_PROXY_ENGINE: unknown proxy engine \"uring\": expected auto, epoll or io_uring"
+        );
+    }
 
     #[test]
     fn vip_listeners_only_once_the_vips_are_held() {

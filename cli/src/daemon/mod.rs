@@ -41,6 +41,7 @@ pub async fn init(args: InitArgs) -> anyhow::Result<()> {
     dir.ensure_free()?;
     executor::validate(&args.node.executor)?;
     executor::userns_remap(&args.node)?;
+    mesh::engine_from_env()?;
     let (record, identity, raft) = match bootstrap::init(&dir, &args).await {
         Ok(started) => started,
         Err(err) => {
@@ -57,6 +58,7 @@ pub async fn join(args: JoinArgs) -> anyhow::Result<()> {
     dir.ensure_free()?;
     executor::validate(&args.node.executor)?;
     executor::userns_remap(&args.node)?;
+    mesh::engine_from_env()?;
     let result = match bootstrap::join(&dir, &args).await {
         Ok(bootstrap::Joined::Worker(record, identity)) => {
             run_node(dir.clone(), record, identity, None, Start::Restart).await
@@ -75,6 +77,7 @@ pub async fn join(args: JoinArgs) -> anyhow::Result<()> {
 
 /// Runs an already initialised or joined node from its data directory.
 pub async fn run(args: DaemonArgs) -> anyhow::Result<()> {
+    mesh::engine_from_env()?;
     let dir = DataDir::new(&args.data_dir);
     let record = dir.load()?;
     let identity = Identity::load(&dir.certs()).with_context(|| {
@@ -95,6 +98,7 @@ async fn run_node(
     mut raft: Option<RaftNode>,
     mut start: Start,
 ) -> anyhow::Result<()> {
+    let proxy_engine = mesh::engine_from_env()?;
     let stop = CancellationToken::new();
     serve::on_signal(stop.clone())?;
     // Kept across role changes: what runs on this node does not depend on its role.
@@ -119,6 +123,7 @@ async fn run_node(
                 source: &source,
                 containers: &containers,
                 network: &network,
+                proxy_engine,
             };
             serve::manager(&dir, &record, &identity, member, start, &stop, local).await?
         } else {
@@ -128,6 +133,7 @@ async fn run_node(
                 source: &source,
                 containers: &containers,
                 network: &network,
+                proxy_engine,
             };
             serve::worker(&dir, &record, &identity, &stop, local).await?
         };

@@ -141,6 +141,7 @@ fn start_session(
             identity.clone(),
             record.node_id.clone(),
             record.listen.port(),
+            local.proxy_engine,
             session.leader(),
             network.subscribe(),
             shutdown.clone(),
@@ -193,6 +194,8 @@ pub struct Local<'a> {
     pub containers: &'a Option<Arc<Runtime>>,
     /// Where the node's task network is published, when tasks get one.
     pub network: &'a Option<NetworkSender>,
+    /// The I/O the node's proxy relays with.
+    pub proxy_engine: rswarm_worker::proxy::Engine,
 }
 
 impl Local<'_> {
