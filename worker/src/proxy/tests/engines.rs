@@ -178,6 +178,29 @@ async fn exchanges(client: &mut TcpStream, server: &mut TcpStream) {
     }
 }
 
+/// `first` sends its last bytes and ends its side; `second` gets them and
+/// the end, and what it sends after that still reaches `first`, which sees
+/// its close.
+async fn half_close(first: &mut TcpStream, mut second: TcpStream, engine: Engine) {
+    first.write_all(b"last words").await.unwrap();
+    first.shutdown().await.unwrap();
+    let mut got = Vec::new();
+    within("last words and EOF", second.read_to_end(&mut got))
+        .await
+        .unwrap();
+    assert_eq!(got, b"last words", "{engine}");
+    second.write_all(b"answer").await.unwrap();
+    drop(second);
+    let mut answer = Vec::new();
+    within(
+        "answer after the half close",
+        first.read_to_end(&mut answer),
+    )
+    .await
+    .unwrap();
+    assert_eq!(answer, b"answer", "{engine}");
+}
+
 #[tokio::test]
 async fn each_engine_passes_each_sides_half_close_on() {
     for engine in engines() {
@@ -192,43 +215,17 @@ async fn each_engine_passes_each_sides_half_close_on() {
         )
         .await;
 
-        // The client ends first; the reply still comes back.
-        let mut client = TcpStream::connect(bind).await.unwrap();
-        let (mut server, _) = within("accept", backend.accept()).await.unwrap();
-        exchanges(&mut client, &mut server).await;
-        client.write_all(b"request").await.unwrap();
-        client.shutdown().await.unwrap();
-        let mut got = Vec::new();
-        within("request and EOF", server.read_to_end(&mut got))
-            .await
-            .unwrap();
-        assert_eq!(got, b"request", "{engine}");
-        server.write_all(b"reply").await.unwrap();
-        drop(server);
-        let mut reply = Vec::new();
-        within("reply and EOF", client.read_to_end(&mut reply))
-            .await
-            .unwrap();
-        assert_eq!(reply, b"reply", "{engine}");
-
-        // The backend ends first; the client can still send.
-        let mut client = TcpStream::connect(bind).await.unwrap();
-        let (mut server, _) = within("accept", backend.accept()).await.unwrap();
-        exchanges(&mut client, &mut server).await;
-        server.write_all(b"banner").await.unwrap();
-        server.shutdown().await.unwrap();
-        let mut got = Vec::new();
-        within("banner and EOF", client.read_to_end(&mut got))
-            .await
-            .unwrap();
-        assert_eq!(got, b"banner", "{engine}");
-        client.write_all(b"after").await.unwrap();
-        drop(client);
-        let mut tail = Vec::new();
-        within("data after the half close", server.read_to_end(&mut tail))
-            .await
-            .unwrap();
-        assert_eq!(tail, b"after", "{engine}");
+        // The client ends first, then the backend does.
+        for client_first in [true, false] {
+            let mut client = TcpStream::connect(bind).await.unwrap();
+            let (mut server, _) = within("accept", backend.accept()).await.unwrap();
+            exchanges(&mut client, &mut server).await;
+            if client_first {
+                half_close(&mut client, server, engine).await;
+            } else {
+                half_close(&mut server, client, engine).await;
+            }
+        }
         assert_moved(&proxy, 2).await;
         proxy.stop().await;
     }
