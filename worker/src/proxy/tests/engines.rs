@@ -50,6 +50,18 @@ async fn start(engine: Engine, spec: ListenerSpec) -> Running {
     proxy
 }
 
+/// A proxy on `engine` in front of one plain listener the test accepts on
+/// itself; returns the listener, the proxy's address and the proxy.
+async fn before_raw_backend(engine: Engine) -> (TcpListener, std::net::SocketAddr, Running) {
+    let backend = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let bind = free_tcp_addr();
+    let spec = tcp_spec(
+        bind,
+        vec![Backend::new("raw", backend.local_addr().unwrap())],
+    );
+    (backend, bind, start(engine, spec).await)
+}
+
 /// Checks how many connections moved to io_uring: `moved` on that engine,
 /// none on epoll. The relay counts a move just after its last epoll write, so
 /// the count may trail the client's read of that write by a moment.
@@ -100,16 +112,7 @@ fn pattern(len: usize, seed: u8) -> Vec<u8> {
 #[tokio::test]
 async fn each_engine_relays_large_transfers_both_ways_at_once_and_many_small_exchanges() {
     for engine in engines() {
-        let backend = TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let bind = free_tcp_addr();
-        let proxy = start(
-            engine,
-            tcp_spec(
-                bind,
-                vec![Backend::new("raw", backend.local_addr().unwrap())],
-            ),
-        )
-        .await;
+        let (backend, bind, proxy) = before_raw_backend(engine).await;
         let up = pattern(3 << 20, 0x5a);
         let down = pattern(2 << 20, 0xa5);
         let client = TcpStream::connect(bind).await.unwrap();
@@ -204,16 +207,7 @@ async fn half_close(first: &mut TcpStream, mut second: TcpStream, engine: Engine
 #[tokio::test]
 async fn each_engine_passes_each_sides_half_close_on() {
     for engine in engines() {
-        let backend = TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let bind = free_tcp_addr();
-        let proxy = start(
-            engine,
-            tcp_spec(
-                bind,
-                vec![Backend::new("raw", backend.local_addr().unwrap())],
-            ),
-        )
-        .await;
+        let (backend, bind, proxy) = before_raw_backend(engine).await;
 
         // The client ends first, then the backend does.
         for client_first in [true, false] {
@@ -278,16 +272,7 @@ async fn each_engine_closes_a_drained_connection_at_the_deadline_and_all_at_shut
 #[tokio::test]
 async fn a_connection_with_one_exchange_stays_on_epoll_and_the_next_request_moves_it() {
     for engine in engines() {
-        let backend = TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let bind = free_tcp_addr();
-        let proxy = start(
-            engine,
-            tcp_spec(
-                bind,
-                vec![Backend::new("raw", backend.local_addr().unwrap())],
-            ),
-        )
-        .await;
+        let (backend, bind, proxy) = before_raw_backend(engine).await;
         // A new connection per request: request, reply, the backend closes.
         let mut client = TcpStream::connect(bind).await.unwrap();
         client.write_all(b"GET / HTTP/1.0\r\n\r\n").await.unwrap();
