@@ -79,14 +79,19 @@ impl Copier {
         (Copier { jobs, stats }, serve_jobs(rx))
     }
 
-    /// Copies between `client` and `upstream` (both non-blocking, taken off
-    /// the epoll reactor) until both directions end or `close` is cancelled.
+    /// Copies between `client` and `upstream` (taken off the epoll reactor)
+    /// until both directions end or `close` is cancelled.
     pub(super) async fn copy(
         &self,
         client: std::net::TcpStream,
         upstream: std::net::TcpStream,
         close: CancellationToken,
     ) -> io::Result<Copied> {
+        // The ring waits for a socket itself (it polls it when a read or write
+        // cannot go on at once); a socket left non-blocking gets EAGAIN back
+        // instead on kernels where the ring honours O_NONBLOCK.
+        client.set_nonblocking(false)?;
+        upstream.set_nonblocking(false)?;
         let (done, result) = oneshot::channel();
         let job = Job {
             client,
