@@ -111,22 +111,26 @@ impl BackendState {
     /// until now (the caller then starts the probe and logs the change).
     pub fn hold(&self) -> bool {
         let was_paused = self.is_paused();
-        self.paused_until_ms.store(u64::MAX, Ordering::Relaxed);
+        // SeqCst with the probe flag: a failure that sees a probe running and
+        // a probe that ends must not both miss the other's write (on a
+        // multi-thread runtime the backend would stay held with no probe).
+        self.paused_until_ms.store(u64::MAX, Ordering::SeqCst);
         !was_paused
     }
 
     /// Whether the caller is to start the probe for this held backend: no
     /// other one runs.
     pub fn start_probe(&self) -> bool {
-        !self.probing.swap(true, Ordering::AcqRel)
+        !self.probing.swap(true, Ordering::SeqCst)
     }
 
     /// The probe is about to end; returns whether it must go on instead: the
     /// backend was held again (by a failure whose caller saw a probe running)
     /// since the probe last looked.
     pub fn end_probe(&self) -> bool {
-        self.probing.store(false, Ordering::Release);
-        self.is_paused() && !self.is_closed() && self.start_probe()
+        self.probing.store(false, Ordering::SeqCst);
+        let held = self.paused_until_ms.load(Ordering::SeqCst) == u64::MAX;
+        held && !self.is_closed() && self.start_probe()
     }
 
     /// The backend accepted a connection: it takes new ones again. Returns

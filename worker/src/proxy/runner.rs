@@ -76,6 +76,36 @@ impl std::str::FromStr for Engine {
     }
 }
 
+/// The oldest kernel whose io_uring the copy works on (tokio-uring's
+/// requirement: earlier rings lack socket reads and writes or poll-driven
+/// waits, and a ring made there would fail or tie up a kernel thread per
+/// waiting socket).
+const IO_URING_KERNEL: (u32, u32) = (5, 11);
+
+/// Whether this kernel is recent enough for the io_uring copy.
+fn io_uring_kernel() -> std::io::Result<()> {
+    let release = std::fs::read_to_string("/proc/sys/kernel/osrelease")?;
+    io_uring_release(release.trim()).map_err(std::io::Error::other)
+}
+
+/// Checks a kernel release string (`6.18.44-fc-v1300`) against
+/// [`IO_URING_KERNEL`].
+fn io_uring_release(release: &str) -> Result<(), String> {
+    let mut numbers = release
+        .split(|c: char| !c.is_ascii_digit())
+        .map(|part| part.parse::<u32>().ok());
+    let (Some(Some(major)), Some(Some(minor))) = (numbers.next(), numbers.next()) else {
+        return Err(format!("cannot read the kernel release {release:?}"));
+    };
+    let (need_major, need_minor) = IO_URING_KERNEL;
+    if (major, minor) < (need_major, need_minor) {
+        return Err(format!(
+            "kernel {release} is older than {need_major}.{need_minor}, the first whose io_uring the proxy uses"
+        ));
+    }
+    Ok(())
+}
+
 /// The proxy's thread, from [`Proxy::spawn_thread_on`].
 #[derive(Debug)]
 pub struct ProxyThread {
@@ -214,14 +244,16 @@ impl Proxy {
                 let ring = match engine {
                     Engine::Epoll => None,
                     Engine::Auto | Engine::IoUring => {
-                        match tokio_uring::Runtime::new(&tokio_uring::builder()) {
+                        let ring = io_uring_kernel()
+                            .and_then(|()| tokio_uring::Runtime::new(&tokio_uring::builder()));
+                        match ring {
                             Ok(ring) => Some(ring),
                             Err(err) if engine == Engine::IoUring => {
                                 let _ = started.send(Err(err));
                                 return;
                             }
                             Err(err) => {
-                                warn!(%err, "the kernel refuses io_uring; the proxy relays with epoll");
+                                warn!(%err, "no io_uring for the proxy; it relays with epoll");
                                 None
                             }
                         }
@@ -578,4 +610,25 @@ impl Proxy {
 /// Whether a bind failed because the address is in use.
 fn in_use(err: &ProxyError) -> bool {
     matches!(err, ProxyError::Bind { source, .. } if source.kind() == std::io::ErrorKind::AddrInUse)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn io_uring_needs_a_recent_enough_kernel() {
+        assert_eq!(io_uring_release("6.18.44-fc-v1300"), Ok(()));
+        assert_eq!(io_uring_release("5.11.0"), Ok(()));
+        assert_eq!(io_uring_release("5.15.0-91-generic"), Ok(()));
+        assert_eq!(
+            io_uring_release("5.4.0-150-generic"),
+            Err("kernel 5.4.0-150-generic is older than 5.11, the first whose io_uring the proxy uses".into())
+        );
+        assert_eq!(
+            io_uring_release("4.19"),
+            Err("kernel 4.19 is older than 5.11, the first whose io_uring the proxy uses".into())
+        );
+        assert!(io_uring_release("linux").is_err());
+    }
 }

@@ -210,21 +210,28 @@ fn forward_first(
 enum Ended {
     /// Both directions ended.
     Done,
-    /// The client sent more after its first bytes (a connection that carries
-    /// more than one exchange), and neither direction holds bytes it has read
-    /// but not written: the copy can go on elsewhere (io_uring).
+    /// The client's direction has relayed its chunks (a connection that goes
+    /// on past its first bytes) and both directions were waiting for bytes at
+    /// once, holding none: the copy can go on elsewhere (io_uring).
     HandOver,
 }
 
-/// A copy's request to stop at the next chunk boundary, for the hand-over.
+/// The two directions' agreement to stop for the hand-over. Both run in one
+/// task ([`copy_both_ways`] joins them), so a flag read by one was written by
+/// the other between two of its polls: no locking is needed.
 #[derive(Default)]
 struct HandOver {
     /// Set by the client's direction once it has written its chunks.
     wanted: AtomicBool,
-    /// The client's chunks still to relay before the hand-over.
+    /// The client's chunks still to relay before the hand-over is wanted.
     client_chunks: std::sync::atomic::AtomicUsize,
-    /// Wakes the other direction if it waits for bytes.
-    notify: tokio::sync::Notify,
+    /// Per direction (0: the client's, 1: the backend's): it waits for bytes
+    /// and holds none.
+    idle: [AtomicBool; 2],
+    /// Set by the direction that stops first, having seen the other idle.
+    stopping: AtomicBool,
+    /// Per direction: wakes it when the other has stopped.
+    wake: [tokio::sync::Notify; 2],
 }
 
 /// Copies client to upstream and upstream to client until both are done, as
@@ -233,11 +240,14 @@ struct HandOver {
 /// ends last: both sockets are closed right after, and the close sends that
 /// FIN (nothing is left unread), so the system call is saved.
 ///
-/// With `hand_over`, stops with [`Ended::HandOver`] once the client's
-/// direction has relayed a chunk and both directions are between chunks: a
-/// connection that ends after its first exchange (a new connection per
-/// request) stays here, where its few system calls cost least, and one that
-/// goes on moves to io_uring, where many exchanges cost least.
+/// With `hand_over_after` (a count of the client's chunks), stops with
+/// [`Ended::HandOver`] once the client's direction has relayed that many and
+/// both directions wait for bytes at the same moment: a connection that ends
+/// after its first exchange (a new connection per request) stays here, where
+/// its few system calls cost least, and one that goes on moves to io_uring,
+/// where many exchanges cost least. A direction never stops while the other
+/// is in the middle of a write (that write may wait for the peer to read,
+/// which may wait for the stopped direction to take its bytes).
 async fn copy_both_ways(
     client: &mut TcpStream,
     upstream: &mut TcpStream,
@@ -251,78 +261,84 @@ async fn copy_both_ways(
     });
     let (mut client_read, mut client_write) = client.split();
     let (mut upstream_read, mut upstream_write) = upstream.split();
-    let (mut up, mut down) = tokio::try_join!(
+    let (up, down) = tokio::try_join!(
         one_way(
             &mut client_read,
             &mut upstream_write,
             &finished,
             request,
-            true
+            CLIENT
         ),
         one_way(
             &mut upstream_read,
             &mut client_write,
             &finished,
             request,
-            false
+            BACKEND
         ),
     )?;
-    if up == Ended::HandOver && down == Ended::HandOver {
-        return Ok(Ended::HandOver);
-    }
-    // One direction had ended: the other one finishes here.
-    if up == Ended::HandOver {
-        up = one_way(&mut client_read, &mut upstream_write, &finished, None, true).await?;
-    }
-    if down == Ended::HandOver {
-        down = one_way(
-            &mut upstream_read,
-            &mut client_write,
-            &finished,
-            None,
-            false,
-        )
-        .await?;
-    }
-    debug_assert!(up == Ended::Done && down == Ended::Done);
-    Ok(Ended::Done)
+    // A direction stops only when the other is idle, which then stops too; an
+    // ended direction is never idle.
+    debug_assert_eq!(up, down);
+    Ok(up)
 }
 
-/// One direction of [`copy_both_ways`]; `finished` tells whether the other
-/// direction has ended already. With `hand_over`, the client's direction
-/// (`client_side`) asks for the hand-over after its first chunk, and both
-/// return [`Ended::HandOver`] at their next chunk boundary (a wait for bytes
-/// is cancelled, which loses none; a write is never cut).
+/// The client's direction in [`HandOver`].
+const CLIENT: usize = 0;
+/// The backend's direction in [`HandOver`].
+const BACKEND: usize = 1;
+
+/// One direction of [`copy_both_ways`] (`side`: [`CLIENT`] or [`BACKEND`]);
+/// `finished` tells whether the other direction has ended already. With
+/// `hand_over`, the client's direction asks for the hand-over after its
+/// chunks, and both return [`Ended::HandOver`] from a wait for bytes once the
+/// other waits too (the wait is cancelled, which loses nothing).
 async fn one_way(
     from: &mut ReadHalf<'_>,
     to: &mut WriteHalf<'_>,
     finished: &AtomicBool,
     hand_over: Option<&HandOver>,
-    client_side: bool,
+    side: usize,
 ) -> io::Result<Ended> {
     let mut buffer = Buffer::take();
     loop {
         let read = match hand_over {
-            Some(request) if !client_side => tokio::select! {
-                biased;
-                read = from.read(&mut buffer) => read?,
-                () = request.notify.notified() => return Ok(Ended::HandOver),
+            None => from.read(&mut buffer).await?,
+            Some(request) => loop {
+                let other = 1 - side;
+                if request.wanted.load(Ordering::Relaxed)
+                    && request.idle[other].load(Ordering::Relaxed)
+                {
+                    request.stopping.store(true, Ordering::Relaxed);
+                    request.wake[other].notify_one();
+                    return Ok(Ended::HandOver);
+                }
+                request.idle[side].store(true, Ordering::Relaxed);
+                let read = tokio::select! {
+                    biased;
+                    () = request.wake[side].notified() => None,
+                    read = from.read(&mut buffer) => Some(read),
+                };
+                request.idle[side].store(false, Ordering::Relaxed);
+                match read {
+                    Some(read) => break read?,
+                    None if request.stopping.load(Ordering::Relaxed) => {
+                        return Ok(Ended::HandOver);
+                    }
+                    None => {}
+                }
             },
-            _ => from.read(&mut buffer).await?,
         };
         if read == 0 {
             break;
         }
         to.write_all(&buffer[..read]).await?;
-        if let Some(request) = hand_over {
-            if client_side && request.client_chunks.fetch_sub(1, Ordering::Relaxed) == 1 {
-                request.wanted.store(true, Ordering::Relaxed);
-                request.notify.notify_one();
-                return Ok(Ended::HandOver);
-            }
-            if request.wanted.load(Ordering::Relaxed) {
-                return Ok(Ended::HandOver);
-            }
+        if let Some(request) = hand_over
+            && side == CLIENT
+            && request.client_chunks.load(Ordering::Relaxed) > 0
+            && request.client_chunks.fetch_sub(1, Ordering::Relaxed) == 1
+        {
+            request.wanted.store(true, Ordering::Relaxed);
         }
     }
     if !finished.swap(true, Ordering::Relaxed) {
@@ -376,8 +392,8 @@ async fn connect_any(
 }
 
 /// Holds a backend whose connect (or first write) failed out of the
-/// balancing and, when it was taking connections until now, logs it and starts
-/// the probe that brings it back. No client's connection is spent on finding
+/// balancing, logs it when it was taking connections until now, and starts
+/// the probe that brings it back unless one runs. No client's connection is spent on finding
 /// out whether it works again: a dead task costs one client a retry (and, if
 /// it did not answer, the connect timeout), not one per pause.
 fn failed(

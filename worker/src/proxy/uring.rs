@@ -12,9 +12,11 @@
 //! Only the copy of a connection that goes on runs here. Accepting,
 //! connecting, the PROXY header and the client's first bytes stay on the
 //! epoll path ([`super::tcp`]), whose first write goes out before the event
-//! loop has looked at either socket, and so does the copy until the client
-//! sends again after its first bytes: a connection with one exchange (a new
-//! connection per request) is cheapest there. Then the pair is handed over
+//! loop has looked at either socket, and so does the copy until the client's
+//! direction has read again after the bytes of that first write (a second
+//! request, or more of a first one larger than a read) and both directions
+//! wait for bytes: a connection with one exchange (a new connection per
+//! request) is cheapest there. Then the pair is handed over
 //! ([`Copier::copy`]) as plain sockets; their epoll registration ends at the
 //! hand-over, which is the system call the connection's close would make
 //! anyway.
@@ -104,9 +106,11 @@ impl Copier {
             return Err(io::Error::other("the proxy's io_uring copier has stopped"));
         }
         self.stats.count_io_uring_copy();
-        result
-            .await
-            .unwrap_or_else(|_| Err(io::Error::other("the proxy's io_uring copier has stopped")))
+        result.await.unwrap_or_else(|_| {
+            Err(io::Error::other(
+                "the io_uring copy ended without a result (its task panicked or the proxy stopped)",
+            ))
+        })
     }
 }
 

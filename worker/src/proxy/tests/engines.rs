@@ -300,3 +300,48 @@ async fn a_connection_with_one_exchange_stays_on_epoll_and_the_next_request_move
         proxy.stop().await;
     }
 }
+
+#[tokio::test]
+async fn a_client_that_writes_everything_before_it_reads_does_not_stall_the_move() {
+    for engine in engines() {
+        let (backend, bind, proxy) = before_raw_backend(engine).await;
+        let mut client = TcpStream::connect(bind).await.unwrap();
+        client.write_all(b"hello").await.unwrap();
+        let (server, _) = within("accept", backend.accept()).await.unwrap();
+        // The backend streams megabytes while it reads; the client sends its
+        // own megabytes before it reads anything, so the proxy's write to the
+        // client waits while the client's bytes must keep flowing.
+        let up = pattern(8 << 20, 0x11);
+        let down = pattern(32 << 20, 0x22);
+        let (mut server_read, mut server_write) = server.into_split();
+        let sent_down = down.clone();
+        let server_sends = tokio::spawn(async move {
+            server_write.write_all(&sent_down).await.unwrap();
+            server_write.shutdown().await.unwrap();
+        });
+        let server_reads = tokio::spawn(async move {
+            let mut got = Vec::new();
+            server_read.read_to_end(&mut got).await.unwrap();
+            got
+        });
+        let got_down = tokio::time::timeout(Duration::from_secs(20), async {
+            // By now the proxy's write to the client waits for the client.
+            tokio::time::sleep(Duration::from_millis(300)).await;
+            client.write_all(&up).await.unwrap();
+            client.shutdown().await.unwrap();
+            let mut got = Vec::new();
+            client.read_to_end(&mut got).await.unwrap();
+            got
+        })
+        .await
+        .unwrap_or_else(|_| panic!("{engine}: the relay stalled"));
+        let got_up = within("backend's read", server_reads).await.unwrap();
+        server_sends.await.unwrap();
+        assert!(
+            got_up[..5] == *b"hello" && got_up[5..] == up[..],
+            "{engine}: up"
+        );
+        assert!(got_down == down, "{engine}: down");
+        proxy.stop().await;
+    }
+}
