@@ -233,10 +233,8 @@ impl Proxy {
         config: watch::Receiver<ProxyConfig>,
         shutdown: CancellationToken,
     ) -> std::io::Result<ProxyThread> {
-        // Built here so a failure is the caller's error; unused on io_uring.
-        let epoll = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()?;
+        // Every runtime is made (and dropped) on the proxy's thread: a runtime
+        // dropped in the caller's async context would panic.
         let (started, chosen) = std::sync::mpsc::sync_channel(1);
         let handle = std::thread::Builder::new()
             .name("rswarm-proxy".into())
@@ -249,7 +247,10 @@ impl Proxy {
                         match ring {
                             Ok(ring) => Some(ring),
                             Err(err) if engine == Engine::IoUring => {
-                                let _ = started.send(Err(err));
+                                let _ = started.send(Err(std::io::Error::new(
+                                    err.kind(),
+                                    format!("cannot make an io_uring for the proxy: {err}"),
+                                )));
                                 return;
                             }
                             Err(err) => {
@@ -259,34 +260,38 @@ impl Proxy {
                         }
                     }
                 };
-                match ring {
-                    Some(ring) => {
-                        drop(epoll);
-                        let _ = started.send(Ok(Engine::IoUring));
-                        ring.block_on(async move {
-                            let (copier, jobs) = Copier::new(self.stats.clone());
-                            tokio_uring::spawn(jobs);
-                            let proxy = Proxy {
-                                copier: Some(copier),
-                                ..self
-                            };
-                            proxy.run(config, shutdown).await;
-                        });
-                    }
-                    None => {
+                if let Some(ring) = ring {
+                    let _ = started.send(Ok(Engine::IoUring));
+                    ring.block_on(async move {
+                        let (copier, jobs) = Copier::new(self.stats.clone());
+                        tokio_uring::spawn(jobs);
+                        let proxy = Proxy {
+                            copier: Some(copier),
+                            ..self
+                        };
+                        proxy.run(config, shutdown).await;
+                    });
+                    return;
+                }
+                match tokio::runtime::Builder::new_current_thread()
+                    .enable_all()
+                    .build()
+                {
+                    Ok(epoll) => {
                         let _ = started.send(Ok(Engine::Epoll));
                         epoll.block_on(self.run(config, shutdown));
                     }
+                    Err(err) => {
+                        let _ = started.send(Err(err));
+                    }
                 }
             })?;
+        // A short wait: the thread reports as soon as its runtime is made.
         let engine = match chosen.recv() {
             Ok(Ok(engine)) => engine,
             Ok(Err(err)) => {
                 let _ = handle.join();
-                return Err(std::io::Error::new(
-                    err.kind(),
-                    format!("cannot make an io_uring for the proxy: {err}"),
-                ));
+                return Err(err);
             }
             Err(_) => {
                 let _ = handle.join();
