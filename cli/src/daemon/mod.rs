@@ -41,7 +41,7 @@ pub async fn init(args: InitArgs) -> anyhow::Result<()> {
     dir.ensure_free()?;
     executor::validate(&args.node.executor)?;
     executor::userns_remap(&args.node)?;
-    mesh::engine_from_env()?;
+    let engine = mesh::engine_from_env()?;
     let (record, identity, raft) = match bootstrap::init(&dir, &args).await {
         Ok(started) => started,
         Err(err) => {
@@ -49,7 +49,7 @@ pub async fn init(args: InitArgs) -> anyhow::Result<()> {
             return Err(err);
         }
     };
-    run_node(dir, record, identity, Some(raft), Start::Init).await
+    run_node(dir, record, identity, Some(raft), Start::Init, engine).await
 }
 
 /// Joins an existing cluster through `manager_addr`, then runs the node.
@@ -58,13 +58,21 @@ pub async fn join(args: JoinArgs) -> anyhow::Result<()> {
     dir.ensure_free()?;
     executor::validate(&args.node.executor)?;
     executor::userns_remap(&args.node)?;
-    mesh::engine_from_env()?;
+    let engine = mesh::engine_from_env()?;
     let result = match bootstrap::join(&dir, &args).await {
         Ok(bootstrap::Joined::Worker(record, identity)) => {
-            run_node(dir.clone(), record, identity, None, Start::Restart).await
+            run_node(dir.clone(), record, identity, None, Start::Restart, engine).await
         }
         Ok(bootstrap::Joined::Manager(record, identity, raft)) => {
-            run_node(dir.clone(), record, identity, Some(raft), Start::Join).await
+            run_node(
+                dir.clone(),
+                record,
+                identity,
+                Some(raft),
+                Start::Join,
+                engine,
+            )
+            .await
         }
         Err(err) => Err(err),
     };
@@ -77,7 +85,7 @@ pub async fn join(args: JoinArgs) -> anyhow::Result<()> {
 
 /// Runs an already initialised or joined node from its data directory.
 pub async fn run(args: DaemonArgs) -> anyhow::Result<()> {
-    mesh::engine_from_env()?;
+    let engine = mesh::engine_from_env()?;
     let dir = DataDir::new(&args.data_dir);
     let record = dir.load()?;
     let identity = Identity::load(&dir.certs()).with_context(|| {
@@ -86,7 +94,7 @@ pub async fn run(args: DaemonArgs) -> anyhow::Result<()> {
             dir.root.display()
         )
     })?;
-    run_node(dir, record, identity, None, Start::Restart).await
+    run_node(dir, record, identity, None, Start::Restart, engine).await
 }
 
 /// Runs the node in its role until SIGTERM/SIGINT, switching role in place when
@@ -97,8 +105,8 @@ async fn run_node(
     mut identity: Identity,
     mut raft: Option<RaftNode>,
     mut start: Start,
+    proxy_engine: rswarm_worker::proxy::Engine,
 ) -> anyhow::Result<()> {
-    let proxy_engine = mesh::engine_from_env()?;
     let stop = CancellationToken::new();
     serve::on_signal(stop.clone())?;
     // Kept across role changes: what runs on this node does not depend on its role.

@@ -221,9 +221,8 @@ enum Ended {
 /// the other between two of its polls: no locking is needed.
 #[derive(Default)]
 struct HandOver {
-    /// Set by the client's direction once it has written its chunks.
-    wanted: AtomicBool,
-    /// The client's chunks still to relay before the hand-over is wanted.
+    /// The client's chunks still to relay before the hand-over is wanted
+    /// (counted down by the client's direction; 0: wanted).
     client_chunks: std::sync::atomic::AtomicUsize,
     /// Per direction (0: the client's, 1: the backend's): it waits for bytes
     /// and holds none.
@@ -306,7 +305,7 @@ async fn one_way(
             None => from.read(&mut buffer).await?,
             Some(request) => loop {
                 let other = 1 - side;
-                if request.wanted.load(Ordering::Relaxed)
+                if request.client_chunks.load(Ordering::Relaxed) == 0
                     && request.idle[other].load(Ordering::Relaxed)
                 {
                     request.stopping.store(true, Ordering::Relaxed);
@@ -336,9 +335,8 @@ async fn one_way(
         if let Some(request) = hand_over
             && side == CLIENT
             && request.client_chunks.load(Ordering::Relaxed) > 0
-            && request.client_chunks.fetch_sub(1, Ordering::Relaxed) == 1
         {
-            request.wanted.store(true, Ordering::Relaxed);
+            request.client_chunks.fetch_sub(1, Ordering::Relaxed);
         }
     }
     if !finished.swap(true, Ordering::Relaxed) {
@@ -393,9 +391,10 @@ async fn connect_any(
 
 /// Holds a backend whose connect (or first write) failed out of the
 /// balancing, logs it when it was taking connections until now, and starts
-/// the probe that brings it back unless one runs. No client's connection is spent on finding
-/// out whether it works again: a dead task costs one client a retry (and, if
-/// it did not answer, the connect timeout), not one per pause.
+/// the probe that brings it back unless one runs. No client's connection is
+/// spent on finding out whether it works again: a dead task costs one client
+/// a retry (and, if it did not answer, the connect timeout), not one per
+/// pause.
 fn failed(
     shared: &ListenerShared,
     snapshot: &Snapshot,

@@ -1,5 +1,7 @@
-//! Passive health: failed connects are retried elsewhere and the backend paused.
+//! Passive health: failed connects are retried elsewhere and the backend held
+//! out until a probe connects.
 
+use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
@@ -21,18 +23,50 @@ async fn start_one(connector: &Arc<ScriptedConnector>, spec: ListenerSpec) -> Ru
     Running::start_with(connector.clone(), config).await
 }
 
+/// A backend nothing listens on ("dead") beside a live one, behind a proxy
+/// that probes held backends every `probe_every`.
+struct DeadBesideAlive {
+    dead: SocketAddr,
+    _alive: EchoBackend,
+    bind: SocketAddr,
+    spec: ListenerSpec,
+    connector: Arc<ScriptedConnector>,
+    proxy: Running,
+}
+
+impl DeadBesideAlive {
+    async fn start(probe_every: Duration) -> Self {
+        let dead = free_tcp_addr();
+        let alive = EchoBackend::start("alive").await;
+        let bind = free_tcp_addr();
+        let mut spec = tcp_spec(
+            bind,
+            vec![Backend::new("dead", dead), alive.backend("alive")],
+        );
+        spec.failure_pause = probe_every;
+        let connector = Arc::new(ScriptedConnector::default());
+        let proxy = start_one(&connector, spec.clone()).await;
+        DeadBesideAlive {
+            dead,
+            _alive: alive,
+            bind,
+            spec,
+            connector,
+            proxy,
+        }
+    }
+}
+
 #[tokio::test]
 async fn refused_backend_is_skipped_paused_and_comes_back() {
-    let dead = free_tcp_addr();
-    let alive = EchoBackend::start("alive").await;
-    let bind = free_tcp_addr();
-    let mut spec = tcp_spec(
+    let DeadBesideAlive {
+        dead,
+        _alive,
         bind,
-        vec![Backend::new("dead", dead), alive.backend("alive")],
-    );
-    spec.failure_pause = Duration::from_millis(1500);
-    let connector = Arc::new(ScriptedConnector::default());
-    let proxy = start_one(&connector, spec).await;
+        connector,
+        proxy,
+        ..
+    } = DeadBesideAlive::start(Duration::from_millis(1500)).await;
 
     // The first connection's turn is the refused backend: the client still gets
     // the live one, and while paused the refused one is not tried again.
@@ -115,16 +149,14 @@ async fn a_held_backend_gets_no_client_until_a_probe_connects() {
 /// A removed backend is not probed any more.
 #[tokio::test]
 async fn a_removed_backend_is_not_probed() {
-    let dead = free_tcp_addr();
-    let alive = EchoBackend::start("alive").await;
-    let bind = free_tcp_addr();
-    let mut spec = tcp_spec(
+    let DeadBesideAlive {
+        dead,
+        _alive,
         bind,
-        vec![Backend::new("dead", dead), alive.backend("alive")],
-    );
-    spec.failure_pause = Duration::from_millis(50);
-    let connector = Arc::new(ScriptedConnector::default());
-    let mut proxy = start_one(&connector, spec.clone()).await;
+        mut spec,
+        connector,
+        mut proxy,
+    } = DeadBesideAlive::start(Duration::from_millis(50)).await;
     assert_eq!(greetings(bind, 1).await, ["alive"]);
     within("probes", async {
         while connector.attempts_to(dead) < 3 {
