@@ -174,6 +174,30 @@ pub async fn greetings(addr: SocketAddr, count: usize) -> Vec<String> {
     names
 }
 
+/// How many connections wait in the accept queue of the IPv4 TCP listener on
+/// `addr` (the kernel's `rx_queue` of a listening socket in `/proc/net/tcp`).
+pub fn accept_queue(addr: SocketAddr) -> usize {
+    let SocketAddr::V4(addr) = addr else {
+        panic!("accept_queue reads IPv4 listeners only: {addr}");
+    };
+    // The address as the kernel prints it: the in-memory bytes, in hex.
+    let local = format!(
+        "{:08X}:{:04X}",
+        u32::from_ne_bytes(addr.ip().octets()),
+        addr.port()
+    );
+    let table = std::fs::read_to_string("/proc/net/tcp").unwrap();
+    for line in table.lines().skip(1) {
+        let fields: Vec<&str> = line.split_whitespace().collect();
+        // sl, local_address, rem_address, st (0A: listening), tx_queue:rx_queue.
+        if fields.len() > 4 && fields[1] == local && fields[3] == "0A" {
+            let (_, rx) = fields[4].split_once(':').unwrap();
+            return usize::from_str_radix(rx, 16).unwrap();
+        }
+    }
+    panic!("no TCP listener on {addr} in /proc/net/tcp");
+}
+
 /// A TCP listener spec on `bind` with the given backends and short timings.
 pub fn tcp_spec(bind: SocketAddr, backends: Vec<Backend>) -> ListenerSpec {
     let mut spec = ListenerSpec::new(bind, Protocol::Tcp, backends);

@@ -1,14 +1,22 @@
 //! Balancing and relaying over TCP.
 
+use std::io;
 use std::net::SocketAddr;
 use std::sync::atomic::Ordering;
+use std::sync::{Arc, Mutex, mpsc};
 use std::time::Duration;
 
+use async_trait::async_trait;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 
-use super::support::{Client, EchoBackend, Running, free_tcp_addr, greetings, tcp_spec, within};
-use crate::proxy::{Balance, Protocol, ProxyConfig, ProxyProtocol};
+use super::support::{
+    Client, EchoBackend, Running, STEP, accept_queue, free_tcp_addr, greetings, tcp_spec, within,
+};
+use crate::proxy::tcp::ACCEPT_BATCH;
+use crate::proxy::{
+    Balance, Connector, Engine, Protocol, ProxyConfig, ProxyProtocol, TcpConnector,
+};
 
 #[tokio::test]
 async fn round_robin_spreads_exactly() {
@@ -219,4 +227,100 @@ async fn shutdown_closes_listeners_and_connections() {
         TcpStream::connect(bind).await.is_err(),
         "listener still open after shutdown"
     );
+}
+
+/// A connector whose first connect blocks the proxy's thread until the test
+/// lets it go (so connections pile up in the listener's accept queue), and
+/// that records how many connections were still queued at each later connect.
+struct GatedConnector {
+    listener: SocketAddr,
+    gate: Mutex<Option<mpsc::Receiver<()>>>,
+    queued: Mutex<Vec<usize>>,
+}
+
+#[async_trait]
+impl Connector for GatedConnector {
+    async fn connect(&self, addr: SocketAddr) -> io::Result<TcpStream> {
+        let gate = self.gate.lock().unwrap().take();
+        match gate {
+            // Blocks the whole proxy thread: nothing is accepted meanwhile.
+            Some(gate) => {
+                let _ = gate.recv_timeout(STEP);
+            }
+            None => self
+                .queued
+                .lock()
+                .unwrap()
+                .push(accept_queue(self.listener)),
+        }
+        TcpConnector.connect(addr).await
+    }
+}
+
+#[tokio::test]
+async fn a_burst_of_connections_is_relayed_while_it_is_still_being_accepted() {
+    for engine in [Engine::Epoll, Engine::Auto] {
+        relayed_while_accepting(engine).await;
+    }
+}
+
+async fn relayed_while_accepting(engine: Engine) {
+    const BURST: usize = 12;
+    let backend = EchoBackend::start("a").await;
+    let bind = free_tcp_addr();
+    let (release, gate) = mpsc::channel();
+    let connector = Arc::new(GatedConnector {
+        listener: bind,
+        gate: Mutex::new(Some(gate)),
+        queued: Mutex::default(),
+    });
+    let proxy = Running::start_on(
+        engine,
+        connector.clone(),
+        ProxyConfig {
+            listeners: vec![tcp_spec(bind, vec![backend.backend("a")])],
+        },
+    )
+    .await;
+    let mut clients = vec![TcpStream::connect(bind).await.unwrap()];
+    within("the first connection's connect", async {
+        while connector.gate.lock().unwrap().is_some() {
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    })
+    .await;
+    // The proxy's thread is held: the kernel completes these handshakes and
+    // queues them.
+    for _ in 0..BURST {
+        clients.push(TcpStream::connect(bind).await.unwrap());
+    }
+    within("the burst queued", async {
+        while accept_queue(bind) < BURST {
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    })
+    .await;
+    release.send(()).unwrap();
+    for client in &mut clients {
+        let mut greeting = [0u8; 2];
+        within("greeting", client.read_exact(&mut greeting))
+            .await
+            .unwrap();
+        assert_eq!(&greeting, b"a\n");
+    }
+    let queued = connector.queued.lock().unwrap().clone();
+    let engine = proxy.engine;
+    assert_eq!(
+        queued.len(),
+        BURST,
+        "{engine}: connects after the first: {queued:?}"
+    );
+    // The first relays of the burst started after at most ACCEPT_BATCH
+    // accepts, with the rest still queued (accepting the whole burst first
+    // leaves none).
+    assert!(
+        queued[0] >= BURST - ACCEPT_BATCH,
+        "{engine}: queued connections at each connect: {queued:?}"
+    );
+    proxy.stop().await;
 }
