@@ -33,8 +33,9 @@ const ACCEPT_BACKOFF: Duration = Duration::from_millis(50);
 /// (the relays it has just started, replies waiting to be passed on) and
 /// carries on. Taking a whole burst first makes each connection of it wait for
 /// the last accept before anything is relayed, which widens the latency spread
-/// under load (new-connection benchmark: p99 1.08-1.17x HAProxy's accepting
-/// everything, 0.97-0.98x with 2 or 4); HAProxy bounds its accepts per loop too.
+/// under load (new-connection benchmark, paired rounds: p99 1.04-1.17x
+/// HAProxy's accepting everything, 0.97-1.02x with 2 or 4; see
+/// docs/design/networking.md); HAProxy bounds its accepts per loop too.
 pub(super) const ACCEPT_BATCH: usize = 4;
 
 /// Accepts connections until `stop` is cancelled; each connection runs in its own
