@@ -19,6 +19,9 @@ pub(crate) struct Listening {
     pub addr: SocketAddr,
     /// Its inode, which names it among a process's open files.
     pub inode: u64,
+    /// Connections waiting in its accept queue (the table's `rx_queue` of a
+    /// listening socket).
+    pub queued: usize,
 }
 
 /// The TCP sockets listening on `port`; `None` when the tables cannot be read.
@@ -71,7 +74,7 @@ fn parse(text: &str, v6: bool) -> impl Iterator<Item = Listening> + '_ {
     // sl local_address rem_address st tx:rx tr:when retrnsmt uid timeout inode
     text.lines().skip(1).filter_map(move |line| {
         let fields: Vec<&str> = line.split_whitespace().take(10).collect();
-        let [_, local, _, state, _, _, _, _, _, inode] = fields[..] else {
+        let [_, local, _, state, queues, _, _, _, _, inode] = fields[..] else {
             return None;
         };
         if state != LISTEN {
@@ -79,9 +82,11 @@ fn parse(text: &str, v6: bool) -> impl Iterator<Item = Listening> + '_ {
         }
         let (ip, port) = local.split_once(':')?;
         let port = u16::from_str_radix(port, 16).ok()?;
+        let (_, rx) = queues.split_once(':')?;
         Some(Listening {
             addr: SocketAddr::new(address(ip, v6)?, port),
             inode: inode.parse().ok()?,
+            queued: usize::from_str_radix(rx, 16).ok()?,
         })
     })
 }
@@ -118,7 +123,7 @@ mod tests {
         // As printed on a little-endian machine.
         let table = "  sl  local_address rem_address   st tx_queue rx_queue tr tm->when \
              retrnsmt   uid  timeout inode\n   \
-             0: 0100007F:1F90 00000000:0000 0A 00000000:00000000 00:00000000 00000000     0        0 4711 1 0\n   \
+             0: 0100007F:1F90 00000000:0000 0A 00000000:0000000C 00:00000000 00000000     0        0 4711 1 0\n   \
              1: 0100007F:1F90 0100007F:D431 01 00000000:00000000 00:00000000 00000000     0        0 4712 1 0\n   \
              2: 00000000:0035 00000000:0000 0A 00000000:00000000 00:00000000 00000000     0        0 99 1 0\n   \
              3: 00000000:0036 00000000:0000 0A\n";
@@ -129,11 +134,13 @@ mod tests {
                 [
                     Listening {
                         addr: "127.0.0.1:8080".parse().unwrap(),
-                        inode: 4711
+                        inode: 4711,
+                        queued: 12
                     },
                     Listening {
                         addr: "0.0.0.0:53".parse().unwrap(),
-                        inode: 99
+                        inode: 99,
+                        queued: 0
                     }
                 ]
             );
@@ -145,7 +152,8 @@ mod tests {
                 found,
                 [Listening {
                     addr: "[::1]:80".parse().unwrap(),
-                    inode: 7
+                    inode: 7,
+                    queued: 0
                 }]
             );
         }

@@ -18,6 +18,7 @@ use crate::proxy::{
     Backend, Connector, Engine, ListenerSpec, ListenerState, Protocol, Proxy, ProxyConfig,
     ProxyStats, ProxyStatus, TcpConnector,
 };
+use crate::sockets::holders;
 
 /// Longest any single step of a test may take.
 pub const STEP: Duration = Duration::from_secs(5);
@@ -174,28 +175,14 @@ pub async fn greetings(addr: SocketAddr, count: usize) -> Vec<String> {
     names
 }
 
-/// How many connections wait in the accept queue of the IPv4 TCP listener on
-/// `addr` (the kernel's `rx_queue` of a listening socket in `/proc/net/tcp`).
+/// How many connections wait in the accept queue of the TCP listener on
+/// `addr` (read from `/proc/net/tcp` by [`holders::tcp_listeners_on`]).
 pub fn accept_queue(addr: SocketAddr) -> usize {
-    let SocketAddr::V4(addr) = addr else {
-        panic!("accept_queue reads IPv4 listeners only: {addr}");
-    };
-    // The address as the kernel prints it: the in-memory bytes, in hex.
-    let local = format!(
-        "{:08X}:{:04X}",
-        u32::from_ne_bytes(addr.ip().octets()),
-        addr.port()
-    );
-    let table = std::fs::read_to_string("/proc/net/tcp").unwrap();
-    for line in table.lines().skip(1) {
-        let fields: Vec<&str> = line.split_whitespace().collect();
-        // sl, local_address, rem_address, st (0A: listening), tx_queue:rx_queue.
-        if fields.len() > 4 && fields[1] == local && fields[3] == "0A" {
-            let (_, rx) = fields[4].split_once(':').unwrap();
-            return usize::from_str_radix(rx, 16).unwrap();
-        }
+    let listeners = holders::tcp_listeners_on(addr.port()).expect("/proc/net/tcp readable");
+    match listeners.iter().find(|l| l.addr == addr) {
+        Some(listener) => listener.queued,
+        None => panic!("no TCP listener on {addr}: {listeners:?}"),
     }
-    panic!("no TCP listener on {addr} in /proc/net/tcp");
 }
 
 /// A TCP listener spec on `bind` with the given backends and short timings.
