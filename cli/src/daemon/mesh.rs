@@ -22,8 +22,9 @@ use tracing::{debug, info, warn};
 
 /// The DNS port on the bridge gateway.
 const DNS_PORT: u16 = rswarm_worker::sockets::DNS_PORT;
-/// The environment variable that chooses the proxy's engine (`auto`, the
-/// default: io_uring where the kernel allows it; `epoll`; `io_uring`).
+/// The environment variable that chooses the proxy's engine (`epoll`, the
+/// default; `auto`: io_uring where the kernel allows it, else epoll;
+/// `io_uring`).
 pub const ENGINE_VAR: &str = "RSWARM_PROXY_ENGINE";
 /// How soon a DNS server that could not bind is tried again.
 const DNS_BIND_RETRY: Duration = Duration::from_secs(2);
@@ -246,7 +247,7 @@ pub fn engine_from_env() -> anyhow::Result<Engine> {
 /// The proxy engine [`ENGINE_VAR`] asks for (`None`: unset).
 pub fn engine_from(value: Option<&str>) -> anyhow::Result<Engine> {
     match value {
-        None | Some("") => Ok(Engine::Auto),
+        None | Some("") => Ok(Engine::default()),
         Some(value) => value
             .parse()
             .map_err(|err: String| anyhow::anyhow!("{ENGINE_VAR}: {err}")),
@@ -261,8 +262,9 @@ mod tests {
 
     #[test]
     fn the_proxy_engine_comes_from_the_environment_and_a_bad_name_is_refused() {
-        assert_eq!(engine_from(None).unwrap(), Engine::Auto);
-        assert_eq!(engine_from(Some("")).unwrap(), Engine::Auto);
+        assert_eq!(engine_from(None).unwrap(), Engine::Epoll);
+        assert_eq!(engine_from(Some("")).unwrap(), Engine::Epoll);
+        assert_eq!(engine_from(Some("auto")).unwrap(), Engine::Auto);
         assert_eq!(engine_from(Some("epoll")).unwrap(), Engine::Epoll);
         assert_eq!(engine_from(Some("io_uring")).unwrap(), Engine::IoUring);
         let err = engine_from(Some("uring")).unwrap_err().to_string();

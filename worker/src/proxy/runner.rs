@@ -40,12 +40,20 @@ pub struct Proxy {
 }
 
 /// The I/O the proxy's thread relays connections with.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+///
+/// The default is epoll. io_uring makes a saturated proxy cheaper (about a
+/// fifth less CPU per keep-alive request at 50 connections), but when the
+/// proxy shares its cores with other busy processes, as on a node running
+/// tasks, its latency tail below saturation is much heavier: keep-alive at 10
+/// connections had a p99 of 1.9-2.8x HAProxy's where epoll had 0.8-1.05x (the
+/// tail went away with the proxy alone on a core; docs/design/networking.md,
+/// "Measured"). It stays available for nodes that give the proxy a core.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum Engine {
-    /// io_uring when the kernel lets this process make a ring, else epoll:
-    /// what the daemon runs.
+    /// io_uring when the kernel lets this process make a ring, else epoll.
     Auto,
-    /// Readiness (epoll) only.
+    /// Readiness (epoll) only: the default.
+    #[default]
     Epoll,
     /// io_uring for the copy loops; the thread does not start without it.
     IoUring,
@@ -209,7 +217,7 @@ impl Proxy {
     }
 
     /// Runs [`Proxy::run`] on a thread of its own, on a single-threaded runtime
-    /// with [`Engine::Auto`]: the node's data plane. Relaying stays off the
+    /// with the default [`Engine`] (epoll): the node's data plane. Relaying stays off the
     /// runtime the control plane (Raft, gRPC, task runners) uses, so neither
     /// delays the other, and, as in HAProxy's single event loop, one core serves
     /// every connection without cross-thread wakeups.
@@ -218,7 +226,7 @@ impl Proxy {
         config: watch::Receiver<ProxyConfig>,
         shutdown: CancellationToken,
     ) -> std::io::Result<ProxyThread> {
-        self.spawn_thread_on(Engine::Auto, config, shutdown)
+        self.spawn_thread_on(Engine::default(), config, shutdown)
     }
 
     /// [`Proxy::spawn_thread`] with a chosen engine. With io_uring the

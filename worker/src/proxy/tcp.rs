@@ -279,8 +279,8 @@ struct HandOver {
 /// [`Ended::HandOver`] once the client's direction has relayed that many and
 /// both directions wait for bytes at the same moment: a connection that ends
 /// after its first exchange (a new connection per request) stays here, where
-/// its few system calls cost least, and one that goes on moves to io_uring,
-/// where many exchanges cost least. A direction never stops while the other
+/// its few system calls cost least, and one that goes on moves to io_uring
+/// (on that engine), where many exchanges cost least. A direction never stops while the other
 /// is in the middle of a write (that write may wait for the peer to read,
 /// which may wait for the stopped direction to take its bytes).
 async fn copy_both_ways(

@@ -1,13 +1,16 @@
-//! The relay's copy loop on io_uring, when the kernel offers it.
+//! The relay's copy loop on io_uring, when the kernel offers it and the
+//! engine asks for it ([`super::Engine::Auto`] or [`super::Engine::IoUring`];
+//! the default is epoll, whose latency tail is lighter when the proxy shares
+//! its cores with busy tasks: see [`super::Engine`]).
 //!
 //! On loopback and the node bridge most of a relayed request's cost is the
 //! kernel's, and much of that is entering and leaving it: with readiness
 //! (epoll) every request costs four system calls (read the client, write the
 //! backend, read the backend, write the client). On io_uring the same reads
 //! and writes are queued and the ring is entered once per event-loop turn for
-//! all the connections that have work: a keep-alive request costs the proxy
-//! about a fifth less CPU than HAProxy's (docs/design/networking.md,
-//! "Measured").
+//! all the connections that have work: at saturation a keep-alive request
+//! costs the proxy about a fifth less CPU than HAProxy's
+//! (docs/design/networking.md, "Measured").
 //!
 //! Only the copy of a connection that goes on runs here. Accepting,
 //! connecting, the PROXY header and the client's first bytes stay on the

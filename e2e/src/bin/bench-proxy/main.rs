@@ -10,8 +10,8 @@
 //! `cargo run --release -p rswarm-e2e --bin bench-proxy [-- --seconds S
 //! --connections N --rounds N --proxy-engine auto|epoll|io_uring --proxy-threads N
 //! --wrk-threads N]` (defaults: 10 s, 50 connections, 1 round, the proxy on its
-//! own thread with the engine the daemon uses (auto: io_uring when the kernel
-//! allows it, else epoll; the report names the one used), 1 wrk thread;
+//! own thread with the engine the daemon uses (epoll; auto: io_uring when the
+//! kernel allows it, else epoll; the report names the one used), 1 wrk thread;
 //! `--proxy-threads N` > 0 runs it on a multi-thread runtime of N workers with
 //! epoll instead).
 //! Needs wrk, haproxy, nginx and its stream module (Debian packages wrk haproxy
@@ -99,7 +99,7 @@ fn parse(args: &[String]) -> anyhow::Result<Settings> {
         wrk_threads: 1,
         rounds: 1,
         proxy_threads: 0,
-        proxy_engine: Engine::Auto,
+        proxy_engine: Engine::default(),
     };
     let mut args = args.iter();
     while let Some(flag) = args.next() {

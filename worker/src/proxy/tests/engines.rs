@@ -1,7 +1,7 @@
 //! The relaying on each engine: the other tests run the proxy as the daemon
-//! does ([`Engine::Auto`]: io_uring where the kernel allows it); these run the
-//! copy-loop behaviours on epoll and on io_uring explicitly, after the
-//! exchanges that move a connection's copy to io_uring there.
+//! does (the default engine, epoll); these run the copy-loop behaviours on
+//! epoll and on io_uring explicitly, after the exchanges that move a
+//! connection's copy to io_uring there.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -84,21 +84,26 @@ async fn assert_moved(proxy: &Running, moved: u64) {
 }
 
 #[tokio::test]
-async fn the_daemons_engine_is_io_uring_where_the_kernel_allows_it() {
+async fn the_daemons_engine_is_epoll_and_auto_is_io_uring_where_the_kernel_allows_it() {
     let backend = EchoBackend::start("a").await;
-    let bind = free_tcp_addr();
-    let proxy = Running::start(ProxyConfig {
-        listeners: vec![tcp_spec(bind, vec![backend.backend("a")])],
-    })
-    .await;
-    let expected = if io_uring_allowed() {
+    let expected_auto = if io_uring_allowed() {
         Engine::IoUring
     } else {
         Engine::Epoll
     };
-    assert_eq!(proxy.engine, expected);
-    Client::connect(bind).await.echo("hello").await;
-    proxy.stop().await;
+    for (asked, expected) in [(None, Engine::Epoll), (Some(Engine::Auto), expected_auto)] {
+        let bind = free_tcp_addr();
+        let config = ProxyConfig {
+            listeners: vec![tcp_spec(bind, vec![backend.backend("a")])],
+        };
+        let proxy = match asked {
+            None => Running::start(config).await,
+            Some(engine) => Running::start_on(engine, Arc::new(TcpConnector), config).await,
+        };
+        assert_eq!(proxy.engine, expected, "asked for {asked:?}");
+        Client::connect(bind).await.echo("hello").await;
+        proxy.stop().await;
+    }
 }
 
 /// Bytes that differ at every offset for a long while, so a reordered,

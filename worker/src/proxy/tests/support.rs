@@ -215,11 +215,11 @@ impl Running {
 
     /// Starts a proxy with `connector` and waits until `config` is applied.
     pub async fn start_with(connector: Arc<dyn Connector>, config: ProxyConfig) -> Self {
-        Self::start_on(Engine::Auto, connector, config).await
+        Self::start_on(Engine::default(), connector, config).await
     }
 
     /// Starts a proxy on its own thread with `engine`, as the daemon does
-    /// (with [`Engine::Auto`]), and waits until `config` is applied.
+    /// (with the default [`Engine`], epoll), and waits until `config` is applied.
     pub async fn start_on(
         engine: Engine,
         connector: Arc<dyn Connector>,
