@@ -8,8 +8,11 @@
 //! Target from the issue: at least HAProxy's requests/s with a p99 no worse.
 //!
 //! `cargo run --release -p rswarm-e2e --bin bench-proxy [-- --seconds S
-//! --connections N --rounds N --proxy-engine auto|epoll|io_uring --proxy-threads N
-//! --wrk-threads N]` (defaults: 10 s, 50 connections, 1 round, the proxy on its
+//! --connections N[,N...] --rounds N --proxy-engine auto|epoll|io_uring
+//! --proxy-threads N --wrk-threads N]` (defaults: 10 s, 10 and 50
+//! connections, 1 round; each connection count is measured in the same
+//! rounds and gets its own table and verdict, since the engines rank
+//! differently at the two (docs/design/networking.md, "Measured"); the proxy on its
 //! own thread with the engine the daemon uses (epoll; auto: io_uring when the
 //! kernel allows it, else epoll; the report names the one used), 1 wrk thread;
 //! `--proxy-threads N` > 0 runs it on a multi-thread runtime of N workers with
@@ -32,11 +35,12 @@ use rswarm_worker::proxy::Engine;
 use wrk::{Figures, Load, Mode};
 
 /// Command-line settings.
+#[derive(Debug)]
 struct Settings {
     /// Length of each measured wrk run.
     duration: Duration,
-    /// wrk connections.
-    connections: usize,
+    /// wrk connections, one measurement per count.
+    connections: Vec<usize>,
     /// wrk threads.
     wrk_threads: usize,
     /// Rounds over every peer and mode; medians are reported.
@@ -95,7 +99,7 @@ fn main() -> ExitCode {
 fn parse(args: &[String]) -> anyhow::Result<Settings> {
     let mut settings = Settings {
         duration: Duration::from_secs(10),
-        connections: 50,
+        connections: vec![10, 50],
         wrk_threads: 1,
         rounds: 1,
         proxy_threads: 0,
@@ -106,7 +110,7 @@ fn parse(args: &[String]) -> anyhow::Result<Settings> {
         let value = args
             .next()
             .with_context(|| format!("{flag} needs a value"))?;
-        let number = || -> anyhow::Result<usize> {
+        let number_in = |value: &str| -> anyhow::Result<usize> {
             let number: usize = value
                 .parse()
                 .with_context(|| format!("{flag}: not a number: {value}"))?;
@@ -115,9 +119,15 @@ fn parse(args: &[String]) -> anyhow::Result<Settings> {
             }
             Ok(number)
         };
+        let number = || number_in(value);
         match flag.as_str() {
             "--seconds" => settings.duration = Duration::from_secs(number()? as u64),
-            "--connections" => settings.connections = number()?,
+            "--connections" => {
+                settings.connections = value
+                    .split(',')
+                    .map(number_in)
+                    .collect::<anyhow::Result<_>>()?
+            }
             "--wrk-threads" => settings.wrk_threads = number()?,
             "--rounds" => settings.rounds = number()?,
             "--proxy-threads" => {
@@ -159,9 +169,9 @@ fn run(settings: &Settings) -> anyhow::Result<String> {
         peers::haproxy(dir.path(), peers::free_port()?, &backend_addrs)?,
         peers::nginx_stream(dir.path(), peers::free_port()?, &backend_addrs)?,
     ];
-    let load = Load {
+    let load = |connections: usize| Load {
         threads: settings.wrk_threads,
-        connections: settings.connections,
+        connections,
         duration: settings.duration,
     };
     for peer in &started {
@@ -169,40 +179,46 @@ fn run(settings: &Settings) -> anyhow::Result<String> {
             peer.addr,
             Load {
                 duration: WARMUP,
-                ..load
+                ..load(settings.connections[0])
             },
             Mode::KeepAlive,
         )
         .with_context(|| format!("warming up {}", peer.name))?;
     }
-    // results[mode][peer] holds one figure per round.
-    let mut results = vec![vec![Vec::new(); PEERS.len()]; MODES.len()];
+    // results[level][mode][peer] holds one figure per round; every round
+    // measures every connection count, so the machine's drift spreads over all.
+    let mut results =
+        vec![vec![vec![Vec::new(); PEERS.len()]; MODES.len()]; settings.connections.len()];
     for round in 0..settings.rounds {
-        for (mode_index, mode) in MODES.iter().enumerate() {
-            // A different peer goes first each round, so none always runs on the
-            // machine as the previous run left it.
-            for offset in 0..PEERS.len() {
-                let peer = (round + offset) % PEERS.len();
-                let cpu_before = started[peer].cpu_time()?;
-                let mut figures = wrk::run(started[peer].addr, load, *mode)
-                    .with_context(|| format!("{} {}", started[peer].name, mode.label()))?;
-                let cpu = started[peer].cpu_time()?.saturating_sub(cpu_before);
-                let requests = figures.requests_per_sec * load.duration.as_secs_f64();
-                if requests >= 1.0 {
-                    figures.cpu_per_request = cpu.div_f64(requests);
+        for (level, &connections) in settings.connections.iter().enumerate() {
+            let load = load(connections);
+            for (mode_index, mode) in MODES.iter().enumerate() {
+                // A different peer goes first each round, so none always runs on the
+                // machine as the previous run left it.
+                for offset in 0..PEERS.len() {
+                    let peer = (round + offset) % PEERS.len();
+                    let cpu_before = started[peer].cpu_time()?;
+                    let mut figures = wrk::run(started[peer].addr, load, *mode)
+                        .with_context(|| format!("{} {}", started[peer].name, mode.label()))?;
+                    let cpu = started[peer].cpu_time()?.saturating_sub(cpu_before);
+                    let requests = figures.requests_per_sec * load.duration.as_secs_f64();
+                    if requests >= 1.0 {
+                        figures.cpu_per_request = cpu.div_f64(requests);
+                    }
+                    eprintln!(
+                        "round {} c{:<4} {:<27} {:<13} {:>9.0} req/s p50 {:>8} p99 {:>8} cpu/req {:>7} errors {}",
+                        round + 1,
+                        connections,
+                        mode.label(),
+                        PEERS[peer],
+                        figures.requests_per_sec,
+                        show(figures.p50),
+                        show(figures.p99),
+                        show(figures.cpu_per_request),
+                        figures.errors
+                    );
+                    results[level][mode_index][peer].push(figures);
                 }
-                eprintln!(
-                    "round {} {:<27} {:<13} {:>9.0} req/s p50 {:>8} p99 {:>8} cpu/req {:>7} errors {}",
-                    round + 1,
-                    mode.label(),
-                    PEERS[peer],
-                    figures.requests_per_sec,
-                    show(figures.p50),
-                    show(figures.p99),
-                    show(figures.cpu_per_request),
-                    figures.errors
-                );
-                results[mode_index][peer].push(figures);
             }
         }
     }
@@ -258,7 +274,7 @@ fn show(duration: Duration) -> String {
 }
 
 fn report(
-    results: &[Vec<Vec<Figures>>],
+    results: &[Vec<Vec<Vec<Figures>>>],
     memory: &[(u64, u64)],
     backends: &[SocketAddr],
     settings: &Settings,
@@ -270,7 +286,12 @@ fn report(
         "proxy benchmark: wrk -t{} -c{} -d{}s, {} round(s) (medians), nginx backends {}; \
          rswarm proxy {}, haproxy nbthread 1, nginx 1 worker",
         settings.wrk_threads,
-        settings.connections,
+        settings
+            .connections
+            .iter()
+            .map(ToString::to_string)
+            .collect::<Vec<_>>()
+            .join(","),
         settings.duration.as_secs(),
         settings.rounds,
         backends
@@ -280,73 +301,78 @@ fn report(
             .join(" "),
         runtime
     );
-    let _ = writeln!(
-        out,
-        "{:<27} {:<13} {:>10} {:>9} {:>9} {:>9} {:>7}",
-        "mode", "peer", "req/s", "p50", "p99", "cpu/req", "errors"
-    );
-    let mut verdicts = Vec::new();
-    for (mode, per_peer) in MODES.iter().zip(results) {
-        let figures: Vec<Figures> = per_peer.iter().map(|runs| median(runs)).collect();
-        for (peer, f) in PEERS.iter().zip(&figures) {
-            let _ = writeln!(
-                out,
-                "{:<27} {:<13} {:>10.0} {:>9} {:>9} {:>9} {:>7}",
+    for (&connections, per_mode) in settings.connections.iter().zip(results) {
+        if settings.connections.len() > 1 {
+            let _ = writeln!(out, "{connections} connections:");
+        }
+        let _ = writeln!(
+            out,
+            "{:<27} {:<13} {:>10} {:>9} {:>9} {:>9} {:>7}",
+            "mode", "peer", "req/s", "p50", "p99", "cpu/req", "errors"
+        );
+        let mut verdicts = Vec::new();
+        for (mode, per_peer) in MODES.iter().zip(per_mode) {
+            let figures: Vec<Figures> = per_peer.iter().map(|runs| median(runs)).collect();
+            for (peer, f) in PEERS.iter().zip(&figures) {
+                let _ = writeln!(
+                    out,
+                    "{:<27} {:<13} {:>10.0} {:>9} {:>9} {:>9} {:>7}",
+                    mode.label(),
+                    peer,
+                    f.requests_per_sec,
+                    show(f.p50),
+                    show(f.p99),
+                    show(f.cpu_per_request),
+                    f.errors
+                );
+            }
+            let ours = figures[0];
+            for (peer, theirs) in PEERS.iter().zip(&figures).skip(1) {
+                let _ = writeln!(
+                    out,
+                    "{:<27} rswarm/{:<13} req/s {:.2}x  p50 {:.2}x  p99 {:.2}x  cpu/req {:.2}x",
+                    "",
+                    peer,
+                    ours.requests_per_sec / theirs.requests_per_sec,
+                    ours.p50.as_secs_f64() / theirs.p50.as_secs_f64(),
+                    ours.p99.as_secs_f64() / theirs.p99.as_secs_f64(),
+                    ours.cpu_per_request.as_secs_f64() / theirs.cpu_per_request.as_secs_f64()
+                );
+            }
+            // The same ratios round by round (each round ran both in turn): how
+            // much of a difference the machine's own noise makes.
+            let per_round = |value: fn(&Figures) -> f64| {
+                let mut ratios: Vec<f64> = per_peer[0]
+                    .iter()
+                    .zip(&per_peer[1])
+                    .map(|(ours, theirs)| value(ours) / value(theirs))
+                    .collect();
+                ratios.sort_by(f64::total_cmp);
+                (ratios[0], ratios[ratios.len() - 1])
+            };
+            if settings.rounds > 1 {
+                let rps = per_round(|f| f.requests_per_sec);
+                let p99 = per_round(|f| f.p99.as_secs_f64());
+                let _ = writeln!(
+                    out,
+                    "{:<27} rswarm/haproxy round by round: req/s {:.2}-{:.2}x  p99 {:.2}-{:.2}x",
+                    "", rps.0, rps.1, p99.0, p99.1
+                );
+            }
+            let haproxy = figures[1];
+            let met = ours.requests_per_sec >= haproxy.requests_per_sec && ours.p99 <= haproxy.p99;
+            verdicts.push(format!(
+                "{} {}",
                 mode.label(),
-                peer,
-                f.requests_per_sec,
-                show(f.p50),
-                show(f.p99),
-                show(f.cpu_per_request),
-                f.errors
-            );
+                if met { "met" } else { "NOT met" }
+            ));
         }
-        let ours = figures[0];
-        for (peer, theirs) in PEERS.iter().zip(&figures).skip(1) {
-            let _ = writeln!(
-                out,
-                "{:<27} rswarm/{:<13} req/s {:.2}x  p50 {:.2}x  p99 {:.2}x  cpu/req {:.2}x",
-                "",
-                peer,
-                ours.requests_per_sec / theirs.requests_per_sec,
-                ours.p50.as_secs_f64() / theirs.p50.as_secs_f64(),
-                ours.p99.as_secs_f64() / theirs.p99.as_secs_f64(),
-                ours.cpu_per_request.as_secs_f64() / theirs.cpu_per_request.as_secs_f64()
-            );
-        }
-        // The same ratios round by round (each round ran both in turn): how
-        // much of a difference the machine's own noise makes.
-        let per_round = |value: fn(&Figures) -> f64| {
-            let mut ratios: Vec<f64> = per_peer[0]
-                .iter()
-                .zip(&per_peer[1])
-                .map(|(ours, theirs)| value(ours) / value(theirs))
-                .collect();
-            ratios.sort_by(f64::total_cmp);
-            (ratios[0], ratios[ratios.len() - 1])
-        };
-        if settings.rounds > 1 {
-            let rps = per_round(|f| f.requests_per_sec);
-            let p99 = per_round(|f| f.p99.as_secs_f64());
-            let _ = writeln!(
-                out,
-                "{:<27} rswarm/haproxy round by round: req/s {:.2}-{:.2}x  p99 {:.2}-{:.2}x",
-                "", rps.0, rps.1, p99.0, p99.1
-            );
-        }
-        let haproxy = figures[1];
-        let met = ours.requests_per_sec >= haproxy.requests_per_sec && ours.p99 <= haproxy.p99;
-        verdicts.push(format!(
-            "{} {}",
-            mode.label(),
-            if met { "met" } else { "NOT met" }
-        ));
+        let _ = writeln!(
+            out,
+            "target (>= 1.0x haproxy req/s with p99 no worse) at {connections} connections: {}",
+            verdicts.join(", ")
+        );
     }
-    let _ = writeln!(
-        out,
-        "target (>= 1.0x haproxy req/s with p99 no worse): {}",
-        verdicts.join(", ")
-    );
     let memory: Vec<String> = PEERS
         .iter()
         .zip(memory)
@@ -428,4 +454,32 @@ fn serve_proxy(args: &[String]) -> anyhow::Result<()> {
         }
         Ok(())
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn args(text: &str) -> Vec<String> {
+        text.split_whitespace().map(str::to_string).collect()
+    }
+
+    #[test]
+    fn connection_counts_are_a_comma_separated_list_of_positive_numbers() {
+        assert_eq!(parse(&[]).unwrap().connections, vec![10, 50]);
+        assert_eq!(
+            parse(&args("--connections 50")).unwrap().connections,
+            vec![50]
+        );
+        assert_eq!(
+            parse(&args("--connections 10,50")).unwrap().connections,
+            vec![10, 50]
+        );
+        let err = parse(&args("--connections 10,x")).unwrap_err();
+        assert_eq!(err.to_string(), "--connections: not a number: x");
+        let err = parse(&args("--connections 10,0")).unwrap_err();
+        assert_eq!(err.to_string(), "--connections must be at least 1");
+        let err = parse(&args("--connections")).unwrap_err();
+        assert_eq!(err.to_string(), "--connections needs a value");
+    }
 }
