@@ -198,8 +198,14 @@ fn run(settings: &Settings) -> anyhow::Result<String> {
                 for offset in 0..PEERS.len() {
                     let peer = (round + offset) % PEERS.len();
                     let cpu_before = started[peer].cpu_time()?;
-                    let mut figures = wrk::run(started[peer].addr, load, *mode)
-                        .with_context(|| format!("{} {}", started[peer].name, mode.label()))?;
+                    let mut figures =
+                        wrk::run(started[peer].addr, load, *mode).with_context(|| {
+                            format!(
+                                "{} {} at {connections} connections",
+                                started[peer].name,
+                                mode.label()
+                            )
+                        })?;
                     let cpu = started[peer].cpu_time()?.saturating_sub(cpu_before);
                     let requests = figures.requests_per_sec * load.duration.as_secs_f64();
                     if requests >= 1.0 {
