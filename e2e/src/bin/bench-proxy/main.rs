@@ -292,92 +292,17 @@ fn report(
         "proxy benchmark: wrk -t{} -c{} -d{}s, {} round(s) (medians), nginx backends {}; \
          rswarm proxy {}, haproxy nbthread 1, nginx 1 worker",
         settings.wrk_threads,
-        settings
-            .connections
-            .iter()
-            .map(ToString::to_string)
-            .collect::<Vec<_>>()
-            .join(","),
+        joined(&settings.connections, ","),
         settings.duration.as_secs(),
         settings.rounds,
-        backends
-            .iter()
-            .map(ToString::to_string)
-            .collect::<Vec<_>>()
-            .join(" "),
+        joined(backends, " "),
         runtime
     );
     for (&connections, per_mode) in settings.connections.iter().zip(results) {
         if settings.connections.len() > 1 {
             let _ = writeln!(out, "{connections} connections:");
         }
-        let _ = writeln!(
-            out,
-            "{:<27} {:<13} {:>10} {:>9} {:>9} {:>9} {:>7}",
-            "mode", "peer", "req/s", "p50", "p99", "cpu/req", "errors"
-        );
-        let mut verdicts = Vec::new();
-        for (mode, per_peer) in MODES.iter().zip(per_mode) {
-            let figures: Vec<Figures> = per_peer.iter().map(|runs| median(runs)).collect();
-            for (peer, f) in PEERS.iter().zip(&figures) {
-                let _ = writeln!(
-                    out,
-                    "{:<27} {:<13} {:>10.0} {:>9} {:>9} {:>9} {:>7}",
-                    mode.label(),
-                    peer,
-                    f.requests_per_sec,
-                    show(f.p50),
-                    show(f.p99),
-                    show(f.cpu_per_request),
-                    f.errors
-                );
-            }
-            let ours = figures[0];
-            for (peer, theirs) in PEERS.iter().zip(&figures).skip(1) {
-                let _ = writeln!(
-                    out,
-                    "{:<27} rswarm/{:<13} req/s {:.2}x  p50 {:.2}x  p99 {:.2}x  cpu/req {:.2}x",
-                    "",
-                    peer,
-                    ours.requests_per_sec / theirs.requests_per_sec,
-                    ours.p50.as_secs_f64() / theirs.p50.as_secs_f64(),
-                    ours.p99.as_secs_f64() / theirs.p99.as_secs_f64(),
-                    ours.cpu_per_request.as_secs_f64() / theirs.cpu_per_request.as_secs_f64()
-                );
-            }
-            // The same ratios round by round (each round ran both in turn): how
-            // much of a difference the machine's own noise makes.
-            let per_round = |value: fn(&Figures) -> f64| {
-                let mut ratios: Vec<f64> = per_peer[0]
-                    .iter()
-                    .zip(&per_peer[1])
-                    .map(|(ours, theirs)| value(ours) / value(theirs))
-                    .collect();
-                ratios.sort_by(f64::total_cmp);
-                (ratios[0], ratios[ratios.len() - 1])
-            };
-            if settings.rounds > 1 {
-                let rps = per_round(|f| f.requests_per_sec);
-                let p99 = per_round(|f| f.p99.as_secs_f64());
-                let _ = writeln!(
-                    out,
-                    "{:<27} rswarm/haproxy round by round: req/s {:.2}-{:.2}x  p99 {:.2}-{:.2}x",
-                    "", rps.0, rps.1, p99.0, p99.1
-                );
-            }
-            let haproxy = figures[1];
-            let met = ours.requests_per_sec >= haproxy.requests_per_sec && ours.p99 <= haproxy.p99;
-            verdicts.push(format!(
-                "{} {}",
-                mode.label(),
-                if met { "met" } else { "NOT met" }
-            ));
-        }
-        let _ = writeln!(
-            out,
-            "target (>= 1.0x haproxy req/s with p99 no worse) at {connections} connections: {}",
-            verdicts.join(", ")
-        );
+        report_level(&mut out, connections, per_mode, settings.rounds);
     }
     let memory: Vec<String> = PEERS
         .iter()
@@ -386,6 +311,92 @@ fn report(
         .collect();
     let _ = write!(out, "resident memory at the end: {}", memory.join(", "));
     out
+}
+
+/// One connection count's table, ratios and verdict (`per_mode[mode][peer]`
+/// holds one figure per round).
+fn report_level(
+    out: &mut String,
+    connections: usize,
+    per_mode: &[Vec<Vec<Figures>>],
+    rounds: usize,
+) {
+    let _ = writeln!(
+        out,
+        "{:<27} {:<13} {:>10} {:>9} {:>9} {:>9} {:>7}",
+        "mode", "peer", "req/s", "p50", "p99", "cpu/req", "errors"
+    );
+    let mut verdicts = Vec::new();
+    for (mode, per_peer) in MODES.iter().zip(per_mode) {
+        let figures: Vec<Figures> = per_peer.iter().map(|runs| median(runs)).collect();
+        for (peer, f) in PEERS.iter().zip(&figures) {
+            let _ = writeln!(
+                out,
+                "{:<27} {:<13} {:>10.0} {:>9} {:>9} {:>9} {:>7}",
+                mode.label(),
+                peer,
+                f.requests_per_sec,
+                show(f.p50),
+                show(f.p99),
+                show(f.cpu_per_request),
+                f.errors
+            );
+        }
+        let ours = figures[0];
+        for (peer, theirs) in PEERS.iter().zip(&figures).skip(1) {
+            let _ = writeln!(
+                out,
+                "{:<27} rswarm/{:<13} req/s {:.2}x  p50 {:.2}x  p99 {:.2}x  cpu/req {:.2}x",
+                "",
+                peer,
+                ours.requests_per_sec / theirs.requests_per_sec,
+                ours.p50.as_secs_f64() / theirs.p50.as_secs_f64(),
+                ours.p99.as_secs_f64() / theirs.p99.as_secs_f64(),
+                ours.cpu_per_request.as_secs_f64() / theirs.cpu_per_request.as_secs_f64()
+            );
+        }
+        // The same ratios round by round (each round ran both in turn): how
+        // much of a difference the machine's own noise makes.
+        let per_round = |value: fn(&Figures) -> f64| {
+            let mut ratios: Vec<f64> = per_peer[0]
+                .iter()
+                .zip(&per_peer[1])
+                .map(|(ours, theirs)| value(ours) / value(theirs))
+                .collect();
+            ratios.sort_by(f64::total_cmp);
+            (ratios[0], ratios[ratios.len() - 1])
+        };
+        if rounds > 1 {
+            let rps = per_round(|f| f.requests_per_sec);
+            let p99 = per_round(|f| f.p99.as_secs_f64());
+            let _ = writeln!(
+                out,
+                "{:<27} rswarm/haproxy round by round: req/s {:.2}-{:.2}x  p99 {:.2}-{:.2}x",
+                "", rps.0, rps.1, p99.0, p99.1
+            );
+        }
+        let haproxy = figures[1];
+        let met = ours.requests_per_sec >= haproxy.requests_per_sec && ours.p99 <= haproxy.p99;
+        verdicts.push(format!(
+            "{} {}",
+            mode.label(),
+            if met { "met" } else { "NOT met" }
+        ));
+    }
+    let _ = writeln!(
+        out,
+        "target (>= 1.0x haproxy req/s with p99 no worse) at {connections} connections: {}",
+        verdicts.join(", ")
+    );
+}
+
+/// `items` as text, separated by `separator`.
+fn joined<T: ToString>(items: &[T], separator: &str) -> String {
+    items
+        .iter()
+        .map(ToString::to_string)
+        .collect::<Vec<_>>()
+        .join(separator)
 }
 
 /// The child mode: rswarm's proxy on `listen` over the given backends until stdin
